@@ -1,0 +1,218 @@
+"""`python -m adm <command>`: argument parsing only; every command calls one library function.
+
+User errors (bad paths, presets, sizes, shard sets) print one line `error: ...` and exit 2
+without a traceback; a diverged training run exits 3 after keeping its last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already fixed once in this process
+        pass
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
+
+
+def _optim_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the training preset (None = keep the preset's value). Both training
+    commands accept all of them (one TrainConfig); the classifier ignores the EMA rates and the
+    timestep sampler (t is always uniform), the diffusion loop ignores --eval-interval."""
+    p.add_argument("--train-preset", help="named TrainConfig (default: the model preset's name if one exists)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch (all ranks)")
+    p.add_argument("--microbatch", type=int, help="images per forward/backward; 0 = whole batch")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr-anneal-steps", type=int, help="linear decay to 0 at this step; 0 = off")
+    p.add_argument("--grad-clip", type=float, help="max gradient L2 norm; 0 = off")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--save-interval", type=int, help="steps between resumable checkpoints")
+    p.add_argument("--log-interval", type=int, help="steps per log.csv row")
+    p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-interval", type=int, help="classifier: steps between held-out evaluations")
+    p.add_argument("--ema-rate", type=float, nargs="+", dest="ema_rates", help="diffusion: one or more EMA decays")
+    p.add_argument("--schedule-sampler", choices=("uniform", "loss-second-moment"), help="diffusion: timestep sampler")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="digits demo or an ImageNet-style folder → npz")
+    p.add_argument("--dataset", choices=("digits", "imagenet"), required=True)
+    p.add_argument("--data-dir", help="image folder (imagenet): label = file-name prefix before '_'")
+    p.add_argument("--image-size", type=int, help="crop size (imagenet)")
+    p.add_argument("--out-train", required=True)
+    p.add_argument("--out-heldout", help="held-out npz (digits: default none; imagenet: optional split)")
+    p.add_argument("--heldout-fraction", type=float, default=None, help="digits default 0.2")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    p = sub.add_parser("train-diffusion", help="train the diffusion UNet on L_hybrid")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model-preset", required=True)
+    p.add_argument("--diffusion-preset", help="default: the model preset's name")
+    _optim_flags(p)
+    _common(p)
+
+    p = sub.add_parser("train-classifier", help="train the noisy-image classifier")
+    p.add_argument("--data", required=True)
+    p.add_argument("--heldout", help="held-out npz for accuracy (recommended)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model-preset", required=True)
+    p.add_argument("--diffusion-preset", help="default: the model preset's name")
+    _optim_flags(p)
+    _common(p)
+
+    p = sub.add_parser("sample", help="guided DDPM/DDIM samples for one shard")
+    p.add_argument("--model", required=True)
+    p.add_argument("--classifier")
+    p.add_argument("--scale", type=float, default=0.0)
+    p.add_argument("--num-samples", type=int, required=True)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--labels", choices=("uniform", "balanced"), default="uniform")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model-preset")
+    p.add_argument("--classifier-preset")
+    p.add_argument("--diffusion-preset")
+    p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
+    _common(p)
+
+    p = sub.add_parser("merge", help="concatenate sample shards by global index")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num-samples", type=int, required=True)
+    p.add_argument("shards", nargs="+")
+    _common(p)
+    return parser
+
+
+def cmd_prepare_data(a) -> None:
+    from adm.data import folder_to_npz, prepare_digits, write_json
+    from pathlib import Path
+
+    if a.dataset == "digits":
+        a.heldout_fraction = 0.2 if a.heldout_fraction is None else a.heldout_fraction
+        info = prepare_digits(a.out_train, a.out_heldout, a.heldout_fraction, a.seed)
+    else:
+        if not a.data_dir or not a.image_size:
+            raise ValueError("--dataset imagenet needs --data-dir and --image-size")
+        info = folder_to_npz(a.data_dir, a.image_size, a.out_train, a.heldout_fraction or 0.0, a.out_heldout,
+                             a.seed, a.progress)
+    write_json(Path(a.out_train).with_suffix(".json"), {"command": "prepare-data", **vars(a), **info})
+    print(f"wrote {a.out_train} ({info['n_train']} images)" + (f" and {a.out_heldout} ({info['n_heldout']})" if a.out_heldout else ""))
+
+
+def _train_setup(a):
+    from adm.presets import get_preset
+    from adm.trainutil import TRAIN_PRESETS, resolve_train_config
+
+    model_cfg = get_preset(a.model_preset)
+    diffusion_cfg = get_preset(a.diffusion_preset or a.model_preset, kind="diffusion")
+    preset = a.train_preset or (a.model_preset if a.model_preset in TRAIN_PRESETS else None)
+    keys = ["steps", "batch_size", "microbatch", "lr", "weight_decay", "lr_anneal_steps", "grad_clip", "precision",
+            "save_interval", "log_interval", "random_flip", "seed", "eval_interval", "ema_rates", "schedule_sampler"]
+    cfg = resolve_train_config(preset, **{k: getattr(a, k) for k in keys})
+    info = {"threads": a.threads, "model_preset": a.model_preset, "train_preset": preset,
+            "diffusion_preset": a.diffusion_preset or a.model_preset}
+    return model_cfg, diffusion_cfg, cfg, info
+
+
+def cmd_train_diffusion(a) -> None:
+    from adm import dist
+    from adm.config import UNetConfig
+    from adm.train_diffusion import train_diffusion
+
+    model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
+    if not isinstance(model_cfg, UNetConfig):
+        raise ValueError(f"--model-preset {a.model_preset} is a classifier; use train-classifier")
+    out = train_diffusion(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info)
+    if dist.is_main():
+        print(f"trained {out['steps']} steps; EMA weights: {out['ema']}")
+    dist.cleanup()
+
+
+def cmd_train_classifier(a) -> None:
+    from adm import dist
+    from adm.config import ClassifierConfig
+    from adm.train_classifier import train_classifier
+
+    model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
+    if not isinstance(model_cfg, ClassifierConfig):
+        raise ValueError(f"--model-preset {a.model_preset} is not a classifier preset")
+    out = train_classifier(a.data, a.heldout, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info)
+    acc = out.get("heldout_clean_acc@1")
+    if dist.is_main():
+        print(f"trained {out['steps']} steps" + (f"; held-out clean acc@1 {acc:.3f}" if acc is not None else ""))
+    dist.cleanup()
+
+
+def cmd_sample(a) -> None:
+    from adm.sample import SampleConfig, sample_shard
+
+    cfg = SampleConfig(model=a.model, out=a.out, num_samples=a.num_samples, classifier=a.classifier, scale=a.scale,
+                       shard=a.shard, num_shards=a.num_shards, seed=a.seed, respacing=a.respacing,
+                       batch_size=a.batch_size, labels=a.labels, model_preset=a.model_preset,
+                       classifier_preset=a.classifier_preset, diffusion_preset=a.diffusion_preset,
+                       clip_denoised=a.clip_denoised)
+    out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
+    print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")
+
+
+def cmd_merge(a) -> None:
+    from adm.sample import merge_shards
+
+    out = merge_shards(a.shards, a.out, a.num_samples, a.progress)
+    print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")
+
+
+COMMANDS = {"prepare-data": cmd_prepare_data, "train-diffusion": cmd_train_diffusion,
+            "train-classifier": cmd_train_classifier, "sample": cmd_sample, "merge": cmd_merge}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from adm.trainutil import TrainingDiverged
+
+    if os.environ.get("ADM_DEBUG"):  # developers: full tracebacks instead of one-line errors
+        _set_threads(args.threads)
+        COMMANDS[args.command](args)
+        return 0
+    try:
+        if hasattr(args, "threads"):
+            _set_threads(args.threads)
+        COMMANDS[args.command](args)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except KeyError as e:  # unknown preset names: the message is the first argument
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # DataError, CheckpointError, ShardError, missing files, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,234 @@
+"""Datasets: the embedded digits demo, ADM's ImageNet folder layout, and the compact npz format.
+
+The npz format at every seam (OpenAI's): `arr_0` uint8 [N, H, W, 3] (NHWC, RGB), `arr_1` int64 [N].
+Training reads uint8 arrays and converts a batch to float in [-1, 1] (x / 127.5 - 1), as ADM does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
+
+
+class DataError(ValueError):
+    """A user-facing problem with a dataset (missing, unreadable, empty, wrong size)."""
+
+
+# ----------------------------------------------------------------------------- npz files
+
+
+def save_npz(path, images: np.ndarray, labels: np.ndarray, **extra) -> None:
+    """Write `arr_0` (uint8 NHWC) and `arr_1` (int64) atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, arr_0=np.ascontiguousarray(images, np.uint8), arr_1=np.asarray(labels, np.int64), **extra)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_npz(path, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read (images uint8 [N,H,W,3], labels int64 [N]); one clear DataError for any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset file not found: {path}")
+    try:
+        with np.load(path) as f:
+            images, labels = f["arr_0"], f["arr_1"] if "arr_1" in f else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"cannot read dataset {path}: {e}") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DataError(f"{path}: arr_0 must be uint8 [N,H,W,3], got {images.dtype} {list(images.shape)}")
+    if len(images) == 0:
+        raise DataError(f"{path}: the dataset is empty")
+    if labels is None:
+        raise DataError(f"{path}: no labels (arr_1); class-conditional training needs them")
+    if labels.shape != (len(images),):
+        raise DataError(f"{path}: arr_1 has shape {list(labels.shape)}, expected [{len(images)}]")
+    if image_size is not None and images.shape[1:3] != (image_size, image_size):
+        raise DataError(
+            f"{path}: images are {images.shape[1]}x{images.shape[2]} but the model preset "
+            f"expects {image_size}x{image_size}"
+        )
+    return images, labels.astype(np.int64)
+
+
+def to_float(images_uint8: np.ndarray, flips: np.ndarray | None = None):
+    """uint8 NHWC → float32 NCHW tensor in [-1, 1]; `flips[i]` mirrors image i left-right."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float()
+    if flips is not None and flips.any():
+        f = torch.from_numpy(np.asarray(flips, bool))
+        x[f] = x[f].flip(-1)
+    return x / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------- digits demo
+
+
+def load_digits_rgb() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's 1,797 real 8×8 handwritten digits as RGB uint8 [N,8,8,3] and int64 labels.
+
+    The originals are 4-bit intensities 0..16 (ink = high); we map v → round(v · 255 / 16), so
+    0 → 0 (black background), 16 → 255 (white ink), and copy the gray channel to R, G and B.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    gray = np.round(d.images.astype(np.float64) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1), d.target.astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic per-class split: round(fraction · n_c) of each class c is held out."""
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise DataError(f"heldout fraction must be in [0, 1), got {heldout_fraction}")
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        held.append(rng.permutation(idx)[: int(round(heldout_fraction * len(idx)))])
+    held = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    train = np.setdiff1d(np.arange(len(labels)), held)
+    return train, held
+
+
+def prepare_digits(out_train, out_heldout, heldout_fraction: float = 0.2, seed: int = 0) -> dict:
+    """Write the digits train / held-out npz files; returns a summary dict."""
+    images, labels = load_digits_rgb()
+    train, held = stratified_split(labels, heldout_fraction, seed)
+    save_npz(out_train, images[train], labels[train])
+    if out_heldout is not None:
+        save_npz(out_heldout, images[held], labels[held])
+    return {"dataset": "digits", "n_train": int(len(train)), "n_heldout": int(len(held)),
+            "image_size": 8, "num_classes": 10, "pixel_mapping": "round(v*255/16), gray→RGB"}
+
+
+# ----------------------------------------------------------------------------- ImageNet folders
+
+
+def list_image_files(data_dir) -> list[Path]:
+    """All jpg/jpeg/png files below `data_dir`, in sorted (deterministic) order, as ADM lists them."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory not found: {data_dir}")
+    try:
+        files = [p for p in sorted(data_dir.rglob("*")) if p.suffix[1:].lower() in IMAGE_EXTENSIONS and p.is_file()]
+    except OSError as e:
+        raise DataError(f"cannot read data directory {data_dir}: {e}") from None
+    if not files:
+        raise DataError(f"no images (.jpg/.jpeg/.png) found under {data_dir}")
+    return files
+
+
+def class_labels(files: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """ADM's rule: class name = file name before the first "_"; label = index in the sorted names."""
+    names = [p.name.split("_")[0] for p in files]
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[n] for n in names], np.int64), classes
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
+    """ADM's resize: BOX-halve while the short side ≥ 2·size, BICUBIC to size, center crop."""
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(x // 2 for x in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)
+    top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
+    return arr[top: top + image_size, left: left + image_size]
+
+
+def read_image(path: Path, image_size: int) -> np.ndarray:
+    """One file → uint8 [size, size, 3]; DataError naming the file if it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return center_crop_arr(im.convert("RGB"), image_size)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+class ImageFolderDataset:
+    """ADM's ImageNet dataset read on the fly: (float32 [3,H,W] in [-1,1], label); torch-Dataset API."""
+
+    def __init__(self, data_dir, image_size: int, random_flip: bool = True, seed: int = 0):
+        self.files = list_image_files(data_dir)
+        self.labels, self.classes = class_labels(self.files)
+        self.image_size, self.random_flip = image_size, random_flip
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        arr = read_image(self.files[i], self.image_size)
+        flip = self.random_flip and self.rng.random() < 0.5
+        return to_float(arr[None], np.array([flip]))[0], int(self.labels[i])
+
+
+def _write_npy_header(f, shape, dtype) -> None:
+    np.lib.format.write_array_header_2_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+
+
+def folder_to_npz(data_dir, image_size: int, out, heldout_fraction: float = 0.0, out_heldout=None,
+                  seed: int = 0, progress: bool = True) -> dict:
+    """Decode + crop every image once and stream it into a compact uint8 npz (atomic).
+
+    Images are streamed into the zip one at a time, so memory stays O(one image) even for
+    ImageNet-size folders. With `out_heldout`, a stratified fraction goes to a second file.
+    """
+    files = list_image_files(data_dir)
+    labels, classes = class_labels(files)
+    train, held = (stratified_split(labels, heldout_fraction, seed) if out_heldout is not None
+                   else (np.arange(len(files)), np.zeros(0, np.int64)))
+    bar = tqdm(total=len(files), desc="prepare-data", unit="img", disable=not progress)
+    for idx, dest in ((train, out), (held, out_heldout)):
+        if dest is None:
+            continue
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                    _write_npy_header(f, (len(idx), image_size, image_size, 3), np.uint8)
+                    for i in idx:
+                        f.write(np.ascontiguousarray(read_image(files[i], image_size)).tobytes())
+                        bar.update(1)
+                with zf.open("arr_1.npy", "w") as f:
+                    np.lib.format.write_array(f, labels[idx].astype(np.int64))
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    bar.close()
+    return {"dataset": "folder", "data_dir": str(data_dir), "n_train": int(len(train)),
+            "n_heldout": int(len(held)), "image_size": image_size, "num_classes": len(classes),
+            "classes": classes}
+
+
+def write_json(path, obj) -> None:
+    """Atomic JSON write (used for every resolved-config file next to an output)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,193 @@
+"""Sharded, seed-exact guided sampling and the merge of shards (the `sample` / `merge` programs).
+
+Sample i (a global index in 0..N-1) draws its label and every noise tensor from (seed, i) only
+(adm.rng), so shards can run anywhere, in any order, at any batch size, and the merged file is
+what one unsharded run writes; the same indices get the same seeds at every guidance scale.
+Shard k of n covers [k·N//n, (k+1)·N//n). Batches are aligned to multiples of `batch_size` in
+the global index space, so a shard computes the same batches an unsharded run does wherever
+the shard boundaries allow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adm.data import save_npz, write_json
+
+
+class ShardError(ValueError):
+    """A shard set that does not merge into exactly the samples 0..N-1."""
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    model: str                        # diffusion checkpoint .pt (our JSON beside it, or --model-preset)
+    out: str                          # shard npz to write (atomic); the resolved config goes to .json beside
+    num_samples: int                  # N: total samples over all shards
+    classifier: str | None = None     # classifier checkpoint .pt; needed when scale > 0
+    scale: float = 0.0                # classifier guidance scale s (0 = unguided)
+    shard: int = 0                    # k: this shard's number, 0 <= k < num_shards
+    num_shards: int = 1               # n: shard k covers global indices [k·N//n, (k+1)·N//n)
+    seed: int = 0                     # base seed: sample i uses (seed, i) only
+    respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
+    batch_size: int = 64              # images per forward pass (does not change any image)
+    labels: str = "uniform"           # "uniform" (i.i.d. per index) | "balanced" (each block of C holds every class)
+    model_preset: str | None = None   # config for OpenAI files that carry no JSON
+    classifier_preset: str | None = None  # likewise for the classifier
+    diffusion_preset: str | None = None   # T/schedule when the model's JSON has none (default: model_preset)
+    clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.batch_size < 1:
+            raise ValueError("--num-samples and --batch-size must be >= 1")
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"--shard must be in 0..{self.num_shards - 1}, got {self.shard}")
+        if self.scale < 0:
+            raise ValueError(f"--scale must be >= 0, got {self.scale}")
+        if self.scale > 0 and self.classifier is None:
+            raise ValueError("--scale > 0 needs --classifier")
+        if self.labels not in ("uniform", "balanced"):
+            raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
+
+
+def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
+    """Global indices of shard k of n: [k·N//n, (k+1)·N//n)."""
+    return range(shard * num_samples // num_shards, (shard + 1) * num_samples // num_shards)
+
+
+def _batches(indices: range, batch_size: int):
+    """Split a shard at multiples of batch_size in GLOBAL index space."""
+    lo = indices.start
+    while lo < indices.stop:
+        hi = min(indices.stop, (lo // batch_size + 1) * batch_size)
+        yield range(lo, hi)
+        lo = hi
+
+
+def load_networks(cfg: SampleConfig, device):
+    """(model, model_cfg, diffusion_cfg, classifier | None, classifier_cfg | None)."""
+    from adm.checkpoints import load_model, read_sidecar
+    from adm.config import DiffusionConfig, from_dict
+    from adm.presets import get_preset
+
+    model, model_cfg = load_model(cfg.model, cfg.model_preset, expect_kind="unet", map_location=device)
+    meta = read_sidecar(cfg.model) or {}
+    if meta.get("diffusion"):
+        diffusion_cfg = from_dict(DiffusionConfig, meta["diffusion"])
+    else:
+        name = cfg.diffusion_preset or cfg.model_preset
+        if name is None:
+            raise ValueError(f"{cfg.model}: its JSON names no diffusion process; give --diffusion-preset")
+        diffusion_cfg = get_preset(name, kind="diffusion")
+    classifier = classifier_cfg = None
+    if cfg.scale > 0:
+        classifier, classifier_cfg = load_model(cfg.classifier, cfg.classifier_preset, expect_kind="classifier",
+                                                map_location=device)
+        if classifier_cfg.image_size != model_cfg.image_size:
+            raise ValueError(f"classifier is {classifier_cfg.image_size}px but the model is {model_cfg.image_size}px")
+    return model, model_cfg, diffusion_cfg, classifier, classifier_cfg
+
+
+def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
+    """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
+    from adm.guidance import classifier_guidance
+    from adm.rng import randn_per_sample, sample_generators, sample_labels
+    from adm.sampling import ddim_sample, ddpm_sample, to_uint8
+    from adm.schedule import make_schedule, respace
+
+    dev = torch.device(device)
+    model, model_cfg, diffusion_cfg, classifier, classifier_cfg = load_networks(cfg, dev)
+    spec = cfg.respacing.strip()
+    use_ddim = spec.startswith("ddim")
+    schedule = respace(make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps), spec)
+    num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
+    cond_fn = classifier_guidance(classifier, cfg.scale) if classifier is not None else None
+    sampler = ddim_sample if use_ddim else ddpm_sample
+    # Only a class-conditional network sees y; the classifier always gets the label it guides to.
+    model_fn = (lambda x, t, y: model(x, t, y)) if model_cfg.num_classes else (lambda x, t, y: model(x, t, None))
+    size, channels = model_cfg.image_size, 3
+
+    indices = shard_range(cfg.num_samples, cfg.shard, cfg.num_shards)
+    images = np.zeros((len(indices), size, size, 3), np.uint8)
+    labels = (sample_labels(cfg.seed, indices, num_classes, cfg.labels).numpy() if num_classes
+              else np.zeros(len(indices), np.int64))
+    t0 = time.time()
+    bar = tqdm(total=len(indices), desc=f"sample s={cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
+               unit="img", disable=not progress, dynamic_ncols=True)
+    for batch in _batches(indices, cfg.batch_size):
+        sl = slice(batch.start - indices.start, batch.stop - indices.start)
+        gens = sample_generators(cfg.seed, batch)  # CPU generators: identical noise on any device
+        noise = randn_per_sample(gens, (channels, size, size), dev)  # x_T of each sample
+        y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
+        x0 = sampler(model_fn, noise, schedule, labels=y, cond_fn=cond_fn, generators=gens,
+                     clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
+        images[sl] = to_uint8(x0)
+        bar.update(len(batch))
+    bar.close()
+    elapsed = time.time() - t0
+    save_npz(cfg.out, images, labels, indices=np.arange(indices.start, indices.stop, dtype=np.int64))
+    summary = {"n": len(indices), "first_index": indices.start, "sampling_s": elapsed,
+               "images_per_s": len(indices) / max(elapsed, 1e-9), "steps": len(schedule),
+               "sampler": "ddim" if use_ddim else "ddpm"}
+    write_json(Path(cfg.out).with_suffix(".json"), {
+        "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
+        "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
+    return summary
+
+
+def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise ShardError(f"shard not found: {path}")
+    try:
+        with np.load(path) as f:
+            missing = [k for k in ("arr_0", "arr_1", "indices") if k not in f]
+            if missing:
+                raise ShardError(f"{path}: not a sample shard (missing {', '.join(missing)})")
+            images, labels, idx = f["arr_0"], f["arr_1"], f["indices"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, ShardError):
+            raise
+        raise ShardError(f"{path}: truncated or unreadable shard ({type(e).__name__}: {e})") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ShardError(f"{path}: arr_0 must be uint8 [n,H,W,3], got {images.dtype} {list(images.shape)}")
+    if not (len(images) == len(labels) == len(idx)) or labels.ndim != 1 or idx.ndim != 1:
+        raise ShardError(f"{path}: arr_0/arr_1/indices lengths differ ({len(images)}/{len(labels)}/{len(idx)})")
+    return images, labels, idx
+
+
+def merge_shards(shards, out, num_samples: int, progress: bool = True) -> dict:
+    """Concatenate shards in global-index order; every index 0..N-1 must appear exactly once."""
+    if not shards:
+        raise ShardError("no shards given")
+    parts, owner = [], {}
+    for p in tqdm([Path(s) for s in shards], desc="merge", unit="shard", disable=not progress):
+        images, labels, idx = _read_shard(p)
+        if parts and images.shape[1:] != parts[0][0].shape[1:]:
+            raise ShardError(f"{p}: images are {list(images.shape[1:])}, other shards {list(parts[0][0].shape[1:])}")
+        for i in idx.tolist():
+            if i in owner:
+                raise ShardError(f"sample index {i} appears twice ({owner[i]} and {p})")
+            owner[i] = p
+        parts.append((images, labels, idx))
+    idx = np.concatenate([p[2] for p in parts])
+    if idx.min() < 0 or idx.max() >= num_samples:
+        raise ShardError(f"shard indices span {idx.min()}..{idx.max()}, outside 0..{num_samples - 1}")
+    if len(idx) != num_samples:
+        missing = sorted(set(range(num_samples)) - set(idx.tolist()))
+        raise ShardError(f"{len(missing)} of {num_samples} sample indices missing (first: {missing[:5]}); "
+                         f"a shard is absent or incomplete")
+    order = np.argsort(idx, kind="stable")
+    images = np.concatenate([p[0] for p in parts])[order]
+    labels = np.concatenate([p[1] for p in parts])[order].astype(np.int64)
+    save_npz(out, images, labels)
+    summary = {"n": num_samples, "shards": [str(s) for s in shards], "image_shape": list(images.shape[1:])}
+    write_json(Path(out).with_suffix(".json"), {"command": "merge", **summary})
+    return summary

@@ -1,0 +1,148 @@
+"""Train the class-conditional diffusion model (ADM, Dhariwal & Nichol 2021) on L_hybrid.
+
+One readable loop: AdamW + EMA, optional linear lr anneal, uniform or loss-aware timestep
+sampling (IDDPM Sec. 3.3), microbatching, gradient clipping, bf16/fp16 autocast, DDP via torchrun.
+Every random choice is a function of (seed, step, rank), and a checkpoint carries all RNG
+states, so a run killed at any moment resumes to the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from adm import dist
+from adm.config import DiffusionConfig, UNetConfig, to_dict
+from adm.data import to_float, write_json
+from adm.diffusion import hybrid_loss
+from adm.precision import autocast
+from adm.schedule import make_schedule
+from adm.timestep_sampler import make_timestep_sampler
+from adm.trainutil import (CSVLog, Meter, TrainConfig, TrainingDiverged, batch_indices, checkpoint_state,
+                           ema_state_dict, ema_update, grad_norm_and_clip, load_training_data, lr_at, resume,
+                           save_checkpoint, step_generator)
+from adm.unet import build_model
+
+QUARTILES = [f"{m}_q{i}" for m in ("loss", "mse", "vb") for i in range(4)]
+LOG_FIELDS = ["step", "lr", "loss", "mse", "vb", *QUARTILES, "grad_norm", "loss_scale", "samples_per_s", "elapsed_s"]
+
+
+def train_diffusion(
+    data,                             # training npz: arr_0 uint8 [N,H,W,3], arr_1 int64 labels
+    out_dir,                          # run folder: checkpoint.pt, log.csv, ema*.pt, train_config.json
+    model_cfg: UNetConfig,            # network (a preset from adm.presets)
+    diffusion_cfg: DiffusionConfig,   # T and noise schedule of the forward process
+    cfg: TrainConfig,                 # optimisation settings (steps, batch, lr, EMA, precision, ...)
+    device: str = "cpu",              # "cpu" | "cuda" (one GPU per torchrun process)
+    progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
+    run_info: dict | None = None,     # extra fields recorded in train_config.json (threads, preset names)
+) -> dict:
+    """Train until `cfg.steps`, resuming from `out_dir/checkpoint.pt` if present; returns a summary."""
+    dev = dist.init(device)
+    rank, world = dist.rank(), dist.world_size()
+    out_dir = Path(out_dir)
+    images, labels, local_bs, micro = load_training_data(data, model_cfg.image_size, model_cfg.num_classes, cfg)
+    if dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "train_config.json", {
+            "command": "train-diffusion", "data": str(data), "device": device, "world_size": world,
+            "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg),
+            **(run_info or {})})
+    schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
+    K = len(schedule)
+
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = build_model(model_cfg).to(dev)
+    net = torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None) if world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
+    sampler = make_timestep_sampler(cfg.schedule_sampler, K)
+    ema = {r: {n: p.detach().clone() for n, p in model.named_parameters()} for r in cfg.ema_rates}
+    ckpt = out_dir / "checkpoint.pt"
+    meta = {"command": "train-diffusion", "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg),
+            "seed": cfg.seed, "batch_size": cfg.batch_size, "ema_rates": tuple(cfg.ema_rates)}
+    start = resume(ckpt, meta, model, opt, scaler, sampler, ema)
+    log = CSVLog(out_dir / "log.csv", LOG_FIELDS, resume_step=start if start else None)
+
+    def model_fn(x_t, t, y):  # the network under autocast; the loss math stays float32
+        with autocast(cfg.precision, dev.type):
+            return net(x_t, t, y).float()
+
+    meter, t0, tick, seen = Meter(), time.time(), time.time(), 0
+    bar = tqdm(total=cfg.steps, initial=start, desc="train-diffusion", unit="step",
+               disable=not (progress and dist.is_main()), dynamic_ncols=True)
+    for step in range(start, cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        idx, flips = batch_indices(cfg.seed, step, cfg.batch_size, len(images), rank, world)
+        x0 = to_float(images[idx], flips if cfg.random_flip else None).to(dev)  # (B, 3, H, W) in [-1, 1]
+        y = torch.from_numpy(labels[idx]).to(dev) if model_cfg.num_classes else None
+        gen = step_generator(cfg.seed, step, rank)
+        opt.zero_grad(set_to_none=True)
+        bad = torch.zeros((), device=dev)
+        for i in range(0, local_bs, micro):
+            xb, yb = x0[i:i + micro], (y[i:i + micro] if y is not None else None)
+            k, w = sampler.sample(len(xb), gen)         # step indices and importance weights 1/(K p_k)
+            noise = torch.randn(xb.shape, generator=gen)  # eps ~ N(0, I), drawn on CPU for exactness
+            k, w, noise = k.to(dev), w.to(dev), noise.to(dev)
+            sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
+            with sync:
+                losses = hybrid_loss(model_fn, schedule, xb, k, yb, noise, learn_sigma=diffusion_cfg.learn_sigma)
+                loss = (losses["loss"] * w).mean() * (len(xb) / local_bs)
+                bad += (~torch.isfinite(loss)).float()
+                scaler.scale(loss).backward()
+            if cfg.schedule_sampler != "uniform":  # every rank sees every loss: identical weights
+                sampler.update(dist.all_gather_cat(k), dist.all_gather_cat(losses["loss"].detach()))
+            for name in ("loss", "mse", "vb"):
+                meter.add_quartiles(name, losses[name], k, K)
+        if dist.all_reduce_sum(bad).item() > 0:  # stop before the optimizer touches the weights
+            bar.close()
+            raise TrainingDiverged(
+                f"loss is not finite (NaN/inf) at step {step + 1}; stopped. The last good checkpoint "
+                f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32.")
+        scaler.unscale_(opt)
+        gnorm = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        for r in cfg.ema_rates:
+            ema_update(ema[r], model, r)
+        meter.add("grad_norm", torch.tensor([gnorm if math.isfinite(gnorm) else float("nan")]))
+        seen += cfg.batch_size
+        done = step + 1
+        if done % cfg.log_interval == 0 or done == cfg.steps:
+            row = meter.means()
+            now = time.time()
+            log.write({"step": done, "lr": lr_at(cfg, step), **row, "loss_scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
+                       "samples_per_s": seen / max(now - tick, 1e-9), "elapsed_s": now - t0})
+            bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
+            tick, seen = now, 0
+        if done % cfg.save_interval == 0 or done == cfg.steps:
+            state = checkpoint_state(done, meta, model, opt, scaler, sampler, ema)
+            if dist.is_main():
+                save_checkpoint(ckpt, state)
+            dist.barrier()
+        bar.update(1)
+    bar.close()
+    if dist.is_main():
+        export_ema(model, model_cfg, diffusion_cfg, ema, cfg.ema_rates, out_dir)
+    dist.barrier()
+    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": time.time() - t0,
+            "steps_per_s": (cfg.steps - start) / max(time.time() - t0, 1e-9), "ema": str(out_dir / "ema.pt")}
+
+
+def export_ema(model, model_cfg, diffusion_cfg, ema, rates, out_dir: Path) -> None:
+    """EMA weights in OpenAI's state-dict format: ema_<rate>.pt per rate, ema.pt = the first rate."""
+    from adm.checkpoints import save_model
+
+    shadow = copy.deepcopy(model).cpu()
+    for i, r in enumerate(rates):
+        shadow.load_state_dict(ema_state_dict(model, ema[r]))
+        names = [f"ema_{r}.pt"] + (["ema.pt"] if i == 0 else [])
+        for name in names:
+            save_model(shadow, model_cfg, out_dir / name, diffusion=diffusion_cfg)

@@ -1,0 +1,119 @@
+"""The sample / merge programs: shard union == unsharded run (bytes), reruns identical, merge errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adm import cli
+from adm.checkpoints import save_model
+from adm.presets import get_preset
+from adm.sample import SampleConfig, ShardError, merge_shards, sample_shard, shard_range
+from adm.unet import build_model
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+N = 7
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    """Randomly initialised tiny-test UNet + classifier saved as our training writes them."""
+    d = tmp_path_factory.mktemp("nets")
+    torch.manual_seed(0)
+    save_model(build_model(get_preset("tiny-test")), get_preset("tiny-test"), d / "ema.pt",
+               diffusion=get_preset("tiny-test", "diffusion"))
+    save_model(build_model(get_preset("tiny-test-classifier")), get_preset("tiny-test-classifier"), d / "clf.pt")
+    return d
+
+
+def _cfg(nets, out, **kw):
+    base = dict(model=str(nets / "ema.pt"), classifier=str(nets / "clf.pt"), out=str(out), num_samples=N,
+                scale=2.0, respacing="4", batch_size=4, seed=3)
+    return SampleConfig(**{**base, **kw})
+
+
+def _arrays(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_shard_ranges_partition():
+    assert [list(shard_range(7, k, 3)) for k in range(3)] == [[0, 1], [2, 3], [4, 5, 6]]
+
+
+@pytest.mark.parametrize("respacing", ["4", "ddim3"])
+def test_union_of_shards_equals_unsharded_run_bytewise(nets, tmp_path, respacing):
+    sample_shard(_cfg(nets, tmp_path / "all.npz", respacing=respacing), progress=False)
+    shards = []
+    for k in range(3):
+        shards.append(tmp_path / f"s{k}.npz")
+        sample_shard(_cfg(nets, shards[-1], respacing=respacing, shard=k, num_shards=3, batch_size=2), progress=False)
+    merge_shards(shards, tmp_path / "merged.npz", N, progress=False)
+    full, merged = _arrays(tmp_path / "all.npz"), _arrays(tmp_path / "merged.npz")
+    assert full["arr_0"].shape == (N, 16, 16, 3) and full["arr_0"].dtype == np.uint8
+    assert full["arr_1"].dtype == np.int64 and full["indices"].tolist() == list(range(N))
+    assert full["arr_0"].tobytes() == merged["arr_0"].tobytes()
+    assert full["arr_1"].tobytes() == merged["arr_1"].tobytes()
+    # a rerun of one shard is byte-identical (file contents, not only arrays)
+    sample_shard(_cfg(nets, tmp_path / "again.npz", respacing=respacing, shard=1, num_shards=3, batch_size=2),
+                 progress=False)
+    assert (tmp_path / "again.npz").read_bytes() == shards[1].read_bytes()
+    assert (tmp_path / "s1.json").exists()
+
+
+def test_same_seeds_at_every_scale_and_scale0_ignores_classifier(nets, tmp_path):
+    a = sample_shard(_cfg(nets, tmp_path / "g.npz", scale=0.0), progress=False)
+    sample_shard(_cfg(nets, tmp_path / "u.npz", scale=0.0, classifier=None), progress=False)
+    sample_shard(_cfg(nets, tmp_path / "s.npz", scale=50.0), progress=False)
+    g, u, s = (_arrays(tmp_path / f"{n}.npz") for n in "gus")
+    assert g["arr_0"].tobytes() == u["arr_0"].tobytes() and a["n"] == N
+    assert (g["arr_1"] == s["arr_1"]).all() and not (g["arr_0"] == s["arr_0"]).all()
+
+
+def test_merge_errors(nets, tmp_path):
+    shards = []
+    for k in range(2):
+        shards.append(tmp_path / f"s{k}.npz")
+        sample_shard(_cfg(nets, shards[-1], scale=0.0, shard=k, num_shards=2), progress=False)
+    with pytest.raises(ShardError, match="missing"):
+        merge_shards(shards[:1], tmp_path / "m.npz", N, progress=False)
+    with pytest.raises(ShardError, match="appears twice"):
+        merge_shards([shards[0], shards[0], shards[1]], tmp_path / "m.npz", N, progress=False)
+    (tmp_path / "trunc.npz").write_bytes(shards[1].read_bytes()[:-200])
+    with pytest.raises(ShardError, match="trunc.npz: truncated or unreadable"):
+        merge_shards([shards[0], tmp_path / "trunc.npz"], tmp_path / "m.npz", N, progress=False)
+    other = _arrays(shards[1])
+    np.savez(tmp_path / "wrong.npz", arr_0=other["arr_0"][:, :8], arr_1=other["arr_1"], indices=other["indices"])
+    with pytest.raises(ShardError, match="wrong.npz: images are"):
+        merge_shards([shards[0], tmp_path / "wrong.npz"], tmp_path / "m.npz", N, progress=False)
+    with pytest.raises(ShardError, match="not found"):
+        merge_shards([shards[0], tmp_path / "nope.npz"], tmp_path / "m.npz", N, progress=False)
+    assert not (tmp_path / "m.npz").exists()
+    merge_shards(shards[::-1], tmp_path / "m.npz", N, progress=False)  # order of arguments is irrelevant
+    assert _arrays(tmp_path / "m.npz")["arr_0"].shape[0] == N
+
+
+def test_cli_sample_and_merge(nets, tmp_path, capsys):
+    out = tmp_path / "x.npz"
+    assert cli.main(["sample", "--model", str(nets / "ema.pt"), "--num-samples", "2", "--respacing", "ddim2",
+                     "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["merge", "--out", str(tmp_path / "m.npz"), "--num-samples", "2", str(out), "--no-progress"]) == 0
+    assert cli.main(["merge", "--out", str(tmp_path / "m.npz"), "--num-samples", "3", str(out)]) == 2
+    assert cli.main(["sample", "--model", str(nets / "ema.pt"), "--num-samples", "2", "--scale", "1",
+                     "--out", str(out)]) == 2
+    assert cli.main(["sample", "--model", str(nets / "clf.pt"), "--num-samples", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: 1 of 3 sample indices missing" in err and "needs --classifier" in err
+    assert "expected a unet checkpoint" in err and "Traceback" not in err
+
+
+def test_cli_missing_model_in_a_real_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "adm", "sample", "--model", str(tmp_path / "none.pt"), "--model-preset",
+                        "tiny-test", "--num-samples", "2", "--out", str(tmp_path / "o.npz")],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.npz").exists()
