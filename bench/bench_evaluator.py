@@ -1,0 +1,152 @@
+"""Benchmark the evaluator: feature-pass throughput, and stats + P&R time at 50k x 2048.
+
+    python bench/bench_evaluator.py [--n 50000] [--n-naive 10000] [--images 512]
+
+Writes bench/out/evaluator.json and bench/out/evaluator.md. The "naive" rows follow the
+reference evaluator's design (batch 64, no prefetch; scipy sqrtm; float16 distances rounded
+over whole 10k-style blocks; reference radii recomputed every time) for the speed-up.
+The stand-in graph has Inception's names and 299 resize but not its FLOPs: its throughput
+measures our pipeline (npz streaming, batching, prefetch), not Inception itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from evaluations import manifold, metrics  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def feature_pass(n_images: int, side: int) -> dict:
+    from evaluations import features, graph, standin
+
+    with tempfile.TemporaryDirectory() as d:
+        standin.write_standin_graph(f"{d}/g.pb", full_resize=True)
+        net = graph.FeatureGraph(graph.load_graph(f"{d}/g.pb"), threads=0)
+        rng = np.random.default_rng(0)
+        np.savez(f"{d}/x.npz", arr_0=rng.integers(0, 256, (n_images, side, side, 3), np.uint8))
+        imgs = __import__("evaluations.npzio", fromlist=["open_images"]).open_images(f"{d}/x.npz")
+        features.compute_features(net, imgs, batch_size=16)  # warm-up (graph optimisation)
+        rows = {}
+        for name, bs, pf in (("naive (batch 64, no prefetch)", 64, False),
+                             ("ours (tuned batch, prefetch)", None, True)):
+            _, dt = timed(features.compute_features, net, imgs, batch_size=bs, prefetch=pf)
+            rows[name] = {"images_per_s": round(n_images / dt, 1),
+                          "batch_size": bs or features.default_batch_size(side)}
+        net.close()
+    return rows
+
+
+def naive_pr(ref: np.ndarray, sample: np.ndarray, block: int = 5000) -> tuple[float, float]:
+    """Reference-style: every block fully rounded through float16; radii recomputed."""
+    a, b = manifold.prepare(ref), manifold.prepare(sample)
+
+    def radii(x):
+        out = []
+        for i in range(0, len(x.full), block):
+            d = np.concatenate([manifold.exact_fp16(x.norms16[i:i + block, None],
+                                                    x.half[i:i + block] @ x.half[j:j + block].T,
+                                                    x.norms16[None, j:j + block])
+                                for j in range(0, len(x.full), block)], axis=1)
+            out.append(np.partition(d, 3, axis=1)[:, 3])
+        return np.concatenate(out)
+
+    ra, rb = radii(a), radii(b)
+    s_in, r_in = np.zeros(len(sample), bool), np.zeros(len(ref), bool)
+    for i in range(0, len(ref), block):
+        for j in range(0, len(sample), block):
+            d = manifold.exact_fp16(a.norms16[i:i + block, None],
+                                    a.half[i:i + block] @ b.half[j:j + block].T,
+                                    b.norms16[None, j:j + block])
+            s_in[j:j + block] |= (d <= ra[i:i + block, None]).any(axis=0)
+            r_in[i:i + block] |= (d <= rb[None, j:j + block]).any(axis=1)
+    return float(s_in.mean()), float(r_in.mean())
+
+
+def stats_and_pr(n: int, dim: int, naive: bool) -> dict:
+    rng = np.random.default_rng(1)
+    # Non-negative, correlated features like pool_3 (post-ReLU averages).
+    mix = rng.standard_normal((dim, dim)).astype(np.float32) / np.sqrt(dim)
+    ref = np.maximum(rng.standard_normal((n, dim)).astype(np.float32) @ mix, 0)
+    sample = np.maximum((rng.standard_normal((n, dim)).astype(np.float32) + 0.1) @ mix, 0)
+    row = {"n": n, "dim": dim}
+    (mu1, s1), row["stats_s"] = timed(metrics.feature_stats, ref)
+    (mu2, s2), _ = timed(metrics.feature_stats, sample)
+    method = "sqrtm" if naive else "eigh"
+    fid, row["fid_s"] = timed(metrics.frechet_distance, mu1, s1, mu2, s2, method)
+    if naive:
+        (p, r), row["pr_s"] = timed(naive_pr, ref, sample)
+    else:
+        a = manifold.prepare(ref)
+        radii, row["ref_radii_s (cached per sweep)"] = timed(manifold.manifold_radii, a)
+        pr, row["pr_s"] = timed(metrics.precision_recall, ref, sample, radii)
+        row["pr_s"] += row["ref_radii_s (cached per sweep)"]  # first evaluation pays for it
+        p, r = pr.precision, pr.recall
+    row.update(fid=fid, precision=p, recall=r, total_s=row["stats_s"] * 2 + row["fid_s"] +
+               row["pr_s"], peak_rss_mb=round(peak_rss_mb()))
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def markdown(res: dict) -> str:
+    lines = ["# Evaluator benchmark", "", f"Machine: {res['machine']}; load before: "
+             f"{res['load_before']}", "", "## Feature pass (stand-in graph, 299 resize)", "",
+             "| design | batch | images/s |", "|---|---|---|"]
+    for name, row in res["feature_pass"].items():
+        lines.append(f"| {name} | {row['batch_size']} | {row['images_per_s']} |")
+    lines += ["", "## Statistics + FID + precision/recall on random features", "",
+              "| design | N | stats s | FID s | P&R s | total s | peak RSS MB |",
+              "|---|---|---|---|---|---|---|"]
+    for name, row in res["stats_pr"].items():
+        lines.append(f"| {name} | {row['n']} | {row['stats_s']} | {row['fid_s']} | "
+                     f"{row['pr_s']} | {row['total_s']:.1f} | {row['peak_rss_mb']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50000)
+    ap.add_argument("--n-naive", type=int, default=10000)
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--side", type=int, default=64)
+    args = ap.parse_args()
+    res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
+    res["stats_pr"] = {
+        f"naive (sqrtm, full fp16 blocks), N={args.n_naive}": stats_and_pr(args.n_naive, args.dim, True),
+        f"ours, N={args.n_naive}": stats_and_pr(args.n_naive, args.dim, False),
+        f"ours, N={args.n}": stats_and_pr(args.n, args.dim, False),
+    }
+    res["load_after"] = os.getloadavg()
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "evaluator.json").write_text(json.dumps(res, indent=1))
+    (OUT / "evaluator.md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
