@@ -1,8 +1,11 @@
 """Benchmark the evaluator: feature-pass throughput, and stats + P&R time at 50k x 2048.
 
     python bench/bench_evaluator.py [--n 50000] [--n-naive 10000] [--images 512]
+    python bench/bench_evaluator.py --only-scale [--n 50000 --n-ref 10000 --before-n 20000]
 
-Writes bench/out/evaluator.json and bench/out/evaluator.md. The "naive" rows follow the
+Writes bench/out/evaluator.json and bench/out/evaluator.md (``--only-scale`` updates just the
+"P&R at scale" section: each configuration runs in a child process, so its peak RSS is its own;
+"before" runs the committed (git HEAD) manifold.py on the same data for a same-load comparison). The "naive" rows follow the
 reference evaluator's design (batch 64, no prefetch; scipy sqrtm; float16 distances rounded
 over whole 10k-style blocks; reference radii recomputed every time) for the speed-up.
 The stand-in graph has Inception's names and 299 resize but not its FLOPs: its throughput
@@ -12,10 +15,12 @@ measures our pipeline (npz streaming, batching, prefetch), not Inception itself.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,19 +116,115 @@ def stats_and_pr(n: int, dim: int, naive: bool) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
 
 
+def random_features(n: int, dim: int, shift: float, seed: int) -> np.ndarray:
+    """Non-negative, correlated features like pool_3; ``seed`` fixes the mixing matrix."""
+    mix = np.random.default_rng(1).standard_normal((dim, dim)).astype(np.float32) / np.sqrt(dim)
+    g = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return np.maximum((g + shift) @ mix, 0)
+
+
+def radii_gflop(n: int, dim: int, block: int, symmetric: bool) -> float:
+    """GEMM work of the k-NN radii: every block pair once (+ diagonal blocks) or the full n x n."""
+    if not symmetric:
+        return 2 * dim * n * n / 1e9
+    sizes = np.diff([s.start for s in manifold._balanced_blocks(n, block)] + [n])
+    return dim * (n * n + float(np.sum(sizes.astype(float) ** 2))) / 1e9
+
+
+def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
+    """Stats, FID and P&R at n samples x n_ref reference; impl "after" (tree) or "before"."""
+    m = manifold if impl == "after" else _head_manifold()
+    ref, sample = random_features(n_ref, dim, 0.0, 2), random_features(n, dim, 0.1, 3)
+    row = {"n": n, "n_ref": n_ref, "dim": dim, "impl": impl}
+    (mu1, s1), t1 = timed(metrics.feature_stats, ref)
+    (mu2, s2), t2 = timed(metrics.feature_stats, sample)
+    row["stats_s"] = t1 + t2
+    row["fid"], row["fid_s"] = timed(metrics.frechet_distance, mu1, s1, mu2, s2, "eigh")
+    (a, b), row["prepare_s"] = timed(lambda: (m.prepare(ref), m.prepare(sample)))
+    ra, row["ref_radii_s"] = timed(m.manifold_radii, a, 3)
+    rb, row["sample_radii_s"] = timed(m.manifold_radii, b, 3)
+    (s_in, r_in), row["coverage_s"] = timed(m.coverage, a, ra, b, rb)
+    row["pr_s"] = row["prepare_s"] + row["ref_radii_s"] + row["sample_radii_s"] + row["coverage_s"]
+    sym = impl == "after"
+    gemm = {"ref_radii": radii_gflop(n_ref, dim, 4096, sym),
+            "sample_radii": radii_gflop(n, dim, 4096, sym),
+            "coverage (dense)": 2 * dim * n * n_ref / 1e9}
+    gemm_s = row["ref_radii_s"] + row["sample_radii_s"] + row["coverage_s"]
+    row.update(gemm_gflop=gemm, gflops_achieved=sum(gemm.values()) / gemm_s,
+               precision=float(s_in.mean()), recall=float(r_in.mean()),
+               total_s=row["stats_s"] + row["fid_s"] + row["pr_s"],
+               peak_rss_mb=round(peak_rss_mb()))
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _head_manifold():
+    """The committed evaluations/manifold.py (the implementation before this tree's changes)."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", "HEAD:evaluations/manifold.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "manifold_head.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("manifold_head", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["manifold_head"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_child(n: int, n_ref: int, dim: int, impl: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", f"{n},{n_ref},{dim},{impl}"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def scale_markdown(sec: dict) -> list[str]:
+    lines = ["", "## P&R at scale (random features, k=3, float16 distances)", "",
+             f"uptime before: {sec['uptime_before']}", f"uptime after: {sec['uptime_after']}", "",
+             "| impl | samples x ref | stats s | FID s | prepare s | ref radii s | sample radii s |"
+             " coverage s | P&R s | GEMM GFLOP | GFLOPS | peak RSS MB | P | R |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sec["rows"]:
+        lines.append(f"| {row['impl']} | {row['n']} x {row['n_ref']} | {row['stats_s']:.1f} | "
+                     f"{row['fid_s']:.1f} | {row['prepare_s']:.1f} | {row['ref_radii_s']:.1f} | "
+                     f"{row['sample_radii_s']:.1f} | {row['coverage_s']:.1f} | "
+                     f"{row['pr_s']:.1f} | {sum(row['gemm_gflop'].values()):.0f} | "
+                     f"{row['gflops_achieved']:.0f} | {row['peak_rss_mb']} | "
+                     f"{row['precision']:.4f} | {row['recall']:.4f} |")
+    return lines + [""] + [f"{line}" for line in sec.get("notes", [])]
+
+
 def markdown(res: dict) -> str:
     lines = ["# Evaluator benchmark", "", f"Machine: {res['machine']}; load before: "
-             f"{res['load_before']}", "", "## Feature pass (stand-in graph, 299 resize)", "",
+             f"{res.get('load_before')}", "", "## Feature pass (stand-in graph, 299 resize)", "",
              "| design | batch | images/s |", "|---|---|---|"]
-    for name, row in res["feature_pass"].items():
+    for name, row in res.get("feature_pass", {}).items():
         lines.append(f"| {name} | {row['batch_size']} | {row['images_per_s']} |")
     lines += ["", "## Statistics + FID + precision/recall on random features", "",
               "| design | N | stats s | FID s | P&R s | total s | peak RSS MB |",
               "|---|---|---|---|---|---|---|"]
-    for name, row in res["stats_pr"].items():
+    for name, row in res.get("stats_pr", {}).items():
         lines.append(f"| {name} | {row['n']} | {row['stats_s']} | {row['fid_s']} | "
                      f"{row['pr_s']} | {row['total_s']:.1f} | {row['peak_rss_mb']} |")
+    if "pr_at_scale" in res:
+        lines += scale_markdown(res["pr_at_scale"])
     return "\n".join(lines) + "\n"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def only_scale(args) -> dict:
+    res = json.loads((OUT / "evaluator.json").read_text()) if (OUT / "evaluator.json").exists() \
+        else {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    sec = {"uptime_before": uptime(), "rows": []}
+    if args.before_n:
+        for impl in ("before", "after"):
+            sec["rows"].append(run_child(args.before_n, args.n_ref, args.dim, impl))
+    sec["rows"].append(run_child(args.n, args.n_ref, args.dim, "after"))
+    sec["uptime_after"] = uptime()
+    res["pr_at_scale"] = sec
+    return res
 
 
 def main() -> None:
@@ -133,7 +234,23 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--side", type=int, default=64)
+    ap.add_argument("--n-ref", type=int, default=10000, help="reference size for --only-scale")
+    ap.add_argument("--before-n", type=int, default=20000,
+                    help="samples for the before/after pair of --only-scale (0: skip)")
+    ap.add_argument("--only-scale", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        n, n_ref, dim, impl = args.child.split(",")
+        print(json.dumps(pr_at_scale(int(n), int(n_ref), int(dim), impl)))
+        return
+    if args.only_scale:
+        res = only_scale(args)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "evaluator.json").write_text(json.dumps(res, indent=1))
+        (OUT / "evaluator.md").write_text(markdown(res))
+        print(markdown(res))
+        return
     res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
     res["stats_pr"] = {

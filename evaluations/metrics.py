@@ -141,15 +141,17 @@ class PrecisionRecall:
 
 
 def precision_recall(ref: np.ndarray, sample: np.ndarray, ref_radii: np.ndarray | None = None,
-                     k: int = PR_NEIGHBOURHOOD) -> PrecisionRecall:
-    """Improved precision/recall; ``ref_radii`` may come from a cache (``manifold_radii``)."""
+                     k: int = PR_NEIGHBOURHOOD, threads: int | None = None) -> PrecisionRecall:
+    """Improved precision/recall; ``ref_radii`` may come from a cache (``manifold_radii``);
+    ``threads``: BLAS threads for the distance GEMMs (None/0: all cores)."""
     for name, x in (("reference", ref), ("sample", sample)):
         if len(x) <= k:
             raise ValueError(f"precision/recall needs more than k={k} {name} images, got {len(x)}")
-    a, b = manifold.prepare(ref), manifold.prepare(sample)
-    ra = manifold.manifold_radii(a, k) if ref_radii is None else ref_radii
-    rb = manifold.manifold_radii(b, k)
-    sample_in, ref_in = manifold.coverage(a, ra, b, rb)
+    with manifold.blas_threads(threads):
+        a, b = manifold.prepare(ref), manifold.prepare(sample)
+        ra = manifold.manifold_radii(a, k) if ref_radii is None else ref_radii
+        rb = manifold.manifold_radii(b, k)
+        sample_in, ref_in = manifold.coverage(a, ra, b, rb)
     return PrecisionRecall(float(sample_in.mean()), float(ref_in.mean()), sample_in, ref_in)
 
 

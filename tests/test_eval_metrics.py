@@ -101,6 +101,14 @@ def test_disjoint_sets_have_zero_precision_and_recall():
     assert (pr.precision, pr.recall) == (0.0, 0.0)
 
 
+def test_precision_recall_on_one_blas_thread_is_the_same():
+    rng = np.random.default_rng(16)
+    ref, sample = rng.standard_normal((80, 12)), rng.standard_normal((70, 12)) + 0.3
+    a, b = metrics.precision_recall(ref, sample), metrics.precision_recall(ref, sample, threads=1)
+    assert (a.precision, a.recall) == (b.precision, b.recall)
+    np.testing.assert_array_equal(a.sample_in, b.sample_in)
+
+
 def test_known_points_on_a_line():
     # Reference 0..9: squared radii 9 at the ends, 4 inside. Sample 0.5 lies in the ball of 0;
     # 50, 60, 70 are >= 41 from any reference point. The sample ball of 0.5 reaches its 3rd
@@ -128,8 +136,8 @@ def test_blocked_fp16_path_equals_brute_force(scale, dim):
     sample = (rng.standard_normal((220, dim)) + 0.2) * scale
     ra, rb, s_in, r_in = manifold.brute_force_pr(ref.astype(np.float32), sample.astype(np.float32))
     a, b = manifold.prepare(ref), manifold.prepare(sample)
-    ra2 = manifold.manifold_radii(a, 3, block_rows=64, block_cols=50)
-    rb2 = manifold.manifold_radii(b, 3, block_rows=100, block_cols=70)
+    ra2 = manifold.manifold_radii(a, 3, block=50)  # 6 row blocks: 6 diagonal, 15 shared pairs
+    rb2 = manifold.manifold_radii(b, 3, block=70)
     s2, r2 = manifold.coverage(a, ra2, b, rb2, block_rows=90, block_cols=64)
     # float32 GEMMs of different block shapes may differ in the last bit; float16 values not.
     check = (np.testing.assert_array_equal if scale < 100
@@ -138,6 +146,70 @@ def test_blocked_fp16_path_equals_brute_force(scale, dim):
     check(rb, rb2)
     np.testing.assert_array_equal(s_in, s2)
     np.testing.assert_array_equal(r_in, r2)
+
+
+@pytest.mark.parametrize("scale", [3.0, 100.0])
+def test_transposed_view_equals_the_transposed_block(scale):
+    # Quarter-integer data: every float32 dot product is exact, so GEMM order cannot matter.
+    # float16 (|v|^2 - 2uv) + |u|^2 differs from (|u|^2 - 2uv) + |v|^2 for some entries.
+    rng = np.random.default_rng(12)
+    x = manifold.prepare(np.round(rng.standard_normal((60, 24)) * 4) / 4 * scale)
+    s, t = slice(0, 25), slice(25, 60)
+    blk = manifold.distance_block(x, s, x, t, transposed=True)
+    back = manifold.distance_block(x, t, x, s)
+    r, c = np.divmod(np.arange(25 * 35), 35)
+    np.testing.assert_array_equal(blk.refine(r, c, transposed=True), back.refine(c, r))
+    r2, c2 = blk.candidates(back.refine(c, r).reshape(25, 35).max(axis=0), per_column=True,
+                            transposed=True)  # every column's maximum: every entry qualifies
+    assert len(r2) == 25 * 35
+    if scale == 3.0:  # the case the symmetric k-NN must get right
+        assert not np.array_equal(blk.refine(r, c), back.refine(c, r))
+
+
+@pytest.mark.parametrize("scale", [0.003, 1.0, 5.0])
+def test_slack_bounds_the_float16_error_of_every_entry(scale):
+    # 0.003: squares are float16 subnormals; 5: norms near the overflow guard.
+    rng = np.random.default_rng(15)
+    x = manifold.prepare(np.abs(rng.standard_normal((120, 256))) * scale)
+    blk = manifold.distance_block(x, slice(0, 50), x, slice(50, 120))
+    assert not blk.exact
+    r, c = np.divmod(np.arange(50 * 70), 70)
+    err = np.abs(blk.refine(r, c) - blk.d[r, c])
+    # the slack of each entry with its own value as the threshold
+    slack = manifold.U16 * (2.5 * np.abs(blk.d[r, c]) + 4.5 * (blk.norms_r[r] + blk.norms_c[c]))
+    assert np.all(err <= slack + blk.tiny)
+    assert err.max() > 0.02 * slack.max()  # not vacuous
+
+
+def test_coverage_skips_covered_points_and_still_equals_brute_force(monkeypatch):
+    # Near-duplicate sets: most points are covered by the first blocks, so later blocks take
+    # the thin path (index arrays of the still-open rows/columns).
+    rng = np.random.default_rng(13)
+    ref = np.round(rng.standard_normal((240, 16)) * 4) / 4
+    sample = ref[rng.permutation(240)[:200]] + rng.standard_normal((200, 16)) * 0.05
+    _, _, s_in, r_in = manifold.brute_force_pr(ref.astype(np.float32), sample.astype(np.float32))
+    a, b = manifold.prepare(ref), manifold.prepare(sample)
+    ra, rb = manifold.manifold_radii(a, 3, block=64), manifold.manifold_radii(b, 3, block=64)
+    calls = []
+    real = manifold.distance_block
+    monkeypatch.setattr(manifold, "distance_block",
+                        lambda x, rows, y, cols, **kw: calls.append((rows, cols)) or
+                        real(x, rows, y, cols, **kw))
+    s2, r2 = manifold.coverage(a, ra, b, rb, block_rows=40, block_cols=30)
+    np.testing.assert_array_equal(s_in, s2)
+    np.testing.assert_array_equal(r_in, r2)
+    assert s_in.mean() > 0.5 and r_in.mean() > 0.5
+    thin = [c for c in calls if not isinstance(c[0], slice) or not isinstance(c[1], slice)]
+    assert 0 < len(thin) and sum(isinstance(c[0], slice) and isinstance(c[1], slice)
+                                 for c in calls) < 6 * 7
+
+
+def test_radii_do_not_depend_on_block_size_or_blas_threads():
+    x = manifold.prepare(np.random.default_rng(14).standard_normal((130, 40)))
+    one = manifold.manifold_radii(x, 3, block=130)
+    with manifold.blas_threads(1):
+        many = manifold.manifold_radii(x, 3, block=9)
+    np.testing.assert_array_equal(one, many)
 
 
 def test_fp16_distances_differ_from_float32_ones():
