@@ -71,8 +71,9 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
 
 
 def compute_metrics(ref_feats, ref_stats, sample_feats, weight, ref_radii_fn, timings,
-                    bootstrap: int = 10, seed: int = 0, fid_method: str = "eigh"):
-    """Point values and bootstrap intervals (the reference side held fixed)."""
+                    bootstrap: int = 10, seed: int = 0, fid_method: str = "eigh", threads: int = 0):
+    """Point values and bootstrap intervals (the reference side held fixed); ``threads`` caps
+    the BLAS threads of the precision/recall distance GEMMs (0: all cores)."""
     s, r = sample_feats, ref_stats
     probs = metrics.softmax(s.pool @ weight)
     values = {
@@ -84,7 +85,7 @@ def compute_metrics(ref_feats, ref_stats, sample_feats, weight, ref_radii_fn, ti
     }
     ref_radii = _timed(timings, "ref_radii", ref_radii_fn)
     pr = _timed(timings, "precision_recall", metrics.precision_recall, ref_feats.pool, s.pool,
-                ref_radii)
+                ref_radii, threads=threads or None)
     values.update(precision=pr.precision, recall=pr.recall)
     t0 = time.perf_counter()
     ci = {
@@ -128,7 +129,7 @@ def evaluate(ref_path, sample_path, graph=None, cache_dir=None, feature_cache=No
     log("Computing evaluations...")
     values, ci = compute_metrics(ref_feats, ref_stats, sample_feats, weight,
                                  lambda: reference_radii(ref_entry, ref_feats.pool), timings,
-                                 bootstrap, seed, fid_method)
+                                 bootstrap, seed, fid_method, threads)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     result = {
         "metrics": values, "ci": ci,
