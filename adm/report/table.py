@@ -1,0 +1,175 @@
+"""Reproduced Table 1 from per-scale metrics JSONs: CSV, Markdown and LaTeX.
+
+A metrics JSON is what `python -m evaluations.evaluator --out` writes (docs/interfaces.md):
+{"metrics": {fid, sfid, inception_score, precision, recall}, "ci": {metric: [lo, hi]},
+ "n_samples", "n_ref", "graph_sha256", "feature_network", "timings"}.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .paper import DEMO_BANNER, DEMO_REASON, METRIC_LABELS, METRICS, PAPER_SETTING, paper_metrics
+
+_SCALE_RE = re.compile(r"scale(\d+(?:\.\d+)?)")
+
+
+def scale_from_path(path: str | Path) -> float:
+    """`.../metrics/scale7.5.json` -> 7.5 (the workflow's naming of per-scale files)."""
+    match = _SCALE_RE.search(Path(path).name)
+    if match is None:
+        raise ValueError(f"cannot read the guidance scale from file name {str(path)!r}")
+    return float(match.group(1))
+
+
+def load_metrics(paths: Iterable[str | Path], scales: Iterable[float] | None = None) -> dict[float, dict]:
+    """Read metrics JSONs into {scale: json}; scales from the file names unless given."""
+    paths = list(paths)
+    scales = [scale_from_path(p) for p in paths] if scales is None else [float(s) for s in scales]
+    if len(scales) != len(paths):
+        raise ValueError(f"{len(paths)} metrics files but {len(scales)} scales")
+    out = {}
+    for scale, path in zip(scales, paths):
+        with open(path) as f:
+            doc = json.load(f)
+        if "metrics" not in doc:
+            raise ValueError(f"{path}: no 'metrics' object (not an evaluator output?)")
+        out[scale] = doc
+    return dict(sorted(out.items()))
+
+
+def is_demo(results: Mapping[float, dict]) -> bool:
+    """True when any scale was measured with the demo feature network."""
+    return any(doc.get("feature_network") == "demo" for doc in results.values())
+
+
+def table_rows(results: Mapping[float, dict], compare_paper: bool) -> list[dict]:
+    """One flat dict per scale: ours, CI bounds and, when comparing, the paper's value and our - paper."""
+    rows = []
+    for scale, doc in sorted(results.items()):
+        row: dict = {"scale": scale, "n_samples": doc.get("n_samples"), "n_ref": doc.get("n_ref")}
+        paper = paper_metrics(scale) if compare_paper else None
+        for m in METRICS:
+            value = doc["metrics"].get(m)
+            lo, hi = (doc.get("ci") or {}).get(m) or (None, None)
+            row.update({m: value, f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
+            if compare_paper:
+                ref = None if paper is None else paper[m]
+                row[f"paper_{m}"] = ref
+                row[f"diff_{m}"] = None if ref is None or value is None else value - ref
+        row["feature_network"] = doc.get("feature_network")
+        rows.append(row)
+    return rows
+
+
+def _fmt(x, digits: int) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _digits(metric: str) -> int:
+    return 2 if metric in ("fid", "sfid", "inception_score") else 3
+
+
+def _cell(row: dict, m: str) -> str:
+    """`5.91 [5.80, 6.02]`: our value with its confidence interval."""
+    d = _digits(m)
+    value = _fmt(row[m], d)
+    if row[f"{m}_ci_lo"] is None:
+        return value
+    return f"{value} [{_fmt(row[f'{m}_ci_lo'], d)}, {_fmt(row[f'{m}_ci_hi'], d)}]"
+
+
+def _signed(x, digits: int) -> str:
+    return "–" if x is None else f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: no "-0.000"
+
+
+def header_cells(compare_paper: bool) -> list[str]:
+    cells = ["Scale"]
+    for m in METRICS:
+        label = METRIC_LABELS[m]
+        cells += [f"{label} (ours)", f"{label} (paper)", f"Δ{label}"] if compare_paper else [label]
+    return cells
+
+
+def row_cells(row: dict, compare_paper: bool) -> list[str]:
+    cells = [f"{row['scale']:g}"]
+    for m in METRICS:
+        cells.append(_cell(row, m))
+        if compare_paper:
+            cells += [_fmt(row[f"paper_{m}"], 2), _signed(row[f"diff_{m}"], _digits(m))]
+    return cells
+
+
+def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
+    """Lines printed above every rendering of the table."""
+    lines = []
+    if is_demo(results):
+        lines += [DEMO_BANNER, DEMO_REASON]
+    elif compare_paper:
+        lines.append(f"Paper: {PAPER_SETTING}. Δ = ours − paper.")
+    else:
+        lines.append("Ours only: this configuration does not match the paper's setting.")
+    lines.append("Brackets: confidence interval from the evaluator's `ci` field.")
+    return lines
+
+
+def write_csv(rows: list[dict], path: str | Path, note_lines: list[str]) -> None:
+    """Machine-readable table; notes as leading `#` lines (read with pandas `comment='#'`)."""
+    with open(path, "w", newline="") as f:
+        for line in note_lines:
+            f.write(f"# {line}\n")
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_markdown(rows: list[dict], path: str | Path, note_lines: list[str], compare_paper: bool) -> None:
+    head = header_cells(compare_paper)
+    lines = [f"> **{note_lines[0]}**"] + [f"> {n}" for n in note_lines[1:]] + [""]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---:" for _ in head) + "|")
+    lines += ["| " + " | ".join(row_cells(r, compare_paper)) + " |" for r in rows]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text.replace("Δ", r"$\Delta$").replace("−", "$-$").replace("—", "---").replace("–", "--")
+
+
+def write_latex(rows: list[dict], path: str | Path, note_lines: list[str], compare_paper: bool) -> None:
+    head = header_cells(compare_paper)
+    lines = [f"% {n}" for n in note_lines]
+    lines += [r"\begin{table}[t]", r"\centering", r"\small"]
+    lines.append(r"\begin{tabular}{" + "r" * len(head) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(_tex_escape(h) for h in head) + r" \\")
+    lines.append(r"\midrule")
+    lines += [" & ".join(_tex_escape(c) for c in row_cells(r, compare_paper)) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines.append(r"\caption{" + _tex_escape(" ".join(note_lines)) + "}")
+    lines += [r"\label{tab:guidance-scales}", r"\end{table}"]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_table1(results: Mapping[float, dict], out_csv, out_md, out_tex, compare_paper: bool) -> list[dict]:
+    """Write Table 1 in three formats; the paper's columns only when `compare_paper` and not demo."""
+    if not results:
+        raise ValueError("no metrics to tabulate")
+    compare_paper = compare_paper and not is_demo(results)
+    rows = table_rows(results, compare_paper)
+    note_lines = notes(results, compare_paper)
+    for out in (out_csv, out_md, out_tex):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out_csv, note_lines)
+    write_markdown(rows, out_md, note_lines, compare_paper)
+    write_latex(rows, out_tex, note_lines, compare_paper)
+    return rows

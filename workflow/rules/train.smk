@@ -1,0 +1,71 @@
+# Diffusion model and noisy classifier: trained here, or OpenAI's released checkpoints.
+
+
+rule train_diffusion:
+    input:
+        train=out("data/train.npz"),
+    output:
+        model=out("diffusion/ema.pt"),
+        log_csv=out("diffusion/log.csv"),
+    log:
+        logfile("train_diffusion.log"),
+    benchmark:
+        benchfile("train_diffusion.tsv")
+    conda:
+        "../envs/torch.yaml"
+    threads: res("train_diffusion", "threads")
+    resources:
+        gpu=res("train_diffusion", "gpu"),
+        mem_mb=res("train_diffusion", "mem_mb"),
+        runtime=res("train_diffusion", "runtime"),
+    params:
+        launcher=launcher,
+        flags=optimisation_flags("diffusion"),
+        out_dir=subpath(output.model, parent=True),
+        device=config["device"],
+    shell:
+        "{params.launcher} -m adm train-diffusion --data {input.train} --out-dir {params.out_dir}"
+        " {params.flags} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule train_classifier:
+    input:
+        train=out("data/train.npz"),
+        heldout=out("data/heldout.npz"),
+    output:
+        model=out("classifier/model.pt"),
+        log_csv=out("classifier/log.csv"),
+    log:
+        logfile("train_classifier.log"),
+    benchmark:
+        benchfile("train_classifier.tsv")
+    conda:
+        "../envs/torch.yaml"
+    threads: res("train_classifier", "threads")
+    resources:
+        gpu=res("train_classifier", "gpu"),
+        mem_mb=res("train_classifier", "mem_mb"),
+        runtime=res("train_classifier", "runtime"),
+    params:
+        launcher=launcher,
+        flags=optimisation_flags("classifier"),
+        diffusion_preset=config["diffusion"]["preset"],
+        out_dir=subpath(output.model, parent=True),
+        device=config["device"],
+    shell:
+        "{params.launcher} -m adm train-classifier --data {input.train} --heldout {input.heldout}"
+        " --out-dir {params.out_dir} {params.flags} --diffusion-preset {params.diffusion_preset}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule download_checkpoint:
+    output:
+        out("pretrained/{kind}.pt"),
+    log:
+        logfile("download_{kind}.log"),
+    conda:
+        "../envs/tensorflow.yaml"
+    params:
+        url=checkpoint_url,
+    script:
+        "../scripts/download.py"

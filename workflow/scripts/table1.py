@@ -1,0 +1,11 @@
+# Unpack the rule and call adm.report.table.write_table1 (testable without Snakemake).
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
+sys.stderr = open(snakemake.log[0], "w")
+
+from adm.report.table import load_metrics, write_table1  # noqa: E402
+
+results = load_metrics(snakemake.input)
+write_table1(results, snakemake.output.csv, snakemake.output.md, snakemake.output.tex, snakemake.params.compare_paper)
