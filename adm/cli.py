@@ -181,7 +181,7 @@ def cmd_sample(a) -> None:
 
 
 def cmd_merge(a) -> None:
-    from adm.sample import merge_shards
+    from adm.shards import merge_shards
 
     out = merge_shards(a.shards, a.out, a.num_samples, a.progress)
     print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")
@@ -193,14 +193,17 @@ COMMANDS = {"prepare-data": cmd_prepare_data, "train-diffusion": cmd_train_diffu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from adm.trainutil import TrainingDiverged
+    from adm.errors import TrainingDiverged
 
+    # merge and prepare-data are numpy-only: they skip torch's ~3 s import
+    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample")
     if os.environ.get("ADM_DEBUG"):  # developers: full tracebacks instead of one-line errors
-        _set_threads(args.threads)
+        if uses_torch:
+            _set_threads(args.threads)
         COMMANDS[args.command](args)
         return 0
     try:
-        if hasattr(args, "threads"):
+        if uses_torch:
             _set_threads(args.threads)
         COMMANDS[args.command](args)
     except TrainingDiverged as e:

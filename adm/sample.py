@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +20,8 @@ import torch
 from tqdm import tqdm
 
 from adm.data import save_npz, write_json
+from adm.shards import ShardError, merge_shards, shard_range  # noqa: F401 (re-exported)
 
-
-class ShardError(ValueError):
-    """A shard set that does not merge into exactly the samples 0..N-1."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +53,6 @@ class SampleConfig:
             raise ValueError("--scale > 0 needs --classifier")
         if self.labels not in ("uniform", "balanced"):
             raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
-
-
-def shard_range(num_samples: int, shard: int, num_shards: int) -> range:
-    """Global indices of shard k of n: [k·N//n, (k+1)·N//n)."""
-    return range(shard * num_samples // num_shards, (shard + 1) * num_samples // num_shards)
 
 
 def _batches(indices: range, batch_size: int):
@@ -140,54 +132,4 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     write_json(Path(cfg.out).with_suffix(".json"), {
         "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
         "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
-    return summary
-
-
-def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if not path.is_file():
-        raise ShardError(f"shard not found: {path}")
-    try:
-        with np.load(path) as f:
-            missing = [k for k in ("arr_0", "arr_1", "indices") if k not in f]
-            if missing:
-                raise ShardError(f"{path}: not a sample shard (missing {', '.join(missing)})")
-            images, labels, idx = f["arr_0"], f["arr_1"], f["indices"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        if isinstance(e, ShardError):
-            raise
-        raise ShardError(f"{path}: truncated or unreadable shard ({type(e).__name__}: {e})") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ShardError(f"{path}: arr_0 must be uint8 [n,H,W,3], got {images.dtype} {list(images.shape)}")
-    if not (len(images) == len(labels) == len(idx)) or labels.ndim != 1 or idx.ndim != 1:
-        raise ShardError(f"{path}: arr_0/arr_1/indices lengths differ ({len(images)}/{len(labels)}/{len(idx)})")
-    return images, labels, idx
-
-
-def merge_shards(shards, out, num_samples: int, progress: bool = True) -> dict:
-    """Concatenate shards in global-index order; every index 0..N-1 must appear exactly once."""
-    if not shards:
-        raise ShardError("no shards given")
-    parts, owner = [], {}
-    for p in tqdm([Path(s) for s in shards], desc="merge", unit="shard", disable=not progress):
-        images, labels, idx = _read_shard(p)
-        if parts and images.shape[1:] != parts[0][0].shape[1:]:
-            raise ShardError(f"{p}: images are {list(images.shape[1:])}, other shards {list(parts[0][0].shape[1:])}")
-        for i in idx.tolist():
-            if i in owner:
-                raise ShardError(f"sample index {i} appears twice ({owner[i]} and {p})")
-            owner[i] = p
-        parts.append((images, labels, idx))
-    idx = np.concatenate([p[2] for p in parts])
-    if idx.min() < 0 or idx.max() >= num_samples:
-        raise ShardError(f"shard indices span {idx.min()}..{idx.max()}, outside 0..{num_samples - 1}")
-    if len(idx) != num_samples:
-        missing = sorted(set(range(num_samples)) - set(idx.tolist()))
-        raise ShardError(f"{len(missing)} of {num_samples} sample indices missing (first: {missing[:5]}); "
-                         f"a shard is absent or incomplete")
-    order = np.argsort(idx, kind="stable")
-    images = np.concatenate([p[0] for p in parts])[order]
-    labels = np.concatenate([p[1] for p in parts])[order].astype(np.int64)
-    save_npz(out, images, labels)
-    summary = {"n": num_samples, "shards": [str(s) for s in shards], "image_shape": list(images.shape[1:])}
-    write_json(Path(out).with_suffix(".json"), {"command": "merge", **summary})
     return summary

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 
 from adm import dist
+from adm.errors import TrainingDiverged  # noqa: F401 (re-exported)
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept on disk."""
 
 
 @dataclass(frozen=True)
