@@ -9,7 +9,6 @@ exact-resume machinery as train_diffusion.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from adm.data import DataError, load_npz, to_float, write_json
 from adm.diffusion import q_sample
 from adm.precision import autocast
 from adm.schedule import make_schedule
-from adm.trainutil import (CSVLog, Meter, TrainConfig, TrainingDiverged, _seed, batch_indices, checkpoint_state,
-                           grad_norm_and_clip, load_training_data, lr_at, resume, save_checkpoint, step_generator)
+from adm.trainutil import (CSVLog, Meter, TrainConfig, _seed, batch_indices, checkpoint_state,
+                           optimizer_step, load_training_data, lr_at, resume, save_checkpoint, step_generator)
 from adm.unet import build_model
 
 HELDOUT_MAX = 2048  # held-out images scored per evaluation (a fixed subset for large sets)
@@ -107,16 +106,8 @@ def train_classifier(
             meter.add_quartiles("loss", ce.detach(), t, K)
             meter.add_quartiles("acc@1", acc1, t, K)
             meter.add("acc@5", topk_correct(logits.detach(), yb, 5))
-        if dist.all_reduce_sum(bad).item() > 0:
-            bar.close()
-            raise TrainingDiverged(
-                f"loss is not finite (NaN/inf) at step {step + 1}; stopped. The last good checkpoint "
-                f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32.")
-        scaler.unscale_(opt)
-        gnorm = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        meter.add("grad_norm", torch.tensor([gnorm if math.isfinite(gnorm) else float("nan")]))
+        gnorm = optimizer_step(model, opt, scaler, bad, step, ckpt, cfg.grad_clip, bar)
+        meter.add("grad_norm", torch.tensor([gnorm]))
         seen += cfg.batch_size
         done = step + 1
         row = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from adm.diffusion import hybrid_loss
 from adm.precision import autocast
 from adm.schedule import make_schedule
 from adm.timestep_sampler import make_timestep_sampler
-from adm.trainutil import (CSVLog, Meter, TrainConfig, TrainingDiverged, batch_indices, checkpoint_state,
-                           ema_state_dict, ema_update, grad_norm_and_clip, load_training_data, lr_at, resume,
+from adm.trainutil import (CSVLog, Meter, TrainConfig, batch_indices, checkpoint_state,
+                           ema_state_dict, ema_update, optimizer_step, load_training_data, lr_at, resume,
                            save_checkpoint, step_generator)
 from adm.unet import build_model
 
@@ -101,18 +100,10 @@ def train_diffusion(
                 sampler.update(dist.all_gather_cat(k), dist.all_gather_cat(losses["loss"].detach()))
             for name in ("loss", "mse", "vb"):
                 meter.add_quartiles(name, losses[name], k, K)
-        if dist.all_reduce_sum(bad).item() > 0:  # stop before the optimizer touches the weights
-            bar.close()
-            raise TrainingDiverged(
-                f"loss is not finite (NaN/inf) at step {step + 1}; stopped. The last good checkpoint "
-                f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32.")
-        scaler.unscale_(opt)
-        gnorm = grad_norm_and_clip(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        gnorm = optimizer_step(model, opt, scaler, bad, step, ckpt, cfg.grad_clip, bar)
         for r in cfg.ema_rates:
             ema_update(ema[r], model, r)
-        meter.add("grad_norm", torch.tensor([gnorm if math.isfinite(gnorm) else float("nan")]))
+        meter.add("grad_norm", torch.tensor([gnorm]))
         seen += cfg.batch_size
         done = step + 1
         if done % cfg.log_interval == 0 or done == cfg.steps:

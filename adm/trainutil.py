@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -148,6 +149,22 @@ def grad_norm_and_clip(params, max_norm: float) -> float:
     if max_norm > 0:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+def optimizer_step(model, opt, scaler, bad, step: int, ckpt, grad_clip: float, bar=None) -> float:
+    """Stop on a non-finite loss (any rank) before the weights change, else unscale, clip and
+    step; returns the gradient norm before clipping (NaN when it is not finite)."""
+    if dist.all_reduce_sum(bad).item() > 0:
+        if bar is not None:
+            bar.close()
+        raise TrainingDiverged(
+            f"loss is not finite (NaN/inf) at step {step + 1}; stopped. The last good checkpoint "
+            f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32.")
+    scaler.unscale_(opt)
+    gnorm = grad_norm_and_clip(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return gnorm if math.isfinite(gnorm) else float("nan")
 
 
 # ----------------------------------------------------------------------------- checkpoints
