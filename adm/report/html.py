@@ -19,9 +19,10 @@ from .table import header_cells, is_demo, notes, row_cells, table_rows
 
 # Training-log columns we recognise, whatever exact names the trainer chose.
 _STEP_COLUMNS = ("step", "steps", "iteration", "iter", "global_step")
-# Preferred names first (per-quartile columns like loss_q0 are skipped); the fallback takes anything.
+# Preferred names first (per-quartile columns like loss_q0 are skipped; the classifier shows noised
+# train, noised held-out and clean held-out accuracy); the fallback takes anything.
 _LOSS_RE = (re.compile(r"^(train_)?(loss|mse|vb)$", re.I), re.compile(r"loss|mse", re.I))
-_ACC_RE = (re.compile(r"^(train_|heldout_)?acc(uracy)?(@1|_top1|1)?$", re.I), re.compile(r"acc", re.I))
+_ACC_RE = (re.compile(r"^(train_|heldout_|heldout_clean_)?acc(uracy)?(@1|_top1|1)?$", re.I), re.compile(r"acc", re.I))
 
 
 @dataclass
