@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from adm.config import ClassifierConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
+from adm.data import write_json
 from adm.presets import get_preset
 from adm.unet import build_model
 
@@ -65,8 +66,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_json(path, obj)
 
 
 def save_model(model: nn.Module, cfg: UNetConfig | ClassifierConfig, path: str | os.PathLike,

@@ -226,9 +226,17 @@ def folder_to_npz(data_dir, image_size: int, out, heldout_fraction: float = 0.0,
 
 
 def write_json(path, obj) -> None:
-    """Atomic JSON write (used for every resolved-config file next to an output)."""
+    """Atomic JSON write (every resolved-config file and checkpoint sidecar): a unique temporary
+    file in the destination folder, fsync, then os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
