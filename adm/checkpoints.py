@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from adm.atomic import atomic_write
 from adm.config import ClassifierConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
 from adm.data import write_json
 from adm.presets import get_preset
@@ -44,25 +45,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the destination folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save that never leaves a partial file under `path`."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
@@ -114,17 +99,40 @@ def resolve_config(path: str | os.PathLike, cfg: Any = None) -> UNetConfig | Cla
         raise CheckpointError(f"{sidecar_path(path)}: bad config: {e}") from None
 
 
-def read_state_dict(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; any failure becomes a CheckpointError naming the file."""
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """torch.load(weights_only=True) whose every failure is ONE line naming the file.
+
+    torch's own message for a refused pickle runs to several lines and ends by advising
+    weights_only=False, i.e. to run the file's code: we never pass that advice on.
+    """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except Exception as e:  # truncated zip, foreign pickle, ... (torch raises several types)
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a {what} file") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors, and a "
+                              f"{what} is only ever read as plain weights (that load never runs code)") from None
+    except Exception as e:  # truncated zip, foreign format, ... (torch raises several types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a readable weights-only {what} ({type(e).__name__}: {first})") from None
+
+
+def read_state_dict(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
+    """The plain state_dict in `path`; any failure becomes a one-line CheckpointError naming the file."""
+    state = safe_torch_load(path, map_location)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a plain state_dict (name -> tensor), got {type(state).__name__}")
     return state
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating tensor holding NaN or inf (None when all are finite)."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
 
 
 def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> list[str]:
@@ -149,6 +157,8 @@ def load_model(path: str | os.PathLike, cfg: Any = None, expect_kind: str | None
     cfg: a UNetConfig / ClassifierConfig, a preset name, or None to read the JSON beside the file.
     expect_kind: "unet" or "classifier" to refuse the other kind with a clear message.
     """
+    if not Path(path).is_file():  # before the sidecar: a missing .pt is the problem to report
+        raise CheckpointError(f"{path}: no such checkpoint file")
     cfg = resolve_config(path, cfg)
     kind = kind_of(cfg)
     if expect_kind is not None and kind != expect_kind:
@@ -159,6 +169,9 @@ def load_model(path: str | os.PathLike, cfg: Any = None, expect_kind: str | None
     problems = state_dict_mismatch(model.state_dict(), state)
     if problems:
         raise CheckpointError(f"{path}: weights do not fit a {kind} with this config: " + "; ".join(problems))
+    bad = first_non_finite(state)
+    if bad is not None:  # NaN weights would sample all-black images and exit 0
+        raise CheckpointError(f"{path}: weights are not finite (NaN/inf in {bad}); the run that wrote it diverged")
     # assign=True adopts the file's tensors (already on map_location); fp16 files become float32.
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     return model.eval(), cfg

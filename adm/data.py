@@ -7,14 +7,14 @@ Training reads uint8 arrays and converts a batch to float in [-1, 1] (x / 127.5 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from adm.atomic import atomic_write
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 
@@ -28,17 +28,8 @@ class DataError(ValueError):
 
 def save_npz(path, images: np.ndarray, labels: np.ndarray, **extra) -> None:
     """Write `arr_0` (uint8 NHWC) and `arr_1` (int64) atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, arr_0=np.ascontiguousarray(images, np.uint8), arr_1=np.asarray(labels, np.int64), **extra)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, arr_0=np.ascontiguousarray(images, np.uint8),
+                                          arr_1=np.asarray(labels, np.int64), **extra))
 
 
 def load_npz(path, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -202,23 +193,18 @@ def folder_to_npz(data_dir, image_size: int, out, heldout_fraction: float = 0.0,
     for idx, dest in ((train, out), (held, out_heldout)):
         if dest is None:
             continue
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-                    _write_npy_header(f, (len(idx), image_size, image_size, 3), np.uint8)
+
+        def write(f, idx=idx):  # streams images into the zip: memory O(one image)
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                with zf.open("arr_0.npy", "w", force_zip64=True) as g:
+                    _write_npy_header(g, (len(idx), image_size, image_size, 3), np.uint8)
                     for i in idx:
-                        f.write(np.ascontiguousarray(read_image(files[i], image_size)).tobytes())
+                        g.write(np.ascontiguousarray(read_image(files[i], image_size)).tobytes())
                         bar.update(1)
-                with zf.open("arr_1.npy", "w") as f:
-                    np.lib.format.write_array(f, labels[idx].astype(np.int64))
-            os.replace(tmp, dest)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+                with zf.open("arr_1.npy", "w") as g:
+                    np.lib.format.write_array(g, labels[idx].astype(np.int64))
+
+        atomic_write(dest, write)
     bar.close()
     return {"dataset": "folder", "data_dir": str(data_dir), "n_train": int(len(train)),
             "n_heldout": int(len(held)), "image_size": image_size, "num_classes": len(classes),
@@ -226,17 +212,6 @@ def folder_to_npz(data_dir, image_size: int, out, heldout_fraction: float = 0.0,
 
 
 def write_json(path, obj) -> None:
-    """Atomic JSON write (every resolved-config file and checkpoint sidecar): a unique temporary
-    file in the destination folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic JSON write (every resolved-config file and checkpoint sidecar)."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text), binary=False)

@@ -11,6 +11,7 @@ the shard boundaries allow.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,8 @@ class SampleConfig:
             raise ValueError("--num-samples and --batch-size must be >= 1")
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"--shard must be in 0..{self.num_shards - 1}, got {self.shard}")
-        if self.scale < 0:
-            raise ValueError(f"--scale must be >= 0, got {self.scale}")
+        if not math.isfinite(self.scale) or self.scale < 0:  # NaN passes `< 0`: test finiteness first
+            raise ValueError(f"--scale must be a finite number >= 0, got {self.scale}")
         if self.scale > 0 and self.classifier is None:
             raise ValueError("--scale > 0 needs --classifier")
         if self.labels not in ("uniform", "balanced"):
@@ -121,6 +122,10 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
         y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
         x0 = sampler(model_fn, noise, schedule, labels=y, cond_fn=cond_fn, generators=gens,
                      clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
+        if not bool(torch.isfinite(x0).all()):  # the uint8 cast would turn NaN into black pixels
+            bar.close()
+            raise ValueError(f"samples {batch.start}..{batch.stop - 1} are not finite (NaN/inf) at --scale "
+                             f"{cfg.scale:g} (the guidance gradient or the network overflowed); nothing written to {cfg.out}")
         images[sl] = to_uint8(x0)
         bar.update(len(batch))
     bar.close()
@@ -128,7 +133,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     save_npz(cfg.out, images, labels, indices=np.arange(indices.start, indices.stop, dtype=np.int64))
     summary = {"n": len(indices), "first_index": indices.start, "sampling_s": elapsed,
                "images_per_s": len(indices) / max(elapsed, 1e-9), "steps": len(schedule),
-               "sampler": "ddim" if use_ddim else "ddpm"}
+               "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes}
     write_json(Path(cfg.out).with_suffix(".json"), {
         "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
         "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})

@@ -6,6 +6,7 @@ its `indices`, and the merge checks that the union is exactly 0..N-1, each index
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -41,16 +42,41 @@ def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ShardError(f"{path}: arr_0 must be uint8 [n,H,W,3], got {images.dtype} {list(images.shape)}")
     if not (len(images) == len(labels) == len(idx)) or labels.ndim != 1 or idx.ndim != 1:
         raise ShardError(f"{path}: arr_0/arr_1/indices lengths differ ({len(images)}/{len(labels)}/{len(idx)})")
+    for name, a in (("arr_1 (labels)", labels), ("indices", idx)):
+        if a.dtype.kind not in "iu":  # a float index 2.7 names no sample; a float label no class
+            raise ShardError(f"{path}: {name} must be integers, got {a.dtype}")
     return images, labels, idx
 
 
-def merge_shards(shards, out, num_samples: int, progress: bool = True) -> dict:
-    """Concatenate shards in global-index order; every index 0..N-1 must appear exactly once."""
+def _sidecar_classes(path: Path) -> int | None:
+    """num_classes recorded by `sample` in the JSON beside a shard (None when absent)."""
+    try:
+        value = json.loads(path.with_suffix(".json").read_text()).get("num_classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int | None) -> None:
+    if len(labels) and labels.min() < 0:
+        raise ShardError(f"{path}: label {labels.min()} is negative")
+    if num_classes is not None and len(labels) and labels.max() >= num_classes:
+        raise ShardError(f"{path}: label {labels.max()} is outside the {num_classes} classes 0..{num_classes - 1}")
+
+
+def merge_shards(shards, out, num_samples: int, progress: bool = True, num_classes: int | None = None) -> dict:
+    """Concatenate shards in global-index order; every index 0..N-1 must appear exactly once.
+
+    Labels must lie in 0..num_classes-1; num_classes defaults to what each shard's JSON records.
+    """
     if not shards:
         raise ShardError("no shards given")
+    if num_classes is not None and num_classes < 1:
+        raise ShardError(f"--num-classes must be >= 1, got {num_classes}")
     parts, owner = [], {}
     for p in tqdm([Path(s) for s in shards], desc="merge", unit="shard", disable=not progress):
         images, labels, idx = _read_shard(p)
+        _check_labels(p, labels, num_classes if num_classes is not None else _sidecar_classes(p))
         if parts and images.shape[1:] != parts[0][0].shape[1:]:
             raise ShardError(f"{p}: images are {list(images.shape[1:])}, other shards {list(parts[0][0].shape[1:])}")
         for i in idx.tolist():

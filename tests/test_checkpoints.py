@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
+import numpy as np
 import pytest
 import torch
 
+from adm import cli
 from adm.checkpoints import CheckpointError, atomic_torch_save, load_model, save_model, sidecar_path
 from adm.classifier import Classifier
 from adm.config import UNetConfig
@@ -98,15 +102,63 @@ def test_truncated_and_missing_files_fail_clearly(tmp_path):
         load_model(tmp_path / "absent.pt", cfg=TINY)
 
 
-def test_loading_never_unpickles_code(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"weights": torch.zeros(1), "extra": _NotATensor()}, path)
-    with pytest.raises(CheckpointError, match="evil.pt: not a readable weights-only checkpoint"):
+class _Evil:
+    """A pickle that runs a shell command when unpickled (what a hostile 'checkpoint' would hold)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_in_one_line_without_running_code(tmp_path, capsys):
+    path, marker = tmp_path / "evil.pt", tmp_path / "PWNED"
+    torch.save({"weights": torch.zeros(1), "extra": _Evil(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
         load_model(path, cfg=TINY)
+    msg = str(err.value)
+    assert not marker.exists() and "evil.pt: refused" in msg
+    assert "\n" not in msg and "weights_only=False" not in msg  # torch's advice is never passed on
+    rc = cli.main(["sample", "--model", str(path), "--model-preset", "tiny-test", "--num-samples", "1",
+                   "--out", str(tmp_path / "o.npz"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "weights_only" not in err and not marker.exists()
 
 
-class _NotATensor:
-    pass
+def test_missing_checkpoint_is_no_such_file_not_missing_json(tmp_path):
+    with pytest.raises(CheckpointError, match="absent.pt: no such checkpoint file"):
+        load_model(tmp_path / "absent.pt")  # no cfg: the sidecar would be looked for first
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path):
+    model = trained_like(UNet(TINY))
+    with torch.no_grad():
+        model.out[2].weight[0, 0, 0, 0] = float("nan")
+    save_model(model, TINY, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"nan.pt: weights are not finite \(NaN/inf in out.2.weight\)"):
+        load_model(tmp_path / "nan.pt")
+
+
+def test_outputs_have_umask_permissions_and_stale_temps_are_cleaned(tmp_path):
+    from adm.atomic import TEMP_PREFIX, default_mode
+    from adm.data import save_npz, write_json
+
+    old = os.umask(0o027)
+    try:
+        stale = tmp_path / f"{TEMP_PREFIX}model.pt.abcd1234.tmp"  # as a kill during a save leaves it
+        stale.write_bytes(b"half a checkpoint")
+        foreign = tmp_path / ".model.pt.abcd1234.tmp"  # not ours: never touched
+        foreign.write_bytes(b"")
+        save_model(UNet(TINY), TINY, tmp_path / "model.pt")
+        save_npz(tmp_path / "x.npz", np.zeros((1, 2, 2, 3), np.uint8), np.zeros(1))
+        write_json(tmp_path / "x.json", {})
+        assert default_mode() == 0o640
+        for name in ("model.pt", "model.json", "x.npz", "x.json"):
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640, name
+        assert not stale.exists() and foreign.exists()
+    finally:
+        os.umask(old)
 
 
 def test_bad_json_and_unknown_preset(tmp_path):

@@ -1,5 +1,6 @@
 """The sample / merge programs: shard union == unsharded run (bytes), reruns identical, merge errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,60 @@ def test_cli_missing_model_in_a_real_process(tmp_path):
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "-1"])
+def test_non_finite_or_negative_scale_is_refused(nets, tmp_path, capsys, scale):
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        _cfg(nets, tmp_path / "x.npz", scale=float(scale))
+    rc = cli.main(["sample", "--model", str(nets / "ema.pt"), "--classifier", str(nets / "clf.pt"), f"--scale={scale}",
+                   "--num-samples", "1", "--respacing", "2", "--out", str(tmp_path / "x.npz"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--scale must be a finite number" in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_samples_that_go_non_finite_are_never_written(tmp_path):
+    """A huge scale overflows the guidance gradient to inf: refuse, instead of writing black images."""
+    torch.manual_seed(1)
+    for name, preset in (("ema", "tiny-test"), ("clf", "tiny-test-classifier")):
+        net = build_model(get_preset(preset))
+        with torch.no_grad():  # non-zero weights everywhere (the init zeroes output layers: zero gradient)
+            for p in net.parameters():
+                p.normal_(0, 0.2)
+        save_model(net, get_preset(preset), tmp_path / f"{name}.pt",
+                   diffusion=get_preset(preset, "diffusion") if name == "ema" else None)
+    cfg = _cfg(tmp_path, tmp_path / "out.npz", scale=1e300, num_samples=2, respacing="3")
+    with pytest.raises(ValueError, match=r"samples 0..1 are not finite .*nothing written"):
+        sample_shard(cfg, progress=False)
+    assert not (tmp_path / "out.npz").exists() and not (tmp_path / "out.json").exists()
+    sample_shard(_cfg(tmp_path, tmp_path / "ok.npz", scale=1.0, num_samples=2, respacing="3"), progress=False)
+
+
+def _fake_shard(path, indices, labels, num_classes=10):
+    n = len(indices)
+    np.savez(path, arr_0=np.zeros((n, 4, 4, 3), np.uint8), arr_1=np.asarray(labels), indices=np.asarray(indices))
+    path.with_suffix(".json").write_text(json.dumps({"command": "sample", "num_classes": num_classes}))
+    return path
+
+
+def test_merge_refuses_labels_outside_the_classes_and_non_integer_arrays(tmp_path, capsys):
+    good = _fake_shard(tmp_path / "a.npz", [0, 1], [3, 9])
+    bad = _fake_shard(tmp_path / "b.npz", [2, 3], [9, 10])
+    out = tmp_path / "m.npz"
+    with pytest.raises(ShardError, match=r"b.npz: label 10 is outside the 10 classes 0..9"):
+        merge_shards([good, bad], out, 4, progress=False)
+    _fake_shard(tmp_path / "n.npz", [2, 3], [-1, 0])
+    with pytest.raises(ShardError, match="label -1 is negative"):
+        merge_shards([good, tmp_path / "n.npz"], out, 4, progress=False)
+    with pytest.raises(ShardError, match=r"f.npz: indices must be integers, got float64"):
+        merge_shards([good, _fake_shard(tmp_path / "f.npz", [2.0, 3.0], [1, 2])], out, 4, progress=False)
+    with pytest.raises(ShardError, match=r"g.npz: arr_1 \(labels\) must be integers"):
+        merge_shards([good, _fake_shard(tmp_path / "g.npz", [2, 3], [1.5, 2.0])], out, 4, progress=False)
+    assert not out.exists()
+    # no JSON beside the shard: the flag gives the class count
+    bad.with_suffix(".json").unlink()
+    merge_shards([good, bad], out, 4, progress=False)  # unknown C: only the sign is checked
+    assert cli.main(["merge", "--out", str(out), "--num-samples", "4", "--num-classes", "10", str(good), str(bad),
+                     "--no-progress"]) == 2
+    assert "label 10 is outside the 10 classes" in capsys.readouterr().err
