@@ -49,6 +49,8 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-interval", type=int, help="classifier: steps between held-out evaluations")
     p.add_argument("--ema-rate", type=float, nargs="+", dest="ema_rates", help="diffusion: one or more EMA decays")
     p.add_argument("--schedule-sampler", choices=("uniform", "loss-second-moment"), help="diffusion: timestep sampler")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="discard a checkpoint in --out-dir trained with other settings (default: refuse it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="guided DDPM/DDIM samples for one shard")
     p.add_argument("--model", required=True)
     p.add_argument("--classifier")
-    p.add_argument("--scale", type=float, default=0.0)
+    p.add_argument("--scale", type=float, default=0.0, help="classifier guidance scale, finite and >= 0")
     p.add_argument("--num-samples", type=int, required=True)
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="concatenate sample shards by global index")
     p.add_argument("--out", required=True)
     p.add_argument("--num-samples", type=int, required=True)
+    p.add_argument("--num-classes", type=int, help="labels must lie in 0..C-1 (default: from the shards' JSON)")
     p.add_argument("shards", nargs="+")
     _common(p)
     return parser
@@ -147,7 +150,8 @@ def cmd_train_diffusion(a) -> None:
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, UNetConfig):
         raise ValueError(f"--model-preset {a.model_preset} is a classifier; use train-classifier")
-    out = train_diffusion(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info)
+    out = train_diffusion(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info,
+                          restart_on_change=a.restart_on_change)
     if dist.is_main():
         print(f"trained {out['steps']} steps; EMA weights: {out['ema']}")
     dist.cleanup()
@@ -161,7 +165,8 @@ def cmd_train_classifier(a) -> None:
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, ClassifierConfig):
         raise ValueError(f"--model-preset {a.model_preset} is not a classifier preset")
-    out = train_classifier(a.data, a.heldout, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info)
+    out = train_classifier(a.data, a.heldout, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info,
+                           restart_on_change=a.restart_on_change)
     acc = out.get("heldout_clean_acc@1")
     if dist.is_main():
         print(f"trained {out['steps']} steps" + (f"; held-out clean acc@1 {acc:.3f}" if acc is not None else ""))
@@ -183,7 +188,7 @@ def cmd_sample(a) -> None:
 def cmd_merge(a) -> None:
     from adm.shards import merge_shards
 
-    out = merge_shards(a.shards, a.out, a.num_samples, a.progress)
+    out = merge_shards(a.shards, a.out, a.num_samples, a.progress, num_classes=a.num_classes)
     print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")
 
 

@@ -23,15 +23,14 @@ from adm.data import DataError, load_npz, to_float, write_json
 from adm.diffusion import q_sample
 from adm.precision import autocast
 from adm.schedule import make_schedule
-from adm.trainutil import (CSVLog, Meter, TrainConfig, _seed, batch_indices, checkpoint_state,
-                           optimizer_step, load_training_data, lr_at, resume, save_checkpoint, step_generator)
+from adm.timestep_sampler import UniformSampler
+from adm.atomic import clean_stale_temps
+from adm.trainlog import CLASSIFIER_COLUMNS, CLASSIFIER_EVAL, LOG, RESUME_LOG, CSVLog
+from adm.trainutil import (Meter, TrainConfig, _seed, array_digest, batch_indices, checkpoint_state, optimizer_step,
+                           load_training_data, lr_at, resume, run_settings, save_checkpoint, step_draws)
 from adm.unet import build_model
 
 HELDOUT_MAX = 2048  # held-out images scored per evaluation (a fixed subset for large sets)
-TRAIN_COLS = ["loss", "acc@1", "acc@5"] + [f"{m}_q{i}" for m in ("loss", "acc@1") for i in range(4)]
-EVAL_COLS = ["heldout_loss", "heldout_acc@1", "heldout_acc@5", "heldout_clean_loss",
-             "heldout_clean_acc@1", "heldout_clean_acc@5"]
-LOG_FIELDS = ["step", "lr", *TRAIN_COLS, "grad_norm", "loss_scale", "samples_per_s", "elapsed_s", *EVAL_COLS]
 
 
 def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -43,13 +42,14 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
 def train_classifier(
     data,                             # training npz (arr_0 uint8 NHWC, arr_1 int64)
     heldout,                          # held-out npz for accuracy on unseen images (None = skip)
-    out_dir,                          # run folder: checkpoint.pt, log.csv, model.pt/.json, train_config.json
+    out_dir,                          # run folder: checkpoint.pt (+ its log), log.csv, model.pt/.json, train_config.json
     model_cfg: ClassifierConfig,      # classifier network (a preset from adm.presets)
     diffusion_cfg: DiffusionConfig,   # the forward process whose x_t the classifier must read
     cfg: TrainConfig,                 # optimisation settings (ema_rates unused: no EMA, as in ADM)
     device: str = "cpu",              # "cpu" | "cuda"
     progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
     run_info: dict | None = None,     # extra fields recorded in train_config.json
+    restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
 ) -> dict:
     """Train until `cfg.steps` (resuming from `out_dir/checkpoint.pt`); returns a summary with accuracies."""
     dev = dist.init(device)
@@ -59,12 +59,10 @@ def train_classifier(
     held = load_heldout(heldout, model_cfg, cfg.seed) if heldout is not None else None
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "train_config.json", {
-            "command": "train-classifier", "data": str(data), "heldout": str(heldout) if heldout else None,
-            "device": device, "world_size": world, "model": to_dict(model_cfg),
-            "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg), **(run_info or {})})
+        clean_stale_temps(out_dir)  # left by a run killed while saving
     schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
     K = len(schedule)
+    uniform_t = UniformSampler(K)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dev)
@@ -72,12 +70,21 @@ def train_classifier(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
     ckpt = out_dir / "checkpoint.pt"
-    meta = {"command": "train-classifier", "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg),
-            "seed": cfg.seed, "batch_size": cfg.batch_size}
-    start = resume(ckpt, meta, model, opt, scaler)
-    log = CSVLog(out_dir / "log.csv", LOG_FIELDS, resume_step=start if start else None)
+    data_id = {"train_sha256": array_digest(images, labels),
+               "heldout_sha256": array_digest(*held) if held is not None else None}  # held-out rows are in the log
+    meta = run_settings("train-classifier", model_cfg, diffusion_cfg, cfg, data_id,
+                        unused=("ema_rates", "schedule_sampler"))
+    meter = Meter()
+    start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, meter=meter, restart_on_change=restart_on_change)
+    log = CSVLog(out_dir / RESUME_LOG, CLASSIFIER_COLUMNS, resume_step=start if start else None, main=dist.is_main())
+    if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
+        write_json(out_dir / "train_config.json", {
+            "command": "train-classifier", "data": str(data), "heldout": str(heldout) if heldout else None,
+            "device": device, "world_size": world, "model": to_dict(model_cfg),
+            "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg), "data_sha256": data_id,
+            "resumed_from": start, **(run_info or {})})
 
-    meter, t0, tick, seen, last_eval = Meter(), time.time(), time.time(), 0, {}
+    t0, tick, seen, last_eval = time.time() - elapsed0, time.time(), 0, {}  # elapsed_s spans resumed segments
     bar = tqdm(total=cfg.steps, initial=start, desc="train-classifier", unit="step",
                disable=not (progress and dist.is_main()), dynamic_ncols=True)
     for step in range(start, cfg.steps):
@@ -86,14 +93,14 @@ def train_classifier(
         idx, flips = batch_indices(cfg.seed, step, cfg.batch_size, len(images), rank, world)
         x0 = to_float(images[idx], flips if cfg.random_flip else None).to(dev)
         y = torch.from_numpy(labels[idx]).to(dev)
-        gen = step_generator(cfg.seed, step, rank)
+        t_all, _, eps_all = step_draws(cfg.seed, step, cfg.batch_size, uniform_t, x0.shape[1:])  # t ~ U{0..T-1}
         model.train()
         opt.zero_grad(set_to_none=True)
         bad = torch.zeros((), device=dev)
         for i in range(0, local_bs, micro):
             xb, yb = x0[i:i + micro], y[i:i + micro]
-            t = torch.randint(0, K, (len(xb),), generator=gen).to(dev)  # t ~ U{0..T-1}
-            x_t = q_sample(schedule, xb, t, torch.randn(xb.shape, generator=gen).to(dev))
+            t = t_all[i:i + micro].to(dev)
+            x_t = q_sample(schedule, xb, t, eps_all[i:i + micro].to(dev))
             sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
             with sync:
                 with autocast(cfg.precision, dev.type):
@@ -123,7 +130,7 @@ def train_classifier(
         if row:
             log.write({"step": done, **row})
         if done % cfg.save_interval == 0 or done == cfg.steps:
-            state = checkpoint_state(done, meta, model, opt, scaler)
+            state = checkpoint_state(done, meta, model, opt, scaler, meter=meter, elapsed_s=time.time() - t0)
             if dist.is_main():
                 save_checkpoint(ckpt, state)
             dist.barrier()
@@ -136,9 +143,11 @@ def train_classifier(
 
         save_model(model, model_cfg, out_dir / "model.pt", diffusion=diffusion_cfg)
         write_json(out_dir / "metrics.json", {"step": cfg.steps, **last_eval})
+        log.publish(out_dir / LOG)
     dist.barrier()
-    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": time.time() - t0,
-            "steps_per_s": (cfg.steps - start) / max(time.time() - t0, 1e-9), **last_eval}
+    now = time.time()
+    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": now - t0,
+            "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9), **last_eval}
 
 
 def load_heldout(path, model_cfg: ClassifierConfig, seed: int):
@@ -160,7 +169,7 @@ def evaluate(model, held, schedule, cfg: TrainConfig, dev, batch: int) -> dict:
     t_all = torch.randint(0, len(schedule), (len(images),), generator=gen)
     noise_all = torch.randn((len(images), 3, *images.shape[1:3]), generator=gen)
     model.eval()
-    sums = {name: 0.0 for name in EVAL_COLS}
+    sums = {name: 0.0 for name in CLASSIFIER_EVAL}
     for i in range(0, len(images), batch):
         x0 = to_float(images[i:i + batch]).to(dev)
         y = torch.from_numpy(labels[i:i + batch]).to(dev)

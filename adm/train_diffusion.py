@@ -23,24 +23,24 @@ from adm.diffusion import hybrid_loss
 from adm.precision import autocast
 from adm.schedule import make_schedule
 from adm.timestep_sampler import make_timestep_sampler
-from adm.trainutil import (CSVLog, Meter, TrainConfig, batch_indices, checkpoint_state,
-                           ema_state_dict, ema_update, optimizer_step, load_training_data, lr_at, resume,
-                           save_checkpoint, step_generator)
+from adm.atomic import clean_stale_temps
+from adm.trainlog import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
+from adm.trainutil import (Meter, TrainConfig, array_digest, batch_indices, checkpoint_state, ema_state_dict,
+                           ema_update, optimizer_step, load_training_data, lr_at, resume, run_settings,
+                           save_checkpoint, step_draws)
 from adm.unet import build_model
-
-QUARTILES = [f"{m}_q{i}" for m in ("loss", "mse", "vb") for i in range(4)]
-LOG_FIELDS = ["step", "lr", "loss", "mse", "vb", *QUARTILES, "grad_norm", "loss_scale", "samples_per_s", "elapsed_s"]
 
 
 def train_diffusion(
     data,                             # training npz: arr_0 uint8 [N,H,W,3], arr_1 int64 labels
-    out_dir,                          # run folder: checkpoint.pt, log.csv, ema*.pt, train_config.json
+    out_dir,                          # run folder: checkpoint.pt (+ its log), log.csv, ema*.pt, train_config.json
     model_cfg: UNetConfig,            # network (a preset from adm.presets)
     diffusion_cfg: DiffusionConfig,   # T and noise schedule of the forward process
     cfg: TrainConfig,                 # optimisation settings (steps, batch, lr, EMA, precision, ...)
     device: str = "cpu",              # "cpu" | "cuda" (one GPU per torchrun process)
     progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
     run_info: dict | None = None,     # extra fields recorded in train_config.json (threads, preset names)
+    restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
 ) -> dict:
     """Train until `cfg.steps`, resuming from `out_dir/checkpoint.pt` if present; returns a summary."""
     dev = dist.init(device)
@@ -49,10 +49,7 @@ def train_diffusion(
     images, labels, local_bs, micro = load_training_data(data, model_cfg.image_size, model_cfg.num_classes, cfg)
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "train_config.json", {
-            "command": "train-diffusion", "data": str(data), "device": device, "world_size": world,
-            "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg),
-            **(run_info or {})})
+        clean_stale_temps(out_dir)  # left by a run killed while saving
     schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
     K = len(schedule)
 
@@ -64,16 +61,22 @@ def train_diffusion(
     sampler = make_timestep_sampler(cfg.schedule_sampler, K)
     ema = {r: {n: p.detach().clone() for n, p in model.named_parameters()} for r in cfg.ema_rates}
     ckpt = out_dir / "checkpoint.pt"
-    meta = {"command": "train-diffusion", "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg),
-            "seed": cfg.seed, "batch_size": cfg.batch_size, "ema_rates": tuple(cfg.ema_rates)}
-    start = resume(ckpt, meta, model, opt, scaler, sampler, ema)
-    log = CSVLog(out_dir / "log.csv", LOG_FIELDS, resume_step=start if start else None)
+    meta = run_settings("train-diffusion", model_cfg, diffusion_cfg, cfg, {"train_sha256": array_digest(images, labels)},
+                        unused=("eval_interval",))
+    meter = Meter()
+    start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, sampler, ema, meter, restart_on_change)
+    log = CSVLog(out_dir / RESUME_LOG, DIFFUSION_COLUMNS, resume_step=start if start else None, main=dist.is_main())
+    if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
+        write_json(out_dir / "train_config.json", {
+            "command": "train-diffusion", "data": str(data), "device": device, "world_size": world,
+            "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg),
+            "data_sha256": meta["data"]["train_sha256"], "resumed_from": start, **(run_info or {})})
 
     def model_fn(x_t, t, y):  # the network under autocast; the loss math stays float32
         with autocast(cfg.precision, dev.type):
             return net(x_t, t, y).float()
 
-    meter, t0, tick, seen = Meter(), time.time(), time.time(), 0
+    t0, tick, seen = time.time() - elapsed0, time.time(), 0  # elapsed_s counts every resumed segment
     bar = tqdm(total=cfg.steps, initial=start, desc="train-diffusion", unit="step",
                disable=not (progress and dist.is_main()), dynamic_ncols=True)
     for step in range(start, cfg.steps):
@@ -82,24 +85,24 @@ def train_diffusion(
         idx, flips = batch_indices(cfg.seed, step, cfg.batch_size, len(images), rank, world)
         x0 = to_float(images[idx], flips if cfg.random_flip else None).to(dev)  # (B, 3, H, W) in [-1, 1]
         y = torch.from_numpy(labels[idx]).to(dev) if model_cfg.num_classes else None
-        gen = step_generator(cfg.seed, step, rank)
+        # step indices k, importance weights 1/(K p_k), eps ~ N(0, I): drawn on CPU for exactness
+        k_all, w_all, eps_all = step_draws(cfg.seed, step, cfg.batch_size, sampler, x0.shape[1:])
         opt.zero_grad(set_to_none=True)
-        bad = torch.zeros((), device=dev)
+        bad, step_losses = torch.zeros((), device=dev), []
         for i in range(0, local_bs, micro):
             xb, yb = x0[i:i + micro], (y[i:i + micro] if y is not None else None)
-            k, w = sampler.sample(len(xb), gen)         # step indices and importance weights 1/(K p_k)
-            noise = torch.randn(xb.shape, generator=gen)  # eps ~ N(0, I), drawn on CPU for exactness
-            k, w, noise = k.to(dev), w.to(dev), noise.to(dev)
+            k, w, noise = (a[i:i + micro].to(dev) for a in (k_all, w_all, eps_all))
             sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
             with sync:
                 losses = hybrid_loss(model_fn, schedule, xb, k, yb, noise, learn_sigma=diffusion_cfg.learn_sigma)
                 loss = (losses["loss"] * w).mean() * (len(xb) / local_bs)
                 bad += (~torch.isfinite(loss)).float()
                 scaler.scale(loss).backward()
-            if cfg.schedule_sampler != "uniform":  # every rank sees every loss: identical weights
-                sampler.update(dist.all_gather_cat(k), dist.all_gather_cat(losses["loss"].detach()))
+            step_losses.append(losses["loss"].detach())
             for name in ("loss", "mse", "vb"):
                 meter.add_quartiles(name, losses[name], k, K)
+        if cfg.schedule_sampler != "uniform":  # once per step, in batch order: the same on every rank
+            sampler.update(dist.all_gather_cat(k_all.to(dev)), dist.all_gather_cat(torch.cat(step_losses)))
         gnorm = optimizer_step(model, opt, scaler, bad, step, ckpt, cfg.grad_clip, bar)
         for r in cfg.ema_rates:
             ema_update(ema[r], model, r)
@@ -114,7 +117,7 @@ def train_diffusion(
             bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
             tick, seen = now, 0
         if done % cfg.save_interval == 0 or done == cfg.steps:
-            state = checkpoint_state(done, meta, model, opt, scaler, sampler, ema)
+            state = checkpoint_state(done, meta, model, opt, scaler, sampler, ema, meter, time.time() - t0)
             if dist.is_main():
                 save_checkpoint(ckpt, state)
             dist.barrier()
@@ -122,9 +125,11 @@ def train_diffusion(
     bar.close()
     if dist.is_main():
         export_ema(model, model_cfg, diffusion_cfg, ema, cfg.ema_rates, out_dir)
+        log.publish(out_dir / LOG)
     dist.barrier()
-    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": time.time() - t0,
-            "steps_per_s": (cfg.steps - start) / max(time.time() - t0, 1e-9), "ema": str(out_dir / "ema.pt")}
+    now = time.time()
+    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": now - t0,
+            "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9), "ema": str(out_dir / "ema.pt")}
 
 
 def export_ema(model, model_cfg, diffusion_cfg, ema, rates, out_dir: Path) -> None:

@@ -4,10 +4,11 @@ of (seed, step), EMA, lr schedule, mixed precision, resumable checkpoints and th
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import hashlib
+import json
+import sys
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,7 @@ import torch
 
 from adm import dist
 from adm.errors import TrainingDiverged  # noqa: F401 (re-exported)
-
-
+from adm.trainlog import CSVLog  # noqa: F401 (re-exported)
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -110,14 +110,23 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int, rank: int = 0, 
         perm = np.random.default_rng(_seed(seed, e, 1)).permutation(n)
         idx[epoch == e] = perm[offset[epoch == e]]
     flips = np.random.default_rng(_seed(seed, step, 2)).random(batch_size) < 0.5
-    local = batch_size // world
+    local = batch_size // world  # the same share as dist.share (rank order = batch order)
     sl = slice(rank * local, (rank + 1) * local)
     return idx[sl], flips[sl]
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """CPU generator for this step's timesteps and noise: a function of (seed, step, rank)."""
-    return torch.Generator().manual_seed(_seed(seed, step, rank, 3))
+def step_draws(seed: int, step: int, batch_size: int, sampler, image_shape) -> tuple[torch.Tensor, ...]:
+    """(k, importance weights, eps) of this rank's share of `step`'s global batch (CPU tensors).
+
+    Every rank draws the whole batch's timesteps from one (seed, step) generator and keeps its
+    share; each example's eps has its own (seed, step, position) generator. No draw depends on
+    the rank count or the microbatch, so 2 ranks x B/2 see exactly the draws of 1 rank x B.
+    """
+    k, w = sampler.sample(batch_size, torch.Generator().manual_seed(_seed(seed, step, 3)))
+    mine = dist.share(batch_size)
+    eps = torch.stack([torch.randn(tuple(image_shape), generator=torch.Generator().manual_seed(_seed(seed, step, j, 4)))
+                       for j in range(mine.start, mine.stop)])
+    return k[mine], w[mine], eps
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -194,7 +203,11 @@ def restore_rng(state: dict) -> None:
 
 def gather_rng() -> list[dict]:
     """One RNG record per rank (all ranks call this; rank 0 writes the checkpoint)."""
-    mine = capture_rng()
+    return gather_per_rank(capture_rng())
+
+
+def gather_per_rank(mine) -> list:
+    """[rank 0's object, rank 1's, ...] on every rank (all ranks call this)."""
     if dist.world_size() == 1:
         return [mine]
     out = [None] * dist.world_size()
@@ -214,12 +227,15 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict | None:
+    """The resume state in `path`, None when there is none; a CheckpointError (one line) if unreadable."""
+    from adm.checkpoints import CheckpointError, safe_torch_load
+
     if not path.exists():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt resume file is a user-facing problem, not a crash
-        raise ValueError(f"cannot read resume checkpoint {path}: {e}; delete it to start over") from None
+    state = safe_torch_load(path, what="resume checkpoint")
+    if not isinstance(state, dict) or not {"step", "meta", "model", "opt"} <= set(state):
+        raise CheckpointError(f"{path}: not a resume checkpoint written by adm training")
+    return state
 
 
 def restore_rng_for_rank(states: list[dict]) -> None:
@@ -228,32 +244,6 @@ def restore_rng_for_rank(states: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------- logging
-
-
-class CSVLog:
-    """Appends one row per log interval; on resume, drops rows past the checkpoint's step."""
-
-    def __init__(self, path: Path, fields: list[str], resume_step: int | None):
-        self.path, self.fields = path, fields
-        if not dist.is_main():
-            return
-        rows = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
-
-    def write(self, row: dict) -> None:
-        if not dist.is_main():
-            return
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 class Meter:
@@ -274,6 +264,13 @@ class Meter:
         q = (k.to(values.device) * 4) // num_steps
         for i in range(4):  # added even when empty, so every rank holds the same names
             self.add(f"{name}_q{i}", values[q == i])
+
+    def state(self) -> dict:
+        """The running sums of the unfinished interval (saved in checkpoints: exact log rows on resume)."""
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state(self, state: dict) -> None:
+        self.sums, self.counts = dict(state.get("sums", {})), dict(state.get("counts", {}))
 
     def means(self) -> dict[str, float]:
         names = sorted(self.sums)
@@ -304,22 +301,108 @@ def load_training_data(path, image_size: int, num_classes: int | None, cfg: Trai
     return images, labels, local, micro
 
 
-def checkpoint_state(step: int, meta: dict, model, opt, scaler, sampler=None, ema=None) -> dict:
-    """Everything needed to continue bit-exactly: weights, EMA, optimizer, loss scale, RNG, step."""
+def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of the training arrays' shapes and bytes: the data's identity, whatever its file name
+    or zip layout (hashes from memory at ~1 GB/s; the arrays are loaded anyway)."""
+    h = hashlib.sha256()
+    for a in (images, labels):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- run identity / resume
+
+# TrainConfig fields that change neither the weights nor the log rows: where checkpoints land and
+# where the run stops (a longer run continues a shorter one exactly; a checkpoint past `steps` is
+# refused on its own). Every other field, the networks, the data and the world size are compared.
+NOT_COMPARED = ("steps", "save_interval")
+
+
+def run_settings(command: str, model_cfg, diffusion_cfg, cfg: TrainConfig, data: dict,
+                 unused: tuple[str, ...] = ()) -> dict:
+    """Everything that decides a run's weights and log; `unused` names fields this loop ignores."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_COMPARED + unused}
+    meta = {"command": command, "model": dataclasses.asdict(model_cfg), "diffusion": dataclasses.asdict(diffusion_cfg),
+            "train": train, "world_size": dist.world_size(), "data": data}
+    return json.loads(json.dumps(meta))  # tuples -> lists: compares equal after a torch.save round trip
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def setting_differences(saved: dict, wanted: dict) -> list[str]:
+    """'field: checkpoint X, now Y' for every differing setting (train.* shown by its flag name)."""
+    a, b, absent = _flat(saved), _flat(wanted), "<absent>"
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, absent) != b.get(k, absent))
+    return [f"{k.removeprefix('train.')}: checkpoint {a.get(k, absent)!r}, now {b.get(k, absent)!r}" for k in keys]
+
+
+def stale_reason(path: Path, state: dict, meta: dict, steps: int) -> str | None:
+    """Why the checkpoint cannot be continued by this run (None when it can)."""
+    diffs = setting_differences(state["meta"], meta)
+    if diffs:
+        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        return f"{path} was trained with other settings ({'; '.join(diffs[:3])}{more})"
+    if int(state["step"]) > steps:
+        return f"{path} is at step {int(state['step'])}, past this run's --steps {steps}"
+    return None
+
+
+def checkpoint_state(step: int, meta: dict, model, opt, scaler, sampler=None, ema=None,
+                     meter=None, elapsed_s: float = 0.0) -> dict:
+    """Everything needed to continue bit-exactly: weights, EMA, optimizer, loss scale, RNG, step,
+    and the unfinished log interval of every rank (so the resumed log rows are exact)."""
     return {"step": step, "meta": meta, "model": model.state_dict(), "opt": opt.state_dict(),
             "scaler": scaler.state_dict(), "sampler": sampler_state(sampler) if sampler else {},
-            "ema": {repr(r): v for r, v in (ema or {}).items()}, "rng": gather_rng()}
+            "ema": {repr(r): v for r, v in (ema or {}).items()}, "rng": gather_rng(),
+            "meter": gather_per_rank(meter.state() if meter else {}), "elapsed_s": float(elapsed_s)}
 
 
-def resume(path: Path, meta: dict, model, opt, scaler, sampler=None, ema=None) -> int:
-    """Load `path` if it exists and matches `meta` (model + diffusion + seed); return the start step."""
-    state = load_checkpoint(path)
+def discard_stale(path: Path, reason: str) -> None:
+    """--restart-on-change: say why in one line, and remove the stale state (rank 0)."""
+    if dist.is_main():
+        print(f"notice: {reason}; starting fresh (--restart-on-change)", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+    dist.barrier()
+
+
+def resume(path: Path, meta: dict, steps: int, model, opt, scaler, sampler=None, ema=None, meter=None,
+           restart_on_change: bool = False) -> tuple[int, float]:
+    """Load `path` if it exists and continues this run exactly; returns (start step, elapsed s).
+
+    A checkpoint of other settings, or one past `steps`, is refused in one line naming the
+    field, or with `restart_on_change` discarded (the workflow passes it: changed params mean a
+    new model, never the old weights under a new train_config.json).
+    """
+    from adm.checkpoints import CheckpointError
+
+    try:
+        state, error = load_checkpoint(path), None
+    except CheckpointError as e:
+        state, error = None, e
+    dist.barrier()  # every rank has read the file before rank 0 may delete it
+    if error is not None:
+        if not restart_on_change:
+            raise CheckpointError(f"{error}; delete it or pass --restart-on-change to start over") from None
+        discard_stale(path, str(error))
+        return 0, 0.0
     if state is None:
-        return 0
-    if state["meta"] != meta:
-        diff = sorted(k for k in set(meta) | set(state["meta"]) if meta.get(k) != state["meta"].get(k))
-        raise ValueError(f"{path} was written by a different run ({', '.join(diff)} differ); "
-                         f"use a new --out-dir or delete the checkpoint")
+        return 0, 0.0
+    reason = stale_reason(path, state, meta, steps)
+    if reason is not None:
+        if not restart_on_change:
+            raise ValueError(f"{reason}; pass --restart-on-change to discard it, or use another --out-dir")
+        discard_stale(path, reason)
+        return 0, 0.0
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     if state["scaler"] and scaler.is_enabled():  # fp16 loss scale (empty when saved without fp16)
@@ -330,4 +413,6 @@ def resume(path: Path, meta: dict, model, opt, scaler, sampler=None, ema=None) -
         for k, v in state["ema"][repr(r)].items():
             ema[r][k].copy_(v)
     restore_rng_for_rank(state["rng"])
-    return int(state["step"])
+    if meter is not None and state.get("meter"):
+        meter.load_state(state["meter"][dist.rank()])
+    return int(state["step"]), float(state.get("elapsed_s", 0.0))
