@@ -143,19 +143,24 @@ def test_read_benchmarks_and_gpu_hours(tmp_path):
     assert runinfo.elapsed_seconds(bench) >= 3600.0
 
 
-def test_training_log_columns_found_whatever_their_names(tmp_path):
-    p = tmp_path / "log.csv"
-    p.write_text("step,loss,loss_q0,mse,lr,samples\n0,1.0,2.0,0.5,0.1,8\n10,0.5,1.0,0.25,0.1,88\n")
-    cols = report_html.read_training_log(p, report_html._LOSS_RE)
-    assert set(cols) == {"loss", "mse"}  # per-quartile columns left out
-    p.write_text("iteration,train_loss_total\n0,3\n5,2\n")  # unfamiliar names: the fallback
-    assert report_html.read_training_log(p, report_html._LOSS_RE) == {"train_loss_total": ([0.0, 5.0], [3.0, 2.0])}
-    p.write_text("step,loss,loss_q0,mse,lr,samples\n0,1.0,2.0,0.5,0.1,8\n10,0.5,1.0,0.25,0.1,88\n")
-    assert cols["loss"] == ([0.0, 10.0], [1.0, 0.5])
-    p.write_text("step,train_acc@1,heldout_acc@1,acc@5,loss\n1,0.1,,0.5,2.0\n2,0.2,0.3,0.6,1.5\n")
-    cols = report_html.read_training_log(p, report_html._ACC_RE)
-    assert cols["heldout_acc@1"] == ([2.0], [0.3])  # empty cells skipped
-    assert set(cols) == {"train_acc@1", "heldout_acc@1"}
+def test_training_curves_are_read_by_the_trainers_column_names(tmp_path):
+    """The report reads the columns adm.trainlog defines, as the trainers write them."""
+    from adm.trainlog import CLASSIFIER_COLUMNS, CLASSIFIER_CURVES, DIFFUSION_COLUMNS, DIFFUSION_CURVES, CSVLog
+
+    log = CSVLog(tmp_path / "d.csv", DIFFUSION_COLUMNS, resume_step=None)
+    log.write({"step": 50, "loss": 1.0, "mse": 0.9, "vb": 0.1, "loss_q0": 7.0, "lr": 0.1})
+    log.write({"step": 100, "loss": 0.5, "mse": 0.45, "vb": 0.05, "loss_q0": 3.0, "lr": 0.1})
+    cols = report_html.read_training_curves(tmp_path / "d.csv", DIFFUSION_CURVES)
+    assert cols == {DIFFUSION_CURVES["loss"]: ([50.0, 100.0], [1.0, 0.5]),
+                    DIFFUSION_CURVES["mse"]: ([50.0, 100.0], [0.9, 0.45]),
+                    DIFFUSION_CURVES["vb"]: ([50.0, 100.0], [0.1, 0.05])}
+    log = CSVLog(tmp_path / "c.csv", CLASSIFIER_COLUMNS, resume_step=None)
+    log.write({"step": 1, "acc@1": 0.1})
+    log.write({"step": 2, "acc@1": 0.2, "heldout_acc@1": 0.3, "heldout_clean_acc@1": 0.4})
+    cols = report_html.read_training_curves(tmp_path / "c.csv", CLASSIFIER_CURVES)
+    assert cols[CLASSIFIER_CURVES["heldout_acc@1"]] == ([2.0], [0.3])  # empty cells skipped
+    assert cols[CLASSIFIER_CURVES["acc@1"]] == ([1.0, 2.0], [0.1, 0.2])
+    assert set(CLASSIFIER_CURVES) <= set(CLASSIFIER_COLUMNS) and set(DIFFUSION_CURVES) <= set(DIFFUSION_COLUMNS)
 
 
 class _Structure(HTMLParser):

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from adm.trainlog import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
 from .runinfo import (elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions,
                       read_benchmarks)
 from .table import header_cells, is_demo, notes, row_cells, table_rows
-
-# Training-log columns we recognise, whatever exact names the trainer chose.
-_STEP_COLUMNS = ("step", "steps", "iteration", "iter", "global_step")
-# Preferred names first (per-quartile columns like loss_q0 are skipped; the classifier shows noised
-# train, noised held-out and clean held-out accuracy); the fallback takes anything.
-_LOSS_RE = (re.compile(r"^(train_)?(loss|mse|vb)$", re.I), re.compile(r"loss|mse", re.I))
-_ACC_RE = (re.compile(r"^(train_|heldout_|heldout_clean_)?acc(uracy)?(@1|_top1|1)?$", re.I), re.compile(r"acc", re.I))
 
 
 @dataclass
@@ -53,36 +46,9 @@ def figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def read_training_log(path: str | Path, patterns) -> dict[str, tuple[list[float], list[float]]]:
-    """{column: (steps, values)} for the numeric columns matching the first pattern that matches any.
-
-    Tolerant of the trainer's naming: the step column is any of _STEP_COLUMNS (else the row
-    number), and rows where a column is empty (e.g. held-out metrics logged less often) are skipped.
-    """
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    columns = list(rows[0])
-    step_col = next((c for c in columns if c.strip().lower() in _STEP_COLUMNS), None)
-
-    def num(x):
-        try:
-            return float(x)
-        except (TypeError, ValueError):
-            return None
-
-    patterns = (patterns,) if isinstance(patterns, re.Pattern) else patterns
-    pattern = next((p for p in patterns if any(p.search(c) for c in columns if c != step_col)), None)
-    picked = {}
-    for c in columns:
-        if pattern is None or c == step_col or not pattern.search(c):
-            continue
-        pairs = [(num(r[step_col]) if step_col else float(i), num(r[c])) for i, r in enumerate(rows)]
-        pairs = [(s, v) for s, v in pairs if s is not None and v is not None]
-        if pairs:
-            picked[c] = ([s for s, _ in pairs], [v for _, v in pairs])
-    return picked
+def read_training_curves(path: str | Path, curves: Mapping[str, str]) -> dict[str, tuple[list[float], list[float]]]:
+    """{legend label: (steps, values)} for the columns `curves` names (adm.trainlog defines both)."""
+    return {curves[c]: series for c, series in read_log(path, curves).items()}
 
 
 def _curve_section(inputs: ReportInputs) -> str:
@@ -90,10 +56,10 @@ def _curve_section(inputs: ReportInputs) -> str:
     import matplotlib.pyplot as plt
 
     curves = {}
-    for name, path, pattern in (("diffusion loss", inputs.diffusion_log, _LOSS_RE),
-                                ("classifier accuracy", inputs.classifier_log, _ACC_RE)):
+    for name, path, wanted in (("diffusion loss", inputs.diffusion_log, DIFFUSION_CURVES),
+                               ("classifier accuracy", inputs.classifier_log, CLASSIFIER_CURVES)):
         if path and Path(path).is_file():
-            columns = read_training_log(path, pattern)
+            columns = read_training_curves(path, wanted)
             if columns:
                 curves[name] = columns
     if not curves:
