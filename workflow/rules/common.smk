@@ -1,97 +1,19 @@
-# Helpers shared by the rules: config validation and checks, paths, resources.
-import math
-import re
-from pathlib import Path
+# Helpers shared by the rules: paths, resources, the interpreter, and every program's arguments.
+#
+# Config values are data, never code: every helper below returns an argument LIST, and every field
+# of a `shell:` command is written `{...:q}`, so Snakemake shell-quotes each element (shlex.quote)
+# and bash passes it to the program as one argument, unexpanded. tests/test_workflow_security.py
+# checks both (a lint of the rule files, and hostile strings in every config field).
+import os
+import sys
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
-
-
-def one_line_config_error(exc):
-    """`config: sampling.scales[0]: -1 is less than the minimum of 0` from snakemake's validate error."""
-    text = " ".join(str(a) for a in exc.args)
-    message = next(
-        (
-            l.split(":", 1)[1].strip()
-            for l in text.splitlines()
-            if l.startswith("ValidationError")
-        ),
-        text,
-    )
-    where = next((l for l in text.splitlines() if l.startswith("On instance")), "")
-    keys = [k.strip("'\"") for k in re.findall(r"\[([^\]]+)\]", where)]
-    where = f"{'.'.join(keys)}: " if keys else ""
-    return f"invalid config: {where}{message}"
-
-
-# `--config pretrained=false` arrives as the string "false": read it as the boolean it means.
-if str(config.get("pretrained")).lower() in ("true", "false"):
-    config["pretrained"] = str(config["pretrained"]).lower() == "true"
-
-try:
-    validate(config, "../schemas/config.schema.yaml")
-except WorkflowError as exc:
-    raise WorkflowError(one_line_config_error(exc)) from None
-
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 RUN = config["run"]
 RUN_DIR = f"results/{RUN}"
 SAMPLING = config["sampling"]
 IMAGENET = config["dataset"] == "imagenet"
 PRETRAINED = IMAGENET and config["pretrained"]
-
-
-def scale_name(scale):
-    """File-name form of a guidance scale: 0, 0.5, 1, 7.5, 10."""
-    return f"{float(scale):g}"
-
-
-def check_config(cfg):
-    """Cross-field checks the schema cannot express; each failure is one clear line."""
-    scales = cfg["sampling"]["scales"]
-    if not scales:
-        raise WorkflowError("invalid config: sampling.scales is empty")
-    if any(not math.isfinite(s) or s < 0 for s in scales):
-        raise WorkflowError(
-            f"invalid config: sampling.scales must be finite and >= 0, got {scales}"
-        )
-    names = [scale_name(s) for s in scales]
-    if len(set(names)) != len(names):
-        raise WorkflowError(f"invalid config: sampling.scales has duplicates: {scales}")
-    n, shards = cfg["sampling"]["num_samples"], cfg["sampling"]["num_shards"]
-    if shards > n:
-        raise WorkflowError(
-            f"invalid config: sampling.num_shards ({shards}) > sampling.num_samples ({n})"
-        )
-    if cfg["dataset"] == "digits" and cfg["pretrained"]:
-        raise WorkflowError(
-            "invalid config: pretrained: true needs dataset: imagenet (no released demo model)"
-        )
-    if cfg["dataset"] == "imagenet" and not cfg["pretrained"]:
-        folder = cfg["imagenet_dir"]
-        if not folder:
-            raise WorkflowError(
-                "invalid config: dataset imagenet with pretrained: false needs imagenet_dir"
-            )
-        if not Path(folder).is_dir():
-            raise WorkflowError(
-                f"invalid config: imagenet_dir {folder!r} is not a directory"
-            )
-    if cfg["dataset"] == "imagenet" and cfg["pretrained"]:
-        for kind in ("diffusion", "classifier"):
-            value = cfg["checkpoints"][kind]
-            if "/" in value and not Path(value).is_file():
-                raise WorkflowError(
-                    f"invalid config: checkpoints.{kind}: no such file {value!r}"
-                )
-    if cfg["dataset"] == "digits" and cfg["reference"]["source"] != "build":
-        raise WorkflowError(
-            "invalid config: the digits demo builds its reference batch (reference.source: build)"
-        )
-
-
-check_config(config)
-
 SCALES = [scale_name(s) for s in SAMPLING["scales"]]
 SHARDS = list(range(SAMPLING["num_shards"]))
 
@@ -124,23 +46,53 @@ def gpus_per_rule():
     return {name: r["gpu"] for name, r in config["resources"].items()}
 
 
+# ---------------------------------------------------------------- which Python runs the programs
+
+
+def python():
+    """The interpreter of the environment Snakemake was started from (so `.venv/bin/snakemake`
+    works without an activated venv, and a SLURM job uses the submitter's interpreter), or, under
+    `--sdm conda`, the `python` of the rule's activated conda env. The conda envs do not install
+    this package, so the repository goes on PYTHONPATH there."""
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        path = os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+        )
+        return ["env", f"PYTHONPATH={path}", "python"]
+    return [sys.executable]
+
+
 def launcher(wildcards, resources):
-    """torchrun over the job's GPUs for multi-GPU training; plain python otherwise."""
-    if resources.gpu > 1:
-        return f"torchrun --standalone --nproc_per_node {resources.gpu}"
-    return "python"
+    """torchrun over the job's GPUs for multi-GPU training, plain Python otherwise. torchrun is
+    called as a module of the same interpreter: a `torchrun` on PATH may belong to another one.
+    """
+    if gpus_granted(resources) > 1:
+        return python() + [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(gpus_granted(resources)),
+        ]
+    return python()
 
 
-def local_checkpoint(kind):
-    """A configured checkpoint that is a local file path (contains '/'), else None (download it)."""
-    value = config["checkpoints"][kind]
-    return value if "/" in value else None
+# ---------------------------------------------------------------- program arguments (lists)
 
 
-def checkpoint_url(wildcards):
-    """URL of a released checkpoint: base_url / file name."""
-    base = config["checkpoints"]["base_url"].rstrip("/")
-    return f"{base}/{config['checkpoints'][wildcards.kind]}"
+def flag_values(flag, value):
+    """`--flag v` (or `--flag v1 v2` for a list) as argument-list items."""
+    values = value if isinstance(value, list) else [value]
+    return [flag, *(str(v) for v in values)]
+
+
+def data_source_args():
+    if IMAGENET:
+        return flag_values("--dataset", "imagenet") + [
+            *flag_values("--data-dir", config["imagenet_dir"]),
+            *flag_values("--image-size", config["image_size"]),
+        ]
+    return flag_values("--dataset", "digits")
 
 
 # config key -> command-line flag of `adm train-diffusion` / `adm train-classifier`
@@ -166,16 +118,13 @@ TRAINING_FLAGS = {
 def optimisation_flags(section):
     """`--model-preset P` plus a flag for every training key set in config[section]."""
     c = config[section]
-    flags = [f"--model-preset {c['preset']}"]
+    flags = flag_values("--model-preset", c["preset"])
     for key, flag in TRAINING_FLAGS.items():
-        value = c.get(key)
-        if isinstance(value, list):
-            flags.append(f"{flag} {' '.join(str(v) for v in value)}")
-        elif value is not None:
-            flags.append(f"{flag} {value}")
+        if c.get(key) is not None:
+            flags += flag_values(flag, c[key])
     if "random_flip" in c:
         flags.append("--random-flip" if c["random_flip"] else "--no-random-flip")
-    return " ".join(flags)
+    return flags
 
 
 def diffusion_checkpoint():
@@ -190,41 +139,52 @@ def classifier_checkpoint():
     return out("classifier/model.pt")
 
 
+def local_checkpoint(kind):
+    """A configured checkpoint that is a local file path (contains '/'), else None (download it)."""
+    value = config["checkpoints"][kind]
+    return value if "/" in value else None
+
+
+def checkpoint_url(wildcards):
+    """URL of a released checkpoint: base_url / file name."""
+    base = config["checkpoints"]["base_url"].rstrip("/")
+    return f"{base}/{config['checkpoints'][wildcards.kind]}"
+
+
 def respacing():
-    """Respacing spec for `adm sample`: "25" (DDPM, 25 steps) or "ddim25"."""
-    steps = SAMPLING["steps"]
-    return f"ddim{steps}" if SAMPLING["sampler"] == "ddim" else str(steps)
+    return respacing_spec(SAMPLING)
 
 
 def preset_flags():
     """OpenAI's released files carry no JSON config: name their presets."""
     if not PRETRAINED:
-        return ""
-    return f"--model-preset {config['diffusion']['preset']} --classifier-preset {config['classifier']['preset']}"
+        return []
+    return flag_values("--model-preset", config["diffusion"]["preset"]) + flag_values(
+        "--classifier-preset", config["classifier"]["preset"]
+    )
 
 
 def featurenet_flags():
     """`--seed S` plus `--epochs` / `--min-accuracy` when the config sets them."""
     c = config["featurenet"]
-    flags = [f"--seed {c['seed']}"]
-    if "epochs" in c:
-        flags.append(f"--epochs {c['epochs']}")
-    if "min_accuracy" in c:
-        flags.append(f"--min-accuracy {c['min_accuracy']}")
-    return " ".join(flags)
+    flags = flag_values("--seed", c["seed"])
+    for key in ("epochs", "min_accuracy"):
+        if key in c:
+            flags += flag_values(f"--{key.replace('_', '-')}", c[key])
+    return flags
 
 
 def evaluator_flags():
     """Demo: our trained feature net, labelled demo; ImageNet: Inception-V3 from the cache dir."""
     c = config["evaluation"]
-    flags = [f"--bootstrap {c['bootstrap']}"]
+    flags = flag_values("--bootstrap", c["bootstrap"])
     if c["feature_cache"]:
-        flags.append(f"--feature-cache {out('feature_cache')}")
+        flags += flag_values("--feature-cache", out("feature_cache"))
     if IMAGENET:
-        flags.append(f"--cache-dir {c['cache_dir']}")
+        flags += flag_values("--cache-dir", c["cache_dir"])
     else:
-        flags.append(f"--graph {out('featurenet/graph.pb')} --label-demo")
-    return " ".join(flags)
+        flags += flag_values("--graph", out("featurenet/graph.pb")) + ["--label-demo"]
+    return flags
 
 
 def evaluator_inputs(wildcards):

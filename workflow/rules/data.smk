@@ -13,20 +13,18 @@ rule prepare_data:
         "../envs/torch.yaml"
     threads: res("prepare_data", "threads")
     resources:
+        **slurm_resources("prepare_data"),
         mem_mb=res("prepare_data", "mem_mb"),
         runtime=res("prepare_data", "runtime"),
     params:
-        source=(
-            f"--dataset imagenet --data-dir {config['imagenet_dir']} --image-size {config['image_size']}"
-            if IMAGENET
-            else "--dataset digits"
-        ),
+        python=python(),
+        source=data_source_args(),
         fraction=config["data"]["heldout_fraction"],
         seed=config["data"]["seed"],
     shell:
-        "python -m adm prepare-data {params.source} --out-train {output.train}"
-        " --out-heldout {output.heldout} --heldout-fraction {params.fraction} --seed {params.seed}"
-        " --threads {threads} > {log} 2>&1"
+        "{params.python:q} -m adm prepare-data {params.source:q} --out-train {output.train:q}"
+        " --out-heldout {output.heldout:q} --heldout-fraction {params.fraction:q}"
+        " --seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 if config["reference"]["source"] == "build":
@@ -40,8 +38,11 @@ if config["reference"]["source"] == "build":
             logfile("reference.log"),
         conda:
             "../envs/tensorflow.yaml"
+        params:
+            python=python(),
         shell:
-            "python -m evaluations.reference --build-from {input.heldout} --out {output} > {log} 2>&1"
+            "{params.python:q} -m evaluations.reference --build-from {input.heldout:q}"
+            " --out {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -75,10 +76,13 @@ rule featurenet:
         "../envs/tensorflow.yaml"
     threads: res("featurenet", "threads")
     resources:
+        **slurm_resources("featurenet"),
         mem_mb=res("featurenet", "mem_mb"),
         runtime=res("featurenet", "runtime"),
     params:
+        python=python(),
         flags=featurenet_flags(),
     shell:
-        "python -m evaluations.demo_net --train {input.train} --heldout {input.heldout}"
-        " --out {output} {params.flags} --threads {threads} > {log} 2>&1"
+        "{params.python:q} -m evaluations.demo_net --train {input.train:q}"
+        " --heldout {input.heldout:q} --out {output:q} {params.flags:q} --threads {threads:q}"
+        " > {log:q} 2>&1"

@@ -16,11 +16,12 @@ rule evaluate:
         "../envs/tensorflow.yaml"
     threads: res("evaluate", "threads")
     resources:
-        gpu=res("evaluate", "gpu"),
+        **slurm_resources("evaluate"),
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
     params:
+        python=python(),
         flags=evaluator_flags(),
     shell:
-        "python -m evaluations.evaluator {input.ref} {input.samples} {params.flags}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+        " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"

@@ -102,4 +102,4 @@ rule publish_report:
     conda:
         "../envs/torch.yaml"
     shell:
-        "cp {input} {output} 2> {log}"
+        "cp -- {input:q} {output:q} 2> {log:q}"

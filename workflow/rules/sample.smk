@@ -17,24 +17,29 @@ rule sample:
         "../envs/torch.yaml"
     threads: res("sample", "threads")
     resources:
-        gpu=res("sample", "gpu"),
+        **slurm_resources("sample"),
         mem_mb=res("sample", "mem_mb"),
         runtime=res("sample", "runtime"),
     params:
+        python=python(),
         num_samples=SAMPLING["num_samples"],
         num_shards=SAMPLING["num_shards"],
         seed=SAMPLING["seed"],
         respacing=respacing(),
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
+        precision=SAMPLING["precision"],
         presets=preset_flags(),
         device=config["device"],
     shell:
-        "python -m adm sample --model {input.model} --classifier {input.classifier} {params.presets}"
-        " --scale {wildcards.scale} --num-samples {params.num_samples} --shard {wildcards.shard}"
-        " --num-shards {params.num_shards} --seed {params.seed} --respacing {params.respacing}"
-        " --batch-size {params.batch_size} --labels {params.labels} --device {params.device}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "{params.python:q} -m adm sample --model {input.model:q}"
+        " --classifier {input.classifier:q} {params.presets:q} --scale {wildcards.scale:q}"
+        " --num-samples {params.num_samples:q} --shard {wildcards.shard:q}"
+        " --num-shards {params.num_shards:q} --seed {params.seed:q}"
+        " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
+        " --labels {params.labels:q} --precision {params.precision:q}"
+        " --device {params.device:q} --threads {threads:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_shards:
@@ -51,6 +56,8 @@ rule merge_shards:
     resources:
         mem_mb=res("sample", "mem_mb"),
     params:
+        python=python(),
         num_samples=SAMPLING["num_samples"],
     shell:
-        "python -m adm merge --out {output} --num-samples {params.num_samples} {input} > {log} 2>&1"
+        "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+        " {input:q} > {log:q} 2>&1"

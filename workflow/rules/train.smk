@@ -1,4 +1,7 @@
 # Diffusion model and noisy classifier: trained here, or OpenAI's released checkpoints.
+# --restart-on-change: Snakemake reruns a training job when its params change; the trainer then
+# discards a checkpoint of other settings (one notice line in the log) instead of reusing old weights,
+# and continues one of the same settings (a killed job) exactly.
 
 
 rule train_diffusion:
@@ -15,7 +18,7 @@ rule train_diffusion:
         "../envs/torch.yaml"
     threads: res("train_diffusion", "threads")
     resources:
-        gpu=res("train_diffusion", "gpu"),
+        **slurm_resources("train_diffusion"),
         mem_mb=res("train_diffusion", "mem_mb"),
         runtime=res("train_diffusion", "runtime"),
     params:
@@ -24,8 +27,9 @@ rule train_diffusion:
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
-        "{params.launcher} -m adm train-diffusion --data {input.train} --out-dir {params.out_dir}"
-        " {params.flags} --device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+        " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
+        " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
 
 rule train_classifier:
@@ -43,7 +47,7 @@ rule train_classifier:
         "../envs/torch.yaml"
     threads: res("train_classifier", "threads")
     resources:
-        gpu=res("train_classifier", "gpu"),
+        **slurm_resources("train_classifier"),
         mem_mb=res("train_classifier", "mem_mb"),
         runtime=res("train_classifier", "runtime"),
     params:
@@ -53,9 +57,10 @@ rule train_classifier:
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
-        "{params.launcher} -m adm train-classifier --data {input.train} --heldout {input.heldout}"
-        " --out-dir {params.out_dir} {params.flags} --diffusion-preset {params.diffusion_preset}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.launcher:q} -m adm train-classifier --data {input.train:q}"
+        " --heldout {input.heldout:q} --out-dir {params.out_dir:q} {params.flags:q}"
+        " --diffusion-preset {params.diffusion_preset:q} --device {params.device:q}"
+        " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
 
 rule download_checkpoint:

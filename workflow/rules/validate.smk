@@ -1,0 +1,157 @@
+# Config validation: the schema (types, ranges, enums, string patterns), then the cross-field checks
+# it cannot express. A bad config is a user's mistake, so it ends the run before any job with ONE
+# line on stderr and exit status 1: a raised WorkflowError would make Snakemake print a
+# `WorkflowError in file ...` header and a `File ...` trace line around the message.
+import math
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The repository root: rules/ -> workflow/ -> root. The registries below live in torch-free modules
+# (adm.presets, adm.schedule), importable even by a Snakemake that does not have the package installed.
+REPO = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
+sys.path.insert(0, str(REPO))
+
+from adm.presets import DIFFUSION_PRESETS, get_preset  # noqa: E402
+from adm.schedule import space_timesteps  # noqa: E402
+
+
+class ConfigError(ValueError):
+    """A config value the workflow cannot run with; the message is the whole explanation."""
+
+
+# What the schema's string patterns mean, for the error line (a regex is no explanation).
+PATTERN_MEANINGS = {
+    r"^(?!-)[^\x00-\x1f\x7f]+$": "is not a usable path (no control characters such as a newline, no leading '-')",
+    r"^(https?|file)://[^\x00-\x20\x7f]+$": "is not an http(s):// or file:// URL without spaces",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "is not a run name (letters, digits, '_', '.', '-'; a letter or digit first)",
+}
+
+
+def explain_pattern(message):
+    for pattern, meaning in PATTERN_MEANINGS.items():
+        message = message.replace(f"does not match {pattern!r}", meaning)
+    return message
+
+
+def one_line_config_error(exc):
+    """`sampling.scales.0: -1 is less than the minimum of 0` from snakemake's validate error."""
+    text = " ".join(str(a) for a in exc.args)
+    message = next(
+        (
+            l.split(":", 1)[1].strip()
+            for l in text.splitlines()
+            if l.startswith("ValidationError")
+        ),
+        text.splitlines()[0] if text else "schema validation failed",
+    )
+    where = next((l for l in text.splitlines() if l.startswith("On instance")), "")
+    keys = [k.strip("'\"") for k in re.findall(r"\[([^\]]+)\]", where)]
+    message = explain_pattern(message)
+    return f"{'.'.join(keys)}: {message}" if keys else message
+
+
+def scale_name(scale):
+    """File-name form of a guidance scale: 0, 0.5, 1, 7.5, 10."""
+    return f"{float(scale):g}"
+
+
+def respacing_spec(sampling):
+    """Respacing spec for `adm sample`: "25" (DDPM, 25 steps) or "ddim25"."""
+    steps = sampling["steps"]
+    return f"ddim{steps}" if sampling["sampler"] == "ddim" else str(steps)
+
+
+def check_scales(cfg):
+    scales = cfg["sampling"]["scales"]
+    if not scales:
+        raise ConfigError("sampling.scales is empty")
+    if any(not math.isfinite(s) or s < 0 for s in scales):
+        raise ConfigError(f"sampling.scales must be finite and >= 0, got {scales}")
+    names = [scale_name(s) for s in scales]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sampling.scales has duplicates: {scales}")
+    n, shards = cfg["sampling"]["num_samples"], cfg["sampling"]["num_shards"]
+    if shards > n:
+        raise ConfigError(
+            f"sampling.num_shards ({shards}) > sampling.num_samples ({n})"
+        )
+
+
+def check_models(cfg):
+    """Presets that fit the images, and a sampling respacing the diffusion can take: these would
+    otherwise fail only in the sampling jobs, after hours of training."""
+    size = cfg["image_size"]
+    for kind in ("diffusion", "classifier"):
+        name = cfg[kind]["preset"]
+        preset_size = get_preset(name).image_size
+        if preset_size != size:
+            raise ConfigError(
+                f"{kind}.preset {name!r} is a {preset_size}x{preset_size} model, "
+                f"but image_size is {size}"
+            )
+    diffusion = cfg["diffusion"]["preset"]
+    steps = DIFFUSION_PRESETS[diffusion].diffusion_steps
+    spec = respacing_spec(cfg["sampling"])
+    try:
+        space_timesteps(steps, spec)
+    except ValueError:
+        raise ConfigError(
+            f"sampling.steps: {cfg['sampling']['sampler']} cannot take "
+            f"{cfg['sampling']['steps']} steps from the {steps}-step diffusion of {diffusion!r}"
+        ) from None
+
+
+def check_sources(cfg):
+    """Data, checkpoints and reference batch: the combinations that exist."""
+    imagenet, pretrained = cfg["dataset"] == "imagenet", cfg["pretrained"]
+    if not imagenet and pretrained:
+        raise ConfigError(
+            "pretrained: true needs dataset: imagenet (no released demo model)"
+        )
+    if imagenet and not pretrained:
+        folder = cfg["imagenet_dir"]
+        if not folder:
+            raise ConfigError(
+                "dataset imagenet with pretrained: false needs imagenet_dir"
+            )
+        if not Path(folder).is_dir():
+            raise ConfigError(f"imagenet_dir {folder!r} is not a directory")
+    if imagenet and pretrained:
+        for kind in ("diffusion", "classifier"):
+            value = cfg["checkpoints"][kind]
+            if "/" in value and not Path(value).is_file():
+                raise ConfigError(f"checkpoints.{kind}: no such file {value!r}")
+    if not imagenet and cfg["reference"]["source"] != "build":
+        raise ConfigError(
+            "the digits demo builds its reference batch (reference.source: build)"
+        )
+
+
+def check_config(cfg):
+    """Cross-field checks the schema cannot express; raises ConfigError with one line."""
+    check_scales(cfg)
+    check_sources(cfg)
+    check_models(cfg)
+
+
+def exit_with(message):
+    print(f"invalid config: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+# `--config pretrained=false` arrives as the string "false": read it as the boolean it means.
+if str(config.get("pretrained")).lower() in ("true", "false"):
+    config["pretrained"] = str(config["pretrained"]).lower() == "true"
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as exc:
+    exit_with(one_line_config_error(exc))
+try:
+    check_config(config)
+except ConfigError as exc:
+    exit_with(exc)
