@@ -1,10 +1,11 @@
-"""Samplers: parity with the reference for the same weights and injected noise, per-sample
-determinism, original timesteps, the uint8 conversion.
+"""Samplers: one step against the paper's equations, per-sample determinism, original timesteps,
+scale 0 = unguided, the uint8 conversion. Parity with the reference: test_parity_sampling.py.
 
-Parity networks are the reference's own UNetModel / EncoderUNetModel at tiny widths with random
-weights (their zero-initialised output layers would make every output 0), called identically on
-both sides, so only the sampler math is compared.
+Networks are the demo presets with random non-zero weights (conftest ``demo_nets``): a fresh UNet
+outputs exactly 0, which would hide any batch-dependent or label-dependent behaviour.
 """
+
+import math
 
 import numpy as np
 import pytest
@@ -15,112 +16,121 @@ from adm.rng import randn_per_sample, sample_generators
 from adm.sampling import ddim_sample, ddpm_sample, to_uint8
 from adm.schedule import make_schedule, respace
 
-gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
-respace_ref = pytest.importorskip("guided_diffusion.respace")
-ref_unet = pytest.importorskip("guided_diffusion.unet")
-
 torch.set_num_threads(1)
-ATOL = 1e-4
-N, HW, NUM_CLASSES = 4, 8, 10
-
-
-def _randomize(module, seed, std=0.05):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return module.eval()
-
-
-def make_nets():
-    unet = ref_unet.UNetModel(
-        image_size=HW, in_channels=3, model_channels=32, out_channels=6, num_res_blocks=1,
-        attention_resolutions=(2,), channel_mult=(1, 2), num_classes=NUM_CLASSES, num_heads=2,
-        use_scale_shift_norm=True, resblock_updown=True)
-    clf = ref_unet.EncoderUNetModel(
-        image_size=HW, in_channels=3, model_channels=32, out_channels=NUM_CLASSES, num_res_blocks=1,
-        attention_resolutions=(2,), channel_mult=(1, 2), num_head_channels=32,
-        use_scale_shift_norm=True, resblock_updown=True, pool="attention")
-    return _randomize(unet, 0), _randomize(clf, 1, std=0.1)
-
-
-@pytest.fixture(scope="module")
-def nets():
-    return make_nets()
+N, HW = 4, 8
+LABELS = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
 
 
 def model_fn_of(unet):
     return lambda x, t, y: unet(x, t, y)
 
 
-def ref_sampler(T, spec, schedule):
-    return respace_ref.SpacedDiffusion(
-        use_timesteps=respace_ref.space_timesteps(T, spec), betas=gd.get_named_beta_schedule(schedule, T),
-        model_mean_type=gd.ModelMeanType.EPSILON, model_var_type=gd.ModelVarType.LEARNED_RANGE,
-        loss_type=gd.LossType.MSE)
-
-
 def inputs(seed=0, indices=range(N)):
     gens = sample_generators(seed, indices)
     noise = randn_per_sample(gens, (3, HW, HW))  # x_T from each sample's own stream
-    y = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6][: len(noise)])
-    return noise, y, gens
+    return noise, LABELS[list(indices)], gens
 
 
-def run_reference(monkeypatch, method, diffusion, unet, cond_fn, seed, **kw):
-    """The reference sampler with its per-step torch.randn_like fed from our per-sample streams."""
-    noise, y, gens = inputs(seed)  # x_T was the first draw of each stream, as in our sampler
-    monkeypatch.setattr(gd.th, "randn_like", lambda x, *a, **k: randn_per_sample(gens, x.shape[1:]))
-    out = getattr(diffusion, method)(unet, (N, 3, HW, HW), noise=noise, cond_fn=cond_fn,
-                                     model_kwargs={"y": y}, **kw)
-    monkeypatch.undo()
-    return out
+# ---------------------------------------------------------------- one step, by hand
+
+def _constant_net(eps, v):
+    """A network whose raw output is fixed: eps channels = eps, variance channels = v."""
+    return lambda x, t, y: torch.cat([eps, v], 1).expand(len(x), -1, -1, -1)
 
 
-# The random tiny classifier has small gradients, so large scales are used to make guidance matter:
-# at s = 100 (DDPM) / 30 (DDIM) the guided x_0 moves by ~0.1-0.26 from the unguided one.
-CASES = [(100, "10", "cosine", 0.0), (100, "10", "cosine", 100.0), (1000, "25", "linear", 100.0)]
+def _one_step_schedule():
+    # two kept steps of a 1000-step linear schedule: k = 1 (t = 999) is a non-final step
+    return respace(make_schedule("linear", 1000), "2")
 
 
-@pytest.mark.parametrize("T,spec,sched,scale", CASES)
-def test_ddpm_parity(monkeypatch, nets, T, spec, sched, scale):
-    unet, clf = nets
-    cond_fn = classifier_guidance(clf, scale)
-    noise, y, gens = inputs(7)
-    mine = ddpm_sample(model_fn_of(unet), noise, respace(make_schedule(sched, T), spec), y, cond_fn, gens)
-    theirs = run_reference(monkeypatch, "p_sample_loop", ref_sampler(T, spec, sched), unet, cond_fn, 7)
-    assert (mine - theirs).abs().max().item() < ATOL
+def _first_step(sampler, net, x_t, schedule, seed, labels=None, cond_fn=None, **kw):
+    """x_{t-1} after the sampler's first step (k = K-1), as the network sees it at k = K-2."""
+    seen = []
+
+    def spy(x, t, y):
+        seen.append(x.clone())
+        return net(x, t, y)
+
+    sampler(spy, x_t, schedule, labels, cond_fn, [torch.Generator().manual_seed(seed)], **kw)
+    z = torch.randn(x_t.shape[1:], generator=torch.Generator().manual_seed(seed))  # its first draw
+    return seen[1], z
 
 
-@pytest.mark.parametrize("eta", [0.0, 0.5])
-@pytest.mark.parametrize("scale", [0.0, 30.0])
-def test_ddim_parity(monkeypatch, nets, eta, scale):
-    unet, clf = nets
-    cond_fn = classifier_guidance(clf, scale)
-    noise, y, gens = inputs(11)
-    sched = respace(make_schedule("linear", 1000), "ddim10")
-    mine = ddim_sample(model_fn_of(unet), noise, sched, y, cond_fn, gens, eta=eta)
-    theirs = run_reference(monkeypatch, "ddim_sample_loop", ref_sampler(1000, "ddim10", "linear"),
-                           unet, cond_fn, 11, eta=eta)
-    assert (mine - theirs).abs().max().item() < ATOL
+def test_ddpm_step_equals_ho_et_al_with_learned_variance():
+    s = _one_step_schedule()
+    g = torch.Generator().manual_seed(0)
+    x_t, eps = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g)
+    x_prev, z = _first_step(ddpm_sample, _constant_net(eps, torch.full_like(eps, 0.3)), x_t, s, 9,
+                            clip_denoised=False)
+    ab, ab_prev, beta = s.alphas_cumprod[1], s.alphas_cumprod_prev[1], s.betas[1]
+    x0_hat = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    # mu_tilde(x0_hat, x_t) (Ho et al. Eq. 7); log Sigma = frac log beta + (1 - frac) log beta_tilde,
+    # frac = (v + 1) / 2 = 0.65 (IDDPM Eq. 15)
+    mu = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0_hat + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x_t
+    beta_tilde = beta * (1 - ab_prev) / (1 - ab)
+    log_var = 0.65 * math.log(beta) + 0.35 * math.log(beta_tilde)
+    assert torch.allclose(x_prev, mu + math.exp(0.5 * log_var) * z, atol=1e-5)
 
+
+def test_ddim_step_equals_song_et_al():
+    s = _one_step_schedule()
+    g = torch.Generator().manual_seed(1)
+    x_t, eps = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g) * 0.1
+    ab, ab_prev = s.alphas_cumprod[1], s.alphas_cumprod_prev[1]
+    x0_hat = ((x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+    eps_hat = (x_t - math.sqrt(ab) * x0_hat) / math.sqrt(1 - ab)  # eps consistent with the clipped x_0
+    for eta in (0.0, 0.7):
+        x_prev, z = _first_step(ddim_sample, _constant_net(eps, torch.zeros_like(eps)), x_t, s, 4, eta=eta)
+        # DDIM Eq. 16 (sigma) and Eq. 12 (the step)
+        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
+        expected = math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev - sigma**2) * eps_hat + sigma * z
+        assert torch.allclose(x_prev, expected, atol=1e-5), eta
+
+
+def test_guided_steps_follow_dhariwal_nichol_algorithms():
+    """Alg. 1 (DDPM): mean + Sigma * cond_fn. Alg. 2 (DDIM): eps_hat = eps - sqrt(1 - alpha_bar) cond_fn."""
+    s = _one_step_schedule()
+    g = torch.Generator().manual_seed(2)
+    x_t, eps = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g) * 0.1
+    net = _constant_net(eps, torch.full_like(eps, -0.5))
+    grad = torch.linspace(-1, 1, 12).view(1, 3, 2, 2)
+    y = torch.tensor([0])
+    plain, _ = _first_step(ddpm_sample, net, x_t, s, 3)
+    guided, _ = _first_step(ddpm_sample, net, x_t, s, 3, y, lambda x, t, yy: grad)
+    var = math.exp(0.25 * math.log(s.betas[1]) + 0.75 * s.posterior_log_variance_clipped[1])
+    assert torch.allclose(guided - plain, var * grad, atol=1e-6)
+    # DDIM, eta = 0: x_{t-1} = sqrt(ab_prev) x0(eps_hat) + sqrt(1 - ab_prev) eps_hat, x0 not re-clipped
+    ab, ab_prev = s.alphas_cumprod[1], s.alphas_cumprod_prev[1]
+    x0_hat = ((x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+    eps_hat = (x_t - math.sqrt(ab) * x0_hat) / math.sqrt(1 - ab) - math.sqrt(1 - ab) * grad
+    x0_guided = (x_t - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)
+    guided, _ = _first_step(ddim_sample, net, x_t, s, 3, y, lambda x, t, yy: grad)
+    assert torch.allclose(guided, math.sqrt(ab_prev) * x0_guided + math.sqrt(1 - ab_prev) * eps_hat, atol=1e-5)
+
+
+# ---------------------------------------------------------------- determinism and contracts
 
 @pytest.mark.parametrize("sampler,kw", [(ddpm_sample, {}), (ddim_sample, {"eta": 1.0})])
-def test_sample_independent_of_batch(nets, sampler, kw):
-    unet, clf = nets
+def test_sample_independent_of_batch(demo_nets, sampler, kw):
+    unet, clf = demo_nets
     sched = respace(make_schedule("cosine", 100), "8")
-    cond_fn = classifier_guidance(clf, 2.0)
+    cond_fn = classifier_guidance(clf, 20.0)
     noise, y, gens = inputs(5)
     whole = sampler(model_fn_of(unet), noise, sched, y, cond_fn, gens, **kw)
     halves = []
-    for idx in (range(0, 2), range(2, 4)):
-        n, _, g = inputs(5, idx)
-        halves.append(sampler(model_fn_of(unet), n, sched, y[list(idx)], cond_fn, g, **kw))
-    assert torch.allclose(whole, torch.cat(halves), atol=1e-6)
+    for idx in (range(0, 1), range(1, 4)):
+        n, yy, g = inputs(5, idx)
+        halves.append(sampler(model_fn_of(unet), n, sched, yy, cond_fn, g, **kw))
+    # Not bit-exact: CPU float32 GEMM/convolution round differently for batches of 1, 3 and 4
+    # (~4e-7 per forward pass, measured); guided DDIM amplifies that to ~3e-5 over 8 steps.
+    assert (whole - torch.cat(halves)).abs().max().item() < 1e-4
+    # the network, the labels and the guidance all matter here, so the check above can fail
+    n, yy, g = inputs(5)
+    assert not torch.allclose(whole, sampler(model_fn_of(unet), n, sched, yy.roll(1), cond_fn, g, **kw), atol=1e-3)
 
 
-def test_scale_zero_is_unguided_bit_for_bit(nets):
-    unet, clf = nets
+def test_scale_zero_is_unguided_bit_for_bit(demo_nets):
+    unet, clf = demo_nets
     sched = respace(make_schedule("linear", 1000), "5")
     for sampler in (ddpm_sample, ddim_sample):
         runs = []

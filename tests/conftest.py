@@ -1,0 +1,89 @@
+"""Shared test helpers: tiny networks with non-zero deterministic weights, and the reference check.
+
+A freshly built UNet predicts exactly 0 (its output convolution and every residual branch's last
+convolution are zero-initialised), so a test that runs a fresh network cannot see anything the
+network's output would reveal: a batch-dependent forward pass, a label sent to the wrong sample,
+a variance channel read from the eps half. Tests that need the network to matter use
+:func:`randomise_` (every parameter, buffers untouched) through the fixtures below.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adm.classifier import Classifier
+from adm.presets import get_preset
+from adm.unet import UNet
+
+def randomise_(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
+    """Overwrite every parameter with N(0, std^2) draws from a seeded generator; returns it in eval mode.
+
+    std = 0.05 keeps a tiny UNet's eps output O(0.1-1) and its v channels inside [-1, 1] often
+    enough that sampling stays finite; parameters are visited in state-dict order, so the same
+    seed gives the same weights to our network and to the reference network with the same keys.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module.eval()
+
+
+@pytest.fixture(scope="session")
+def randomise():
+    """The :func:`randomise_` helper, for test files (conftest is not importable as a module)."""
+    return randomise_
+
+
+@pytest.fixture(scope="session")
+def demo_nets():
+    """(UNet, Classifier) of the 8x8 demo-digits presets with random non-zero weights.
+
+    Treat as read-only: session-scoped, shared by every test that asks for it.
+    """
+    unet = randomise_(UNet(get_preset("demo-digits")), seed=0, std=0.1)
+    clf = randomise_(Classifier(get_preset("demo-digits-classifier")), seed=1, std=0.1)
+    return unet, clf
+
+
+class TinyNet(torch.nn.Module):
+    """(x_t, t, y) -> (N, out_ch, H, W) with random weights; the output depends on all three inputs,
+    per sample, so diffusion-math tests see every input (a 3x3 conv, sin(t) and a label embedding)."""
+
+    def __init__(self, ch=3, out_ch=6, num_classes=10, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = torch.nn.Conv2d(ch, out_ch, 3, padding=1)
+        self.t_emb = torch.nn.Parameter(torch.randn(out_ch, generator=g) * 0.3)
+        self.y_emb = torch.nn.Parameter(torch.randn(num_classes, out_ch, generator=g) * 0.3)
+        with torch.no_grad():
+            for p in self.conv.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+    def forward(self, x, t, y=None):
+        h = self.conv(x) + (torch.sin(t.float() / 37.0)[:, None] * self.t_emb)[:, :, None, None]
+        if y is not None:
+            h = h + self.y_emb[y][:, :, None, None]
+        return torch.tanh(h)  # keeps v in [-1, 1] like a trained network's variance channels
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    """The :class:`TinyNet` class (build with ``tiny_net(out_ch=3)`` etc.)."""
+    return TinyNet
+
+
+def diffusion_batch(n=4, seed=1, hw=8):
+    """(x0 on the uint8 grid in [-1, 1], noise, labels) from one seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, 256, (n, 3, hw, hw), generator=g).float() / 127.5 - 1
+    noise = torch.randn(n, 3, hw, hw, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x0, noise, y
+
+
+@pytest.fixture(scope="session")
+def make_batch():
+    """The :func:`diffusion_batch` helper."""
+    return diffusion_batch
