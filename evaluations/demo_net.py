@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluations import atomic
+from evaluations.atomic import atomic_path
 from evaluations.errors import EvalError
 from evaluations.graph import DEMO_MARKER, FeatureGraph, load_graph
 from evaluations.npzio import sha256_file
@@ -128,7 +130,7 @@ def freeze(params: dict[str, np.ndarray], meta: dict) -> bytes:
             tf.constant(json.dumps(meta, sort_keys=True), name="demo_meta")
     graph_def = graph.as_graph_def()
     assert any(n.name == DEMO_MARKER for n in graph_def.node)
-    return graph_def.SerializeToString()
+    return graph_def.SerializeToString(deterministic=True)  # attr maps in a fixed order
 
 
 def heldout_accuracy(graph_path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
@@ -154,21 +156,16 @@ def build_demo_net(train_npz, heldout_npz, out, seed: int = 0, threads: int = 1,
     meta = {"seed": seed, "epochs": epochs, "train_sha256": sha256_file(train_npz),
             "num_train": int(len(x))}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         tmp.write_bytes(freeze(params, meta))
         acc = heldout_accuracy(tmp, xh, yh, threads)
         if acc < min_accuracy:
             raise EvalError(f"demo net reached only {acc:.4f} held-out accuracy on {heldout_npz} "
                             f"(< {min_accuracy}); not writing {out}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     report = {**meta, "heldout_accuracy": acc, "num_heldout": int(len(xh)),
               "train_seconds": round(time.time() - t0, 2), "sha256": sha256_file(out),
               "label": DEMO_LABEL}
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    atomic.write_text(out.with_suffix(".json"), json.dumps(report, indent=1, ensure_ascii=False))
     return report
 
 

@@ -1,9 +1,11 @@
 """Batched feature extraction with a prefetch thread, and a content-addressed feature cache.
 
 The reference batch is the same for every guidance scale of a sweep, so its pool features,
-statistics and k-NN radii are cached under a key made of the npz's and the graph's sha256:
-the reference is run through the network once per sweep, and any change to either file misses
-the cache instead of returning stale numbers.
+statistics and k-NN radii are cached under a key made of the npz's and the graph's sha256, the
+evaluator's algorithm version and the TensorFlow version: the reference is run through the
+network once per sweep, and a change to any of them misses the cache instead of returning
+stale numbers. Spatial features (for the sFID interval) are cached when they were asked for;
+a hit that lacks them when they are asked for is a miss.
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from typing import Iterator
 
 import numpy as np
 
+from evaluations import manifold
+from evaluations.atomic import atomic_path, clean_stale
+from evaluations.errors import EvalError
 from evaluations.graph import FeatureGraph
 from evaluations.metrics import RunningMoments, feature_stats
 from evaluations.npzio import ImageArray, iter_image_batches, sha256_file
 
 STATS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+# Bump when the features, statistics or radii computed from the same inputs change.
+ALGORITHM_VERSION = f"features-2/{manifold.VERSION}"
 
 
 @dataclass(eq=False)
@@ -81,6 +88,9 @@ def compute_features(net: FeatureGraph, images: ImageArray, batch_size: int | No
         if keep_spatial:
             spatial_parts.append(spatial)
     pool = np.concatenate(pool_parts)
+    if not np.isfinite(pool).all() or not np.isfinite(moments.s2).all():
+        raise EvalError(f"{images.path}: the feature graph {net.loaded.path} gave non-finite "
+                        "features; refusing to compute metrics from them")
     mu, sigma = feature_stats(pool)
     mu_s, sigma_s = moments.finalize()
     stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
@@ -88,33 +98,49 @@ def compute_features(net: FeatureGraph, images: ImageArray, batch_size: int | No
 
 
 # --------------------------------------------------------------------------- cache
-def cache_entry(cache_dir: Path, npz_path: Path, graph_sha256: str) -> Path:
-    return Path(cache_dir) / f"{sha256_file(npz_path)[:24]}-{graph_sha256[:16]}"
+def cache_version() -> str:
+    from evaluations.tfops import tf_version
+    return f"{ALGORITHM_VERSION}/tf-{tf_version()}"
 
 
-def load_cached(entry: Path) -> FeatureSet | None:
+def cache_entry(cache_dir: Path, npz_path: Path, graph_sha256: str,
+                version: str | None = None) -> Path:
+    import hashlib
+    tag = hashlib.sha256((version or cache_version()).encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{sha256_file(npz_path)[:24]}-{graph_sha256[:16]}-{tag}"
+
+
+def load_cached(entry: Path, keep_spatial: bool = False) -> FeatureSet | None:
     if not (entry / "meta.json").exists():
         return None
+    spatial = None
+    if keep_spatial:
+        if not (entry / "spatial.npy").exists():
+            return None  # cached without them: compute again (and cache them this time)
+        spatial = np.load(entry / "spatial.npy")
     with np.load(entry / "stats.npz") as data:
         stats = {k: data[k] for k in STATS_KEYS}
-    return FeatureSet(np.load(entry / "pool.npy"), stats)
+    return FeatureSet(np.load(entry / "pool.npy"), stats, spatial)
 
 
 def store_cached(entry: Path, feats: FeatureSet, meta: dict) -> None:
     """Write into a temporary directory, then rename it into place: all or nothing."""
-    tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if (entry / "meta.json").exists():  # replacing an entry cached without spatial features
+        old = entry.with_name(entry.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(entry, old)
+        shutil.rmtree(old, ignore_errors=True)
     try:
-        np.save(tmp / "pool.npy", feats.pool)
-        np.savez(tmp / "stats.npz", **feats.stats)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, entry)
+        with atomic_path(entry) as tmp:
+            tmp.mkdir(parents=True)
+            np.save(tmp / "pool.npy", feats.pool)
+            if feats.spatial is not None:
+                np.save(tmp / "spatial.npy", feats.spatial)
+            np.savez(tmp / "stats.npz", **feats.stats)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     except OSError:
         if not (entry / "meta.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # left over only if another process won the race
+            raise  # not a lost race with another process writing the same entry
 
 
 def cached_array(entry: Path | None, name: str, compute) -> np.ndarray:
@@ -125,9 +151,8 @@ def cached_array(entry: Path | None, name: str, compute) -> np.ndarray:
     if path.exists():
         return np.load(path)
     value = compute()
-    tmp = entry / f"{name}.tmp{os.getpid()}.npy"
-    np.save(tmp, value)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npy") as tmp:
+        np.save(tmp, value)
     return value
 
 
@@ -137,10 +162,11 @@ def features_for(net: FeatureGraph, images: ImageArray, cache_dir: Path | None,
     if cache_dir is None:
         return compute_features(net, images, keep_spatial=keep_spatial, **kwargs), None, False
     entry = cache_entry(cache_dir, images.path, net.loaded.sha256)
-    cached = load_cached(entry)
+    clean_stale(entry)
+    cached = load_cached(entry, keep_spatial)
     if cached is not None:
         return cached, entry, True
     feats = compute_features(net, images, keep_spatial=keep_spatial, **kwargs)
     store_cached(entry, feats, {"npz": str(images.path), "graph_sha256": net.loaded.sha256,
-                                "num_images": images.num_images})
+                                "num_images": images.num_images, "version": cache_version()})
     return feats, entry, False

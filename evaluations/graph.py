@@ -24,9 +24,15 @@ SPATIAL_CHANNELS = 7  # sFID keeps the first 7 channels of mixed_6/conv (17*17*7
 DEMO_MARKER = "adm_bench/demo_marker"
 REQUIRED_NODES = ("ExpandDims", "pool_3", "mixed_6/conv", LOGITS_OP)
 
-# sha256 of OpenAI's classify_image_graph_def.pb is recorded on first download (download.py);
-# we pin none here that we could not verify ourselves.
+# sha256 of OpenAI's classify_image_graph_def.pb is recorded on first download (download.py)
+# and pinned from then on (a lock file); we hard-code none that we could not verify ourselves.
 INCEPTION_NAME = "inception-v3-2015"
+UNVERIFIED_NAME = "unverified feature graph"
+# The 2015 graph's interface beyond the four names the evaluator uses: it decodes JPEGs,
+# resizes with the legacy ResizeBilinear op, and its logits weight is 2048 x 1008.
+INCEPTION_2015_OPS = {"DecodeJpeg": "DecodeJpeg", "ExpandDims": "ExpandDims",
+                      "ResizeBilinear": "ResizeBilinear", LOGITS_OP: "MatMul"}
+INCEPTION_2015_WEIGHT = (2048, 1008)
 
 
 def _tf():
@@ -42,10 +48,33 @@ class LoadedGraph:
     sha256: str
     graph_def: object      # tf.compat.v1.GraphDef
     demo_label: str | None  # the marker text when this is the demo network
+    pinned_sha256: str | None = None  # the sha256 this run trusts as Inception's (lock file)
 
     @property
     def feature_network(self) -> str:
-        return "demo" if self.demo_label is not None else INCEPTION_NAME
+        """"inception-v3-2015" only for the pinned file with the 2015 interface."""
+        if self.demo_label is not None:
+            return "demo"
+        if self.pinned_sha256 == self.sha256 and has_inception_2015_interface(self.graph_def):
+            return INCEPTION_NAME
+        return UNVERIFIED_NAME
+
+
+def _const_shape(nodes: dict, name: str) -> tuple[int, ...] | None:
+    node = nodes.get(name.split(":")[0].lstrip("^"))
+    while node is not None and node.op == "Identity" and node.input:  # frozen "read" ops
+        node = nodes.get(node.input[0].split(":")[0])
+    if node is None or node.op != "Const":
+        return None
+    return tuple(d.size for d in node.attr["value"].tensor.tensor_shape.dim)
+
+
+def has_inception_2015_interface(graph_def) -> bool:
+    nodes = {node.name: node for node in graph_def.node}
+    if any(name not in nodes or nodes[name].op != op for name, op in INCEPTION_2015_OPS.items()):
+        return False
+    logits = nodes[LOGITS_OP]
+    return len(logits.input) > 1 and _const_shape(nodes, logits.input[1]) == INCEPTION_2015_WEIGHT
 
 
 def _marker_text(graph_def) -> str | None:
@@ -55,24 +84,33 @@ def _marker_text(graph_def) -> str | None:
     return None
 
 
-def load_graph(path: str | Path, expected_sha256: str | None = None) -> LoadedGraph:
-    """Read and check a frozen GraphDef; a wrong checksum or missing node is an EvalError."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"{path}: feature graph not found")
-    sha = sha256_file(path)
-    if expected_sha256 and sha != expected_sha256.lower():
-        raise ChecksumError(f"{path}: sha256 {sha} does not match the expected {expected_sha256}")
+def parse_graph_def(data: bytes, path: Path):
+    """A GraphDef with the evaluator's four names, else an EvalError naming ``path``."""
     graph_def = _tf().compat.v1.GraphDef()
     try:
-        graph_def.ParseFromString(path.read_bytes())
+        graph_def.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
         raise EvalError(f"{path}: not a valid frozen GraphDef ({exc})") from None
     names = {node.name for node in graph_def.node}
     missing = [n for n in REQUIRED_NODES if n not in names]
     if missing:
         raise EvalError(f"{path}: graph lacks the nodes {missing} of the Inception interface")
-    return LoadedGraph(path, sha, graph_def, _marker_text(graph_def))
+    return graph_def
+
+
+def load_graph(path: str | Path, expected_sha256: str | None = None,
+               pinned_sha256: str | None = None) -> LoadedGraph:
+    """Read and check a frozen GraphDef; a wrong checksum or missing node is an EvalError.
+    ``pinned_sha256``: the value this run trusts as Inception's (a mismatch is only a label)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"{path}: feature graph not found")
+    sha = sha256_file(path)
+    if expected_sha256 and sha != expected_sha256.lower():
+        raise ChecksumError(f"{path}: sha256 {sha} does not match the expected {expected_sha256}")
+    graph_def = parse_graph_def(path.read_bytes(), path)
+    pin = (pinned_sha256 or "").lower() or None
+    return LoadedGraph(path, sha, graph_def, _marker_text(graph_def), pin)
 
 
 class FeatureGraph:

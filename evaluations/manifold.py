@@ -1,21 +1,31 @@
 """Improved precision and recall (Kynkäänniemi et al. 2019) with the reference's float16 distances.
 
-OpenAI's evaluator computes squared distances ``max(|u|^2 - 2 u.v + |v|^2, 0)`` on features cast
-to float16, and falls back to float32 for a block whose float16 result is not finite. The float16
-rounding creates ties and shifts radii, which moves precision/recall in the third decimal, so we
-reproduce it. Emulation (``exact_fp16``): inputs rounded to float16; each square rounded to
-float16 and the row sum accumulated in wide precision then rounded; ``u.v`` accumulated in float32
-(as a GPU half GEMM with float32 compute does) then rounded; ``|u|^2 - 2 u.v`` rounded, then
-``+ |v|^2`` rounded. Rounding an exact float32 result to float16 equals float16 arithmetic, since
-24 >= 2*11 + 2 bits rules out double-rounding errors.
+OpenAI's evaluator (``ManifoldEstimator``/``DistanceBlock``) cuts each feature set into batches of
+10000 rows and, for each (row batch, column batch) block, computes in TensorFlow
+``max((|u|^2 - 2 u.v) + |v|^2, 0)`` on features cast to float16; when any entry of that block is
+not finite it recomputes the whole block in float32. The float16 rounding creates ties and
+shifts radii, which moves precision/recall in the second decimal, so we reproduce every step:
+
+- the cast and the norms ``reduce_sum(square(U), 1)`` are TensorFlow's own ops on the CPU
+  (``tfops.py``: the CPU kernel sums in float16 packets, which no numpy model reproduces);
+- ``u.v``: TensorFlow's CPU float16 matmul rounds a float32-accurate dot product once to float16;
+  we round a float32 GEMM of the same float16 inputs. The two float32 sums differ in order,
+  which changes the float16 value of about 1 entry in 10^4 by one unit exactly at a rounding
+  midpoint; TensorFlow itself gives different such entries for another thread count or block
+  shape, so no faithful implementation can do better without the reference's exact run;
+- ``|u|^2 - 2 u.v`` rounded, then ``+ |v|^2`` rounded (float32 arithmetic on float16 values
+  rounded to float16 equals float16 arithmetic: 24 >= 2*11 + 2 bits);
+- the float32 fallback is decided per reference block (``REF_BATCH`` rows x columns) and
+  orientation, as the reference decides it, whatever our own blocking.
 
 Speed: rounding a whole 50k x 50k matrix through float16 costs more than the GEMM itself, so each
-block is first computed in float32 from the rounded inputs, ``d``; the float16 value differs from
-it by at most a slack bounded from the norms and the threshold (``Block.slack``). Only entries
-within the slack of a decision (a radius or a k-th-nearest bound) are re-evaluated exactly, which
-gives the same answer as rounding everything. The k-NN radii multiply each pair of row blocks
-once (the distance matrix is symmetric up to float16 rounding order, which ``Block`` tracks),
-and the coverage test multiplies only points not yet known to be covered.
+block is first computed in float32 from the exact float16 norms and the float32 ``u.v``, ``d``;
+the float16 value differs from it by at most a slack bounded from the norms and the threshold
+(``Block.slack``). Only entries within the slack of a decision (a radius or a k-th-nearest
+bound) are re-evaluated exactly, which gives the same answer as rounding everything. The k-NN
+radii multiply each pair of row blocks once (the distance matrix is symmetric up to float16
+rounding order, which ``Block`` tracks), and the coverage test multiplies only points not yet
+known to be covered. Our blocks never straddle a reference block.
 """
 
 from __future__ import annotations
@@ -25,13 +35,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Bump when the radii or indicators computed from the same features change (cache keys).
+VERSION = "pr-2-tfnorms"
 FP16_MAX = 65504.0
-# Rounding error bound: each float16 rounding of x errs by <= U16 |x| + 2^-25 (subnormals).
-# With S = |u|^2 + |v|^2 and Y = |u|^2 - 2 u.v + |v|^2 (float32 u.v): the two norms err by
-# <= 2 U16 S, 2 fl16(u.v) by <= U16 S, |u|^2 - 2 u.v by <= U16 (|Y| + S), the final sum by
-# <= U16 |Y|: in all <= U16 (2 |Y| + 4 S), plus 2^-25 per rounding (2D squares + 5 more).
-# Entries that matter have |Y| <= T + slack for the decision threshold T, so
-# U16 (2.5 T + 4.5 S) covers them with room for the float32 errors of ``d`` (~2^-22 S).
+REF_BATCH = 10000  # the reference's ManifoldEstimator row_batch_size = col_batch_size
+# Rounding error bound of ``d`` (float32, from the exact float16 norms nu, nv and a float32
+# u.v) against the reference value: each float16 rounding of x errs by <= U16 |x| + 2^-25
+# (subnormals). With S = |u|^2 + |v|^2 (float32 norms of the float16 inputs) and
+# Y = nu - 2 u.v + nv: 2 fl16(u.v) errs by <= U16 S, nu - 2 u.v by <= U16 (|Y| + 1.1 S), the
+# final sum by <= U16 |Y|: in all <= U16 (2 |Y| + 2.1 S) + 5 * 2^-25. Entries that matter have
+# |Y| <= T + slack for the decision threshold T, so U16 (2.5 T + 4.5 S) covers them with ample
+# room for the float32 errors of ``d`` and for the float32 summation order of u.v.
 U16 = 2.0 ** -11
 
 
@@ -45,25 +59,21 @@ def round_fp16(x: np.ndarray) -> np.ndarray:
 class DistanceFeatures:
     """A feature set as the reference's distance block sees it."""
 
-    full: np.ndarray      # float32 [N, D], original (for the float32 fallback)
-    half: np.ndarray      # float32 [N, D] holding float16-rounded values
-    norms16: np.ndarray   # float32 [N] emulated float16 |u|^2 (inf when it overflows)
-    norms_half: np.ndarray  # float32 [N] float32 |u|^2 of the rounded values (for the bound)
-    norms_full: np.ndarray  # float32 [N] float32 |u|^2 of the originals (fallback path)
+    full: np.ndarray        # float32 [N, D], original (for the float32 fallback)
+    half: np.ndarray        # float32 [N, D] holding the float16 cast (TensorFlow's)
+    norms16: np.ndarray     # float32 [N] TensorFlow's float16 |u|^2 (inf when it overflows)
+    norms_half: np.ndarray  # float32 [N] float32 |u|^2 of the float16 values (for the bound)
+    norms_full: np.ndarray  # float32 [N] TensorFlow's float32 |u|^2 (fallback blocks)
+    ref_batch: int = REF_BATCH  # rows per reference batch: where its blocks begin
 
 
-def prepare(features: np.ndarray, chunk: int = 4096) -> DistanceFeatures:
+def prepare(features: np.ndarray, ref_batch: int = REF_BATCH) -> DistanceFeatures:
+    from evaluations.tfops import reference_norms  # TensorFlow: imported only when needed
+
     full = np.ascontiguousarray(features, dtype=np.float32)
-    half = round_fp16(full)
-    norms16, norms_half, norms_full = (np.empty(len(full), np.float32) for _ in range(3))
-    for s in range(0, len(full), chunk):
-        h, f = half[s:s + chunk], full[s:s + chunk]
-        sq16 = round_fp16(h * h)  # exact square of an 11-bit significand, then rounded
-        with np.errstate(over="ignore"):
-            norms16[s:s + chunk] = round_fp16(sq16.sum(axis=1, dtype=np.float64))
-        norms_half[s:s + chunk] = np.einsum("ij,ij->i", h, h, dtype=np.float64)
-        norms_full[s:s + chunk] = np.einsum("ij,ij->i", f, f, dtype=np.float64)
-    return DistanceFeatures(full, half, norms16, norms_half, norms_full)
+    half, norms16, norms_full = reference_norms(full, ref_batch)
+    norms_half = np.einsum("ij,ij->i", half, half, dtype=np.float64).astype(np.float32)
+    return DistanceFeatures(full, half, norms16, norms_half, norms_full, ref_batch)
 
 
 def exact_fp16(nu16: np.ndarray, mm: np.ndarray, nv16: np.ndarray) -> np.ndarray:
@@ -74,10 +84,38 @@ def exact_fp16(nu16: np.ndarray, mm: np.ndarray, nv16: np.ndarray) -> np.ndarray
 
 
 def _float32_dists(a: DistanceFeatures, rows, b: DistanceFeatures, cols) -> np.ndarray:
+    """The reference's float32 fallback block (its GEMM summation order is not reproduced)."""
     mm = a.full[rows] @ b.full[cols].T
     d = a.norms_full[rows, None] - 2.0 * mm
     d += b.norms_full[None, cols]
     return np.maximum(d, 0.0)
+
+
+def _cannot_overflow(nu16, nv16, norms_r, norms_c) -> bool:
+    """No float16 intermediate can reach 65520: |2 u.v| <= S (Cauchy-Schwarz), so every
+    intermediate is <= max nu + max nv + S (with 1 % for the roundings)."""
+    if not (np.isfinite(nu16).all() and np.isfinite(nv16).all()):
+        return False
+    bound = float(nu16.max()) + float(nv16.max()) + float(norms_r.max()) + float(norms_c.max())
+    return 1.01 * bound < FP16_MAX
+
+
+def reference_block_is_fp16(a: DistanceFeatures, rows, b: DistanceFeatures, cols,
+                            chunk: int = 2048) -> bool:
+    """Whether the reference keeps the float16 values of its block (rows of ``a``, columns of
+    ``b``): every entry finite. Otherwise it recomputes the whole block in float32."""
+    nu16, nv16 = a.norms16[rows], b.norms16[cols]
+    if not (np.isfinite(nu16).all() and np.isfinite(nv16).all()):
+        return False
+    if _cannot_overflow(nu16, nv16, a.norms_half[rows], b.norms_half[cols]):
+        return True
+    rows = np.arange(len(a.full))[rows]
+    for s in range(0, len(rows), chunk):  # large features: look at every entry
+        r = rows[s:s + chunk]
+        if not np.isfinite(exact_fp16(a.norms16[r, None], a.half[r] @ b.half[cols].T,
+                                      nv16[None, :])).all():
+            return False
+    return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,10 +126,10 @@ class Block:
     with the rounding, so the two are not always equal (and can differ in overflow)."""
 
     d: np.ndarray          # float32 [R, C]: exact if ``exact``, else within ``slack`` of exact
-    mm: np.ndarray         # float32 u.v of the rounded inputs (to refine entries)
-    nu16: np.ndarray       # emulated norms of the block's rows / columns
+    mm: np.ndarray         # float32 u.v of the float16 inputs (to refine entries)
+    nu16: np.ndarray       # float16 norms of the block's rows / columns
     nv16: np.ndarray
-    norms_r: np.ndarray    # float32 norms of the rounded rows / columns (for the slack)
+    norms_r: np.ndarray    # float32 norms of the float16 rows / columns (for the slack)
     norms_c: np.ndarray
     tiny: float            # absolute rounding-error term (subnormals)
     exact: bool = False
@@ -121,27 +159,31 @@ class Block:
         return exact_fp16(self.nu16[r], self.mm[r, c], self.nv16[c])
 
 
-def distance_block(a: DistanceFeatures, rows, b: DistanceFeatures, cols,
-                   transposed: bool = False) -> Block:
-    """One GEMM; ``rows``/``cols`` are slices or index arrays. ``transposed``: also give the
-    transposed orientation (for symmetric k-NN), which matters only when float16 may overflow."""
+def distance_block(a: DistanceFeatures, rows, b: DistanceFeatures, cols, transposed: bool = False,
+                   fp16: bool | None = None, fp16_t: bool | None = None) -> Block:
+    """One GEMM; ``rows``/``cols`` are slices or index arrays inside one reference block.
+    ``fp16``/``fp16_t``: whether the reference block holding it (in row / transposed
+    orientation) keeps float16 values (``reference_block_is_fp16``; None: the block is a
+    reference block of its own). ``transposed``: also give the transposed orientation."""
+    if fp16 is None:
+        fp16 = reference_block_is_fp16(a, rows, b, cols)
+    if fp16_t is None:
+        fp16_t = not transposed or reference_block_is_fp16(b, cols, a, rows)
     nu16, nv16 = a.norms16[rows], b.norms16[cols]
     norms_r, norms_c = a.norms_half[rows], b.norms_half[cols]
     mm = a.half[rows] @ b.half[cols].T
-    tiny = (2 * a.half.shape[1] + 8) * 2.0 ** -25
-    scale = float(norms_r.max()) + float(norms_c.max())
-    if np.isfinite(nu16).all() and np.isfinite(nv16).all() and 2.2 * scale < FP16_MAX:
+    tiny = 8 * 2.0 ** -25
+    if fp16 and (fp16_t or not transposed) and _cannot_overflow(nu16, nv16, norms_r, norms_c):
         d = np.multiply(mm, -2.0)
-        d += norms_r[:, None]
-        d += norms_c[None, :]
+        d += nu16[:, None]
+        d += nv16[None, :]
         return Block(d, mm, nu16, nv16, norms_r, norms_c, tiny)
-    # Possible float16 overflow: decide exactly, as the reference does per block (and orientation).
-    d16 = exact_fp16(nu16[:, None], mm, nv16[None, :])
-    d = d16 if np.isfinite(d16).all() else _float32_dists(a, rows, b, cols)
+    # Large values (or a float32 block): every entry exactly, in each orientation needed.
+    d = exact_fp16(nu16[:, None], mm, nv16[None, :]) if fp16 else _float32_dists(a, rows, b, cols)
     d_t = None
     if transposed:
-        t16 = exact_fp16(nv16[None, :], mm, nu16[:, None])
-        d_t = t16 if np.isfinite(t16).all() else _float32_dists(b, cols, a, rows).T
+        d_t = (exact_fp16(nv16[None, :], mm, nu16[:, None]) if fp16_t
+               else _float32_dists(b, cols, a, rows).T)
     return Block(d, mm, nu16, nv16, norms_r, norms_c, tiny, True, d_t)
 
 
@@ -168,6 +210,31 @@ def _balanced_blocks(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + step, n)) for s in range(0, n, step)]
 
 
+def _blocks(n: int, ref_batch: int, size: int) -> list[tuple[slice, int]]:
+    """Our blocks of <= ``size`` rows, each inside one reference batch: (slice, batch index)."""
+    out = []
+    for i, start in enumerate(range(0, n, ref_batch)):
+        for s in _balanced_blocks(min(ref_batch, n - start), size):
+            out.append((slice(start + s.start, start + s.stop), i))
+    return out
+
+
+class _Modes(dict):
+    """Lazily computed ``reference_block_is_fp16`` per (row batch, column batch)."""
+
+    def __init__(self, a: DistanceFeatures, b: DistanceFeatures):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def __missing__(self, key):
+        i, j = key
+        na, nb, step = len(self.a.full), len(self.b.full), self.a.ref_batch
+        rows = slice(i * step, min((i + 1) * step, na))
+        cols = slice(j * step, min((j + 1) * step, nb))
+        self[key] = value = reference_block_is_fp16(self.a, rows, self.b, cols)
+        return value
+
+
 def manifold_radii(feats: DistanceFeatures, k: int = 3, block: int = 4096) -> np.ndarray:
     """Squared distance to the k-th nearest neighbour within the set (self counts as the 0th).
 
@@ -179,16 +246,20 @@ def manifold_radii(feats: DistanceFeatures, k: int = 3, block: int = 4096) -> np
     if n <= k:
         raise ValueError(f"need more than k={k} points for k-NN radii, got {n}")
     top = np.full((n, k + 1), np.inf, np.float32)
-    blocks = _balanced_blocks(n, max(block, k + 1))
-    for s in blocks:
-        blk = distance_block(feats, s, feats, s)
-        # Any k+1 entries bound the k-th smallest reference value by their k-th d + slack.
-        kth = np.partition(blk.d, k, axis=1)[:, k]
+    blocks = _blocks(n, feats.ref_batch, max(block, k + 1))
+    modes = _Modes(feats, feats)
+    for s, i in blocks:
+        blk = distance_block(feats, s, feats, s, fp16=modes[i, i])
+        # Any k+1 entries bound the k-th smallest reference value by their k-th d + slack
+        # (a last reference batch of <= k rows has no bound yet: all its entries count).
+        kth = (np.partition(blk.d, k, axis=1)[:, k] if s.stop - s.start > k
+               else np.full(s.stop - s.start, np.inf, np.float32))
         r, c = blk.candidates(kth + blk.slack(kth))
         _merge_smallest(top, s.start + r, blk.refine(r, c))
-    for i, s in enumerate(blocks):
-        for t in blocks[i + 1:]:
-            blk = distance_block(feats, s, feats, t, transposed=True)
+    for m, (s, i) in enumerate(blocks):
+        for t, j in blocks[m + 1:]:
+            blk = distance_block(feats, s, feats, t, transposed=True, fp16=modes[i, j],
+                                 fp16_t=modes[j, i])
             r, c = blk.candidates(top[s, k])
             _merge_smallest(top, s.start + r, blk.refine(r, c))
             r, c = blk.candidates(top[t, k], per_column=True, transposed=True)
@@ -217,22 +288,26 @@ def coverage(ref: DistanceFeatures, ref_radii: np.ndarray, sample: DistanceFeatu
 
     A point once covered stays covered, so a block multiplies only its still-open reference
     rows and sample columns (two thin products) when that is cheaper than the whole block."""
+    if ref.ref_batch != sample.ref_batch:
+        raise ValueError("both feature sets must be prepared with the same reference batch")
     n_ref, n_s = len(ref.full), len(sample.full)
     sample_in = np.zeros(n_s, bool)
     ref_in = np.zeros(n_ref, bool)
     radii = (ref_radii, sample_radii, sample_in, ref_in)
-    for rs in _balanced_blocks(n_ref, block_rows):
-        for cs in _balanced_blocks(n_s, block_cols):
+    modes = _Modes(ref, sample)
+    for rs, i in _blocks(n_ref, ref.ref_batch, block_rows):
+        for cs, j in _blocks(n_s, ref.ref_batch, block_cols):
+            fp16 = modes[i, j]
             rows, cols = np.arange(rs.start, rs.stop), np.arange(cs.start, cs.stop)
             open_r, open_c = rows[~ref_in[rs]], cols[~sample_in[cs]]
             if open_r.size * cols.size + rows.size * open_c.size >= rows.size * cols.size:
-                _mark(distance_block(ref, rs, sample, cs), rows, cols, *radii)
+                _mark(distance_block(ref, rs, sample, cs, fp16=fp16), rows, cols, *radii)
                 continue
             if open_r.size:
-                _mark(distance_block(ref, open_r, sample, cs), open_r, cols, *radii,
+                _mark(distance_block(ref, open_r, sample, cs, fp16=fp16), open_r, cols, *radii,
                       precision=False)
             if open_c.size:
-                _mark(distance_block(ref, rs, sample, open_c), rows, open_c, *radii,
+                _mark(distance_block(ref, rs, sample, open_c, fp16=fp16), rows, open_c, *radii,
                       recall=False)
     return sample_in, ref_in
 
@@ -248,15 +323,19 @@ def blas_threads(threads: int | None):
         yield
 
 
-def brute_force_pr(ref: np.ndarray, sample: np.ndarray, k: int = 3):
-    """The whole computation on full float16 matrices, for tests only (O(N^2) memory)."""
-    a, b = prepare(ref), prepare(sample)
+def brute_force_pr(ref: np.ndarray, sample: np.ndarray, k: int = 3, ref_batch: int = REF_BATCH):
+    """Every reference block in full (float32 where any float16 entry is not finite), with
+    our emulated operations; for tests and the naive benchmark only (O(N^2) memory)."""
+    a, b = prepare(ref, ref_batch), prepare(sample, ref_batch)
 
-    def dists(x, y):  # one block: float32 for the whole matrix if float16 overflows anywhere
-        d = exact_fp16(x.norms16[:, None], x.half @ y.half.T, y.norms16[None, :])
-        if np.isfinite(d).all():
-            return d
-        return _float32_dists(x, slice(None), y, slice(None))
+    def dists(x, y):
+        out = np.empty((len(x.full), len(y.full)), np.float32)
+        for i in range(0, len(x.full), ref_batch):
+            for j in range(0, len(y.full), ref_batch):
+                r, c = slice(i, i + ref_batch), slice(j, j + ref_batch)
+                d = exact_fp16(x.norms16[r, None], x.half[r] @ y.half[c].T, y.norms16[None, c])
+                out[r, c] = d if np.isfinite(d).all() else _float32_dists(x, r, y, c)
+        return out
 
     ra = np.partition(dists(a, a), k, axis=1)[:, k]
     rb = np.partition(dists(b, b), k, axis=1)[:, k]

@@ -141,14 +141,16 @@ class PrecisionRecall:
 
 
 def precision_recall(ref: np.ndarray, sample: np.ndarray, ref_radii: np.ndarray | None = None,
-                     k: int = PR_NEIGHBOURHOOD, threads: int | None = None) -> PrecisionRecall:
+                     k: int = PR_NEIGHBOURHOOD, threads: int | None = None,
+                     ref_batch: int = manifold.REF_BATCH) -> PrecisionRecall:
     """Improved precision/recall; ``ref_radii`` may come from a cache (``manifold_radii``);
-    ``threads``: BLAS threads for the distance GEMMs (None/0: all cores)."""
+    ``threads``: BLAS threads for the distance GEMMs (None/0: all cores); ``ref_batch``: the
+    reference's row/column batch (where its float32 fallback is decided)."""
     for name, x in (("reference", ref), ("sample", sample)):
         if len(x) <= k:
             raise ValueError(f"precision/recall needs more than k={k} {name} images, got {len(x)}")
     with manifold.blas_threads(threads):
-        a, b = manifold.prepare(ref), manifold.prepare(sample)
+        a, b = manifold.prepare(ref, ref_batch), manifold.prepare(sample, ref_batch)
         ra = manifold.manifold_radii(a, k) if ref_radii is None else ref_radii
         rb = manifold.manifold_radii(b, k)
         sample_in, ref_in = manifold.coverage(a, ra, b, rb)

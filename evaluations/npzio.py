@@ -159,12 +159,18 @@ def iter_image_batches(images: ImageArray, batch_size: int) -> Iterator[np.ndarr
 
 
 def read_optional(path: str | Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """Return the small arrays ``keys`` if all are present in the npz (e.g. mu, sigma), else None."""
+    """The small arrays ``keys`` of the npz (e.g. mu, sigma) when all are present; None when
+    none is; a partial set is an error (the reference would fail on it too)."""
     path = Path(path)
     with _open_zip(path) as zf:
         names = set(zf.namelist())
-    if not all(f"{k}.npy" in names for k in keys):
+    present = [k for k in keys if f"{k}.npy" in names]
+    if not present:
         return None
+    if len(present) != len(keys):
+        missing = [k for k in keys if k not in present]
+        raise EvalError(f"{path}: has precomputed {'/'.join(present)} but not "
+                        f"{'/'.join(missing)}; store all of {'/'.join(keys)} or none")
     try:
         with np.load(path) as data:
             return {k: np.asarray(data[k]) for k in keys}

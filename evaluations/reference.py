@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluations.atomic import atomic_path
 from evaluations.download import REFERENCE_URLS, default_cache_dir, download
 from evaluations.errors import EvalError
 from evaluations.npzio import iter_image_batches, open_images
@@ -28,6 +29,9 @@ def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
     with np.load(images.path) as data:
         if "arr_1" in data.files:
             arrays["arr_1"] = data["arr_1"]
+    if "arr_1" in arrays and arrays["arr_1"].shape != (images.num_images,):
+        raise EvalError(f"{images.path}: {images.num_images} images but labels arr_1 of shape "
+                        f"{arrays['arr_1'].shape}; need one label per image")
     if graph is not None:
         from evaluations.features import compute_features
         from evaluations.graph import FeatureGraph, load_graph
@@ -37,14 +41,8 @@ def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
             arrays.update(compute_features(net, images).stats)
         finally:
             net.close()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}.npz")
-    try:
+    with atomic_path(out, ".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {k: v.shape for k, v in arrays.items()}
 
 

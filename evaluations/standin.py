@@ -32,12 +32,14 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], name="ExpandDims")
-        x = (x - 128.0) / 128.0  # the graph normalises its 0..255 input itself
+        # The legacy ResizeBilinear op (align_corners=False, no half-pixel centres) that
+        # Inception's graph uses, so tests run it; tf.image.resize would emit ResizeBilinearV2.
         if full_resize:
-            x = tf.image.resize(x, [299, 299], method="bilinear")
+            x = tf.raw_ops.ResizeBilinear(images=x, size=[299, 299], name="ResizeBilinear")
             x = tf.nn.avg_pool2d(x, 8, 8, "VALID")  # 299 -> 37
         else:
-            x = tf.image.resize(x, [side, side], method="bilinear")
+            x = tf.raw_ops.ResizeBilinear(images=x, size=[side, side], name="ResizeBilinear")
+        x = (x - 128.0) / 128.0  # the graph normalises its 0..255 input itself, after resizing
         with tf.name_scope("mixed_6"):
             spatial = tf.nn.conv2d(x, const((5, 5, 3, channels), "w", 0.2), 2, "VALID", name="conv")
         h = tf.reduce_mean(tf.nn.relu(spatial), axis=[1, 2])                     # (N, 192)
@@ -55,4 +57,5 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
 def write_standin_graph(path, seed: int = 0, full_resize: bool = False,
                         small: bool = False) -> None:
     from pathlib import Path
-    Path(path).write_bytes(build_standin_graph_def(seed, full_resize, small).SerializeToString())
+    graph_def = build_standin_graph_def(seed, full_resize, small)
+    Path(path).write_bytes(graph_def.SerializeToString(deterministic=True))

@@ -47,30 +47,106 @@ def test_prints_reference_wording_and_writes_json(files, tmp_path, capsys):
     assert set(rec["ci"]) == set(rec["metrics"])
     assert rec["n_samples"] == 20 and rec["n_ref"] == 24
     assert rec["graph_sha256"] == sha256_file(files / "graph.pb")
-    assert rec["feature_network"] == "inception-v3-2015" and rec["label"] is None
+    # The stand-in is not the pinned Inception file: never labelled Inception.
+    assert rec["feature_network"] == "unverified feature graph" and rec["label"] is None
+    assert rec["precision_recall_device"]["device"] == "/CPU:0"
+    assert rec["ci"]["sfid"] is not None
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by colleagues
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     # Second run: the reference comes from the cache and the numbers are unchanged.
     assert run_main(files, "--out", out, "--feature-cache", tmp_path / "fc") == 0
     rec2 = json.loads(out.read_text())
     assert rec2["cache_hits"] == {"ref": True, "sample": True}
     assert rec2["metrics"] == rec["metrics"]
+    assert rec2["ci"] == rec["ci"]  # the sFID interval survives a cache hit
 
 
-def test_reference_statistics_in_the_npz_are_used(files, tmp_path, capsys):
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+D, DS = 64, 4 * 4 * 7  # the small stand-in's pool and spatial dimensions
+
+
+def _stats(**over):
+    stats = {"mu": np.zeros(D, np.float32), "sigma": np.eye(D), "mu_s": np.zeros(DS, np.float32),
+             "sigma_s": np.eye(DS)}
+    stats.update(over)
+    return {k: v for k, v in stats.items() if v is not None}
+
+
+def _eval(ref, sample, files, out, *extra):
+    return evaluator.main([str(ref), str(sample), "--graph", str(files / "graph.pb"),
+                           "--threads", "1", "--no-progress", "--bootstrap", "0", "--out",
+                           str(out), *map(str, extra)])
+
+
+def test_precomputed_statistics_are_used_as_the_reference_uses_them(files, tmp_path):
     out = tmp_path / "m.json"
-    run_main(files, "--out", out, "--bootstrap", "0")
+    assert _eval(files / "ref.npz", files / "sample.npz", files, out) == 0
     base = json.loads(out.read_text())["metrics"]
-    d, ds = 64, 4 * 4 * 7
     ref = np.load(files / "ref.npz")["arr_0"]
-    np.savez(tmp_path / "ref_stats.npz", arr_0=ref, mu=np.zeros(d, np.float32), sigma=np.eye(d),
-             mu_s=np.zeros(ds, np.float32), sigma_s=np.eye(ds))
-    code = evaluator.main([str(tmp_path / "ref_stats.npz"), str(files / "sample.npz"), "--graph",
-                           str(files / "graph.pb"), "--threads", "1", "--no-progress",
-                           "--bootstrap", "0", "--out", str(out)])
+    sample = np.load(files / "sample.npz")["arr_0"]
+    np.savez(tmp_path / "ref_stats.npz", arr_0=ref, **_stats())
+    np.savez(tmp_path / "sample_stats.npz", arr_0=sample, **_stats(mu=np.ones(D, np.float32)))
+    assert _eval(tmp_path / "ref_stats.npz", tmp_path / "sample_stats.npz", files, out) == 0
     rec = json.loads(out.read_text())
-    assert code == 0 and rec["ref_stats_source"] == "npz"
-    assert rec["metrics"]["fid"] != base["fid"]
+    assert (rec["ref_stats_source"], rec["sample_stats_source"]) == ("npz", "npz")
+    # FID of N(1, I) against N(0, I) in D dimensions: D; sFID of equal statistics: 0.
+    assert rec["metrics"]["fid"] == pytest.approx(D, rel=1e-9)
+    assert abs(rec["metrics"]["sfid"]) < 1e-9
     assert rec["metrics"]["precision"] == base["precision"]  # P&R still from arr_0
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("partial", "not mu_s/sigma_s"), ("nan_mu", "stored mu contains non-finite"),
+    ("shape", "stored sigma has shape (3, 3)"), ("sample_partial", "not sigma")])
+def test_bad_precomputed_statistics_give_one_line(files, tmp_path, capsys, case, expect):
+    ref = np.load(files / "ref.npz")["arr_0"]
+    nan_mu = np.zeros(D, np.float32)
+    nan_mu[3] = np.nan
+    ref_arrays = {"partial": _stats(mu_s=None, sigma_s=None), "nan_mu": _stats(mu=nan_mu),
+                  "shape": _stats(sigma=np.eye(3)), "sample_partial": {}}[case]
+    np.savez(tmp_path / "ref.npz", arr_0=ref, **ref_arrays)
+    sample = files / "sample.npz"
+    if case == "sample_partial":
+        sample = tmp_path / "sample.npz"
+        np.savez(sample, arr_0=np.load(files / "sample.npz")["arr_0"], mu=np.zeros(D))
+    out = tmp_path / "m.json"
+    assert _eval(tmp_path / "ref.npz", sample, files, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    assert not out.exists()
+
+
+def test_graph_lock_pins_the_first_graph(files, tmp_path, capsys):
+    lock, out = tmp_path / "graph.lock", tmp_path / "m.json"
+    assert _eval(files / "ref.npz", files / "sample.npz", files, out, "--graph-lock", lock) == 0
+    pinned = json.loads(lock.read_text())["sha256"]
+    assert pinned == sha256_file(files / "graph.pb")
+    assert json.loads(out.read_text())["graph_pinned_sha256"] == pinned
+    other = tmp_path / "other.pb"
+    standin.write_standin_graph(other, seed=2, small=True)
+    code = evaluator.main([str(files / "ref.npz"), str(files / "sample.npz"), "--graph",
+                           str(other), "--threads", "1", "--no-progress", "--graph-lock",
+                           str(lock)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pinned in" in err[0]
+
+
+def test_build_reference_refuses_label_count_mismatch(tmp_path, capsys):
+    from evaluations import reference
+
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "held.npz", arr_0=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+             arr_1=np.arange(5))
+    code = reference.main(["--build-from", str(tmp_path / "held.npz"), "--out",
+                           str(tmp_path / "ref.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "one label per image" in err[0]
+    assert not (tmp_path / "ref.npz").exists()
 
 
 def test_label_demo_refuses_a_non_demo_graph(files, capsys):

@@ -35,7 +35,34 @@ def test_standin_has_inception_shapes(net):
     pool, spatial = net.run(images(3).astype(np.float32))
     assert pool.shape == (3, 2048) and spatial.shape == (3, 17 * 17 * 7)
     assert net.logits_weight().shape == (2048, 1008)
-    assert net.loaded.feature_network == "inception-v3-2015"
+    # Inception's names and shapes, but not the pinned file: never called Inception.
+    assert net.loaded.feature_network == "unverified feature graph"
+    ops = {node.op for node in net.loaded.graph_def.node}
+    assert "ResizeBilinear" in ops and "ResizeBilinearV2" not in ops  # the real graph's op
+
+
+def _with_2015_nodes(graph_def):
+    """The stand-in plus the 2015 graph's JPEG decoder node and its ExpandDims op (only the
+    structure is looked at; this graph is never run)."""
+    g = tf.compat.v1.GraphDef()
+    g.CopyFrom(graph_def)
+    g.node.add(name="DecodeJpeg", op="DecodeJpeg")
+    next(n for n in g.node if n.name == "ExpandDims").op = "ExpandDims"
+    return g
+
+
+def test_inception_label_needs_the_pinned_sha_and_the_2015_structure(standin_path, tmp_path):
+    like = tmp_path / "like2015.pb"
+    like.write_bytes(_with_2015_nodes(graph.load_graph(standin_path).graph_def)
+                     .SerializeToString())
+    sha = sha256_file(like)
+    assert graph.load_graph(like, pinned_sha256=sha).feature_network == "inception-v3-2015"
+    assert graph.load_graph(like, pinned_sha256="ab" * 32).feature_network == \
+        "unverified feature graph"
+    assert graph.load_graph(like).feature_network == "unverified feature graph"
+    standin_sha = sha256_file(standin_path)  # pinned, but no DecodeJpeg: not the 2015 graph
+    assert graph.load_graph(standin_path, pinned_sha256=standin_sha).feature_network == \
+        "unverified feature graph"
 
 
 def test_spatial_features_are_first_seven_channels_in_hwc_order(net):
@@ -86,13 +113,54 @@ def test_feature_cache_is_keyed_by_content(net, tmp_path):
     np.savez(path, arr_0=images(8, seed=1))  # new content -> new entry
     _, entry2, hit = features.features_for(net, open_images(path), cache)
     assert not hit and entry2 != entry
+    # Another evaluator algorithm or TensorFlow version: another entry, a miss.
+    assert features.cache_entry(cache, path, net.loaded.sha256, "features-1/pr-1/tf-2.20") \
+        != entry2
+    assert features.cache_version().endswith(f"tf-{tf.__version__}")
     calls = []
     r = features.cached_array(entry, "radii", lambda: calls.append(1) or np.arange(3.0))
     r2 = features.cached_array(entry, "radii", lambda: calls.append(1) or np.zeros(3))
     assert calls == [1] and np.array_equal(r, r2)
 
 
-def test_demo_net_reaches_accuracy_and_carries_marker(tmp_path):
+def test_cache_version_change_misses(net, tmp_path, monkeypatch):
+    path = tmp_path / "x.npz"
+    np.savez(path, arr_0=images(6))
+    cache = tmp_path / "cache"
+    features.features_for(net, open_images(path), cache)
+    monkeypatch.setattr(features, "ALGORITHM_VERSION", "features-3/pr-9")
+    _, _, hit = features.features_for(net, open_images(path), cache)
+    assert not hit
+
+
+def test_cache_hit_returns_spatial_features_when_asked(net, tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, arr_0=images(7))
+    cache = tmp_path / "cache"
+    features.features_for(net, open_images(path), cache)  # cached without spatial features
+    f1, _, hit1 = features.features_for(net, open_images(path), cache, keep_spatial=True)
+    f2, _, hit2 = features.features_for(net, open_images(path), cache, keep_spatial=True)
+    assert (hit1, hit2) == (False, True)
+    assert f2.spatial is not None and np.array_equal(f1.spatial, f2.spatial)
+    assert len([p for p in cache.iterdir()]) == 1
+
+
+def test_non_finite_features_are_refused(net, tmp_path, monkeypatch):
+    path = tmp_path / "x.npz"
+    np.savez(path, arr_0=images(5))
+    real = net.run
+
+    def nan_run(batch):
+        pool, spatial = real(batch)
+        pool[0, 0] = np.nan
+        return pool, spatial
+
+    monkeypatch.setattr(net, "run", nan_run)
+    with pytest.raises(EvalError, match="non-finite features"):
+        features.compute_features(net, open_images(path))
+
+
+def _digits(tmp_path):
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -102,6 +170,20 @@ def test_demo_net_reaches_accuracy_and_carries_marker(tmp_path):
     held, train = perm[:360], perm[360:]
     np.savez(tmp_path / "train.npz", arr_0=x[train], arr_1=y[train])
     np.savez(tmp_path / "held.npz", arr_0=x[held], arr_1=y[held])
+    return x
+
+
+def test_demo_graph_is_byte_identical_between_runs(tmp_path):
+    _digits(tmp_path)
+    outs = [tmp_path / f"demo{i}.pb" for i in range(2)]
+    for out in outs:
+        demo_net.build_demo_net(tmp_path / "train.npz", tmp_path / "held.npz", out, seed=3,
+                                epochs=1, min_accuracy=0.0)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_demo_net_reaches_accuracy_and_carries_marker(tmp_path):
+    x = _digits(tmp_path)
     out = tmp_path / "demo.pb"
     report = demo_net.build_demo_net(tmp_path / "train.npz", tmp_path / "held.npz", out)
     assert report["heldout_accuracy"] >= 0.97
