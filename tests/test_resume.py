@@ -7,6 +7,7 @@ Mutants these tests were checked against (each made a test fail, then was revert
 - train_config.json written before the resume check                    -> changed-setting cases
 - the log written to the declared log.csv (deleted by Snakemake)       -> test_kill9_resume_log...
 - the unfinished log interval not restored from the checkpoint         -> test_kill9_resume_log...
+- no clean_stale_temps(out_dir) at the start of a run                  -> test_unchanged_settings...
 """
 
 import csv
@@ -96,7 +97,10 @@ def test_checkpoint_past_steps_is_refused(data, trained, tmp_path):
 
 def test_unchanged_settings_continue_and_a_longer_run_extends_exactly(data, trained, tmp_path):
     run = _copy_run(trained, tmp_path)
+    stale = run / ".adm-tmp.checkpoint.pt.k1ll3d00.tmp"  # what a kill during a save leaves
+    stale.write_bytes(b"half a checkpoint")
     assert _train(data / "a.npz", run, steps=2)["resumed_from"] == 2  # nothing to do: same weights
+    assert not stale.exists()  # removed by the next run, although it saved no checkpoint
     assert _train(data / "a.npz", run, steps=3)["resumed_from"] == 2
     _train(data / "a.npz", tmp_path / "straight", steps=3)
     assert (run / "ema.pt").read_bytes() == (tmp_path / "straight" / "ema.pt").read_bytes()
@@ -142,6 +146,7 @@ def _log_rows(path):
         return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_kill9_resume_log_equals_an_uninterrupted_run(data, tmp_path):
     """Snakemake deletes the declared log.csv before the rerun; the resumed log still has every
     row, equal to an uninterrupted run's (log every 2 steps, checkpoint every 3: the interval
