@@ -116,8 +116,23 @@ def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
         lines.append(f"Paper: {PAPER_SETTING}. Δ = ours − paper.")
     else:
         lines.append("Ours only: this configuration does not match the paper's setting.")
-    lines.append("Brackets: confidence interval from the evaluator's `ci` field.")
+    lines.append(interval_note(results))
     return lines
+
+
+def interval_note(results: Mapping[float, dict]) -> str:
+    """What the brackets are, in words, from the evaluator's settings in the metrics files
+    (evaluations/metrics.py: point ± 1.96 × bootstrap standard error)."""
+    counts = sorted({int((doc.get("settings") or {}).get("bootstrap", 0)) for doc in results.values()})
+    if counts[-1] < 2:
+        return "No intervals: the evaluation ran without bootstrap resamples."
+    fid = "/".join(str(c) for c in counts)
+    pr = "/".join(str(max(c, 200)) for c in counts)
+    return (f"Brackets: 95% bootstrap intervals (value ± 1.96 standard errors). FID, sFID and IS: "
+            f"{fid} resamples, with replacement, of the generated images, the reference batch "
+            f"held fixed; precision and recall: {pr} resamples of which images fall inside the "
+            f"other set's manifold (generated images for precision, reference images for recall), "
+            f"the nearest-neighbour radii held fixed.")
 
 
 def write_csv(rows: list[dict], path: str | Path, note_lines: list[str]) -> None:
