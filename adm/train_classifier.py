@@ -75,7 +75,8 @@ def train_classifier(
     meta = run_settings("train-classifier", model_cfg, diffusion_cfg, cfg, data_id,
                         unused=("ema_rates", "schedule_sampler"))
     meter = Meter()
-    start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, meter=meter, restart_on_change=restart_on_change)
+    start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, meter=meter,
+                             restart_on_change=restart_on_change)
     log = CSVLog(out_dir / RESUME_LOG, CLASSIFIER_COLUMNS, resume_step=start if start else None, main=dist.is_main())
     if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
         write_json(out_dir / "train_config.json", {

@@ -61,8 +61,8 @@ def train_diffusion(
     sampler = make_timestep_sampler(cfg.schedule_sampler, K)
     ema = {r: {n: p.detach().clone() for n, p in model.named_parameters()} for r in cfg.ema_rates}
     ckpt = out_dir / "checkpoint.pt"
-    meta = run_settings("train-diffusion", model_cfg, diffusion_cfg, cfg, {"train_sha256": array_digest(images, labels)},
-                        unused=("eval_interval",))
+    data_id = {"train_sha256": array_digest(images, labels)}
+    meta = run_settings("train-diffusion", model_cfg, diffusion_cfg, cfg, data_id, unused=("eval_interval",))
     meter = Meter()
     start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, sampler, ema, meter, restart_on_change)
     log = CSVLog(out_dir / RESUME_LOG, DIFFUSION_COLUMNS, resume_step=start if start else None, main=dist.is_main())
