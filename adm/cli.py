@@ -57,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare-data", help="digits demo or an ImageNet-style folder → npz")
+    p = sub.add_parser("prepare-data", help="digits demo or an ImageNet-style folder → npz",
+                       description="imagenet: decode + center-crop every image once into an uncompressed npz "
+                                   "that training memory-maps; --threads decode processes; a killed run resumes")
     p.add_argument("--dataset", choices=("digits", "imagenet"), required=True)
-    p.add_argument("--data-dir", help="image folder (imagenet): label = file-name prefix before '_'")
+    p.add_argument("--data-dir", help="image folder (imagenet): one folder per class; label = sorted folder names")
     p.add_argument("--image-size", type=int, help="crop size (imagenet)")
     p.add_argument("--out-train", required=True)
     p.add_argument("--out-heldout", help="held-out npz (digits: default none; imagenet: optional split)")
@@ -112,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare_data(a) -> None:
-    from adm.data import folder_to_npz, prepare_digits, write_json
+    from adm.data import prepare_digits, write_json
+    from adm.diskdata import prepare_folder
     from pathlib import Path
 
     if a.dataset == "digits":
@@ -121,8 +124,8 @@ def cmd_prepare_data(a) -> None:
     else:
         if not a.data_dir or not a.image_size:
             raise ValueError("--dataset imagenet needs --data-dir and --image-size")
-        info = folder_to_npz(a.data_dir, a.image_size, a.out_train, a.heldout_fraction or 0.0, a.out_heldout,
-                             a.seed, a.progress)
+        info = prepare_folder(a.data_dir, a.image_size, a.out_train, a.out_heldout, a.heldout_fraction or 0.0,
+                              a.seed, workers=a.threads, progress=a.progress)
     write_json(Path(a.out_train).with_suffix(".json"), {"command": "prepare-data", **vars(a), **info})
     print(f"wrote {a.out_train} ({info['n_train']} images)" + (f" and {a.out_heldout} ({info['n_heldout']})" if a.out_heldout else ""))
 

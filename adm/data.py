@@ -42,6 +42,12 @@ def load_npz(path, image_size: int | None = None) -> tuple[np.ndarray, np.ndarra
             images, labels = f["arr_0"], f["arr_1"] if "arr_1" in f else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"cannot read dataset {path}: {e}") from None
+    check_dataset(path, images, labels, image_size)
+    return images, labels.astype(np.int64)
+
+
+def check_dataset(path, images: np.ndarray, labels: np.ndarray | None, image_size: int | None) -> None:
+    """The user-facing checks of a training set (in RAM or memory-mapped): one DataError each."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"{path}: arr_0 must be uint8 [N,H,W,3], got {images.dtype} {list(images.shape)}")
     if len(images) == 0:
@@ -55,7 +61,6 @@ def load_npz(path, image_size: int | None = None) -> tuple[np.ndarray, np.ndarra
             f"{path}: images are {images.shape[1]}x{images.shape[2]} but the model preset "
             f"expects {image_size}x{image_size}"
         )
-    return images, labels.astype(np.int64)
 
 
 def to_float(images_uint8: np.ndarray, flips: np.ndarray | None = None):

@@ -285,10 +285,12 @@ class Meter:
 
 
 def load_training_data(path, image_size: int, num_classes: int | None, cfg: TrainConfig):
-    """(images uint8 NHWC, labels int64, per-rank batch, microbatch) with the user-facing checks."""
-    from adm.data import DataError, load_npz
+    """(images uint8 NHWC memory-mapped, labels int64, per-rank batch, microbatch) with the
+    user-facing checks. The images stay on disk: each rank reads only its share's rows per step."""
+    from adm.data import DataError
+    from adm.diskdata import open_dataset
 
-    images, labels = load_npz(path, image_size)
+    images, labels = open_dataset(path, image_size)
     if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"{path}: labels span {labels.min()}..{labels.max()} but the model has {num_classes} classes")
     world = dist.world_size()
