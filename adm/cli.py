@@ -23,6 +23,16 @@ def _set_threads(n: int) -> None:
         pass
 
 
+def _batch_size(text: str) -> int | str:
+    """--batch-size: a positive integer or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -95,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_batch_size, default=64, help='images per forward pass, or "auto" (probe the device)')
     p.add_argument("--labels", choices=("uniform", "balanced"), default="uniform")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32",
+                   help="fp32 exact (default); fp16 the paper's (CUDA); bf16 autocast; auto: fp16 on cuda, else fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile both networks (costs minutes up front)")
     p.add_argument("--out", required=True)
     p.add_argument("--model-preset")
     p.add_argument("--classifier-preset")
@@ -183,7 +196,7 @@ def cmd_sample(a) -> None:
                        shard=a.shard, num_shards=a.num_shards, seed=a.seed, respacing=a.respacing,
                        batch_size=a.batch_size, labels=a.labels, model_preset=a.model_preset,
                        classifier_preset=a.classifier_preset, diffusion_preset=a.diffusion_preset,
-                       clip_denoised=a.clip_denoised)
+                       clip_denoised=a.clip_denoised, precision=a.precision, compile=a.compile)
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")
 

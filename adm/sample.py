@@ -36,15 +36,20 @@ class SampleConfig:
     num_shards: int = 1               # n: shard k covers global indices [k·N//n, (k+1)·N//n)
     seed: int = 0                     # base seed: sample i uses (seed, i) only
     respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
-    batch_size: int = 64              # images per forward pass (does not change any image)
+    batch_size: int | str = 64        # images per forward pass (does not change any image), or "auto":
+                                      # the largest that fits the device, from two probe steps
     labels: str = "uniform"           # "uniform" (i.i.d. per index) | "balanced" (each block of C holds every class)
     model_preset: str | None = None   # config for OpenAI files that carry no JSON
     classifier_preset: str | None = None  # likewise for the classifier
     diffusion_preset: str | None = None   # T/schedule when the model's JSON has none (default: model_preset)
     clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
+    precision: str = "fp32"           # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
+    compile: bool = False             # torch.compile both networks (pays only on long runs; see bench/)
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1 or self.batch_size < 1:
+        if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
+            raise ValueError(f"--batch-size must be an integer or auto, got {self.batch_size!r}")
+        if self.num_samples < 1 or (self.batch_size != "auto" and self.batch_size < 1):
             raise ValueError("--num-samples and --batch-size must be >= 1")
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"--shard must be in 0..{self.num_shards - 1}, got {self.shard}")
@@ -89,9 +94,26 @@ def load_networks(cfg: SampleConfig, device):
     return model, model_cfg, diffusion_cfg, classifier, classifier_cfg
 
 
+def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
+    """The batch-size probe, run after an out-of-memory error to name a size that fits (None if
+    even the probe does not fit)."""
+    if probe is not None:
+        return probe
+    from adm.batch_memory import probe_batch_size
+
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        return probe_batch_size(step, dev, cap)
+    except torch.OutOfMemoryError:
+        return None
+
+
 def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
+    from adm.batch_memory import guided_step, out_of_memory_message, probe_batch_size
     from adm.guidance import classifier_guidance
+    from adm.precision import FastPath, resolve_sampling_precision, sampling_classifier_fn, sampling_model_fn
     from adm.rng import randn_per_sample, sample_generators, sample_labels
     from adm.sampling import ddim_sample, ddpm_sample, to_uint8
     from adm.schedule import make_schedule, respace
@@ -102,32 +124,44 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     use_ddim = spec.startswith("ddim")
     schedule = respace(make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps), spec)
     num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
-    cond_fn = classifier_guidance(classifier, cfg.scale) if classifier is not None else None
+    fast = FastPath(precision=resolve_sampling_precision(cfg.precision, dev.type), compile=cfg.compile)
+    classifier_fn = sampling_classifier_fn(classifier, fast, dev.type) if classifier is not None else None
+    cond_fn = classifier_guidance(classifier_fn, cfg.scale) if classifier is not None else None
     sampler = ddim_sample if use_ddim else ddpm_sample
     # Only a class-conditional network sees y; the classifier always gets the label it guides to.
-    model_fn = (lambda x, t, y: model(x, t, y)) if model_cfg.num_classes else (lambda x, t, y: model(x, t, None))
+    net_fn = sampling_model_fn(model, fast, dev.type)
+    model_fn = net_fn if model_cfg.num_classes else (lambda x, t, y: net_fn(x, t, None))
     size, channels = model_cfg.image_size, 3
+    step = guided_step(model_fn, cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)
 
     indices = shard_range(cfg.num_samples, cfg.shard, cfg.num_shards)
     images = np.zeros((len(indices), size, size, 3), np.uint8)
     labels = (sample_labels(cfg.seed, indices, num_classes, cfg.labels).numpy() if num_classes
               else np.zeros(len(indices), np.int64))
+    probe = probe_batch_size(step, dev, cap=len(indices)) if cfg.batch_size == "auto" else None
+    if probe is not None and probe["batch_size"] < 1:
+        raise ValueError(out_of_memory_message(1, dev, probe))
+    batch_size = probe["batch_size"] if probe else cfg.batch_size
     t0 = time.time()
     bar = tqdm(total=len(indices), desc=f"sample s={cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
                unit="img", disable=not progress, dynamic_ncols=True)
-    for batch in _batches(indices, cfg.batch_size):
-        sl = slice(batch.start - indices.start, batch.stop - indices.start)
-        gens = sample_generators(cfg.seed, batch)  # CPU generators: identical noise on any device
-        noise = randn_per_sample(gens, (channels, size, size), dev)  # x_T of each sample
-        y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
-        x0 = sampler(model_fn, noise, schedule, labels=y, cond_fn=cond_fn, generators=gens,
-                     clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
-        if not bool(torch.isfinite(x0).all()):  # the uint8 cast would turn NaN into black pixels
-            bar.close()
-            raise ValueError(f"samples {batch.start}..{batch.stop - 1} are not finite (NaN/inf) at --scale "
-                             f"{cfg.scale:g} (the guidance gradient or the network overflowed); nothing written to {cfg.out}")
-        images[sl] = to_uint8(x0)
-        bar.update(len(batch))
+    try:
+        for batch in _batches(indices, batch_size):
+            sl = slice(batch.start - indices.start, batch.stop - indices.start)
+            gens = sample_generators(cfg.seed, batch)  # CPU generators: identical noise on any device
+            noise = randn_per_sample(gens, (channels, size, size), dev)  # x_T of each sample
+            y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
+            x0 = sampler(model_fn, noise, schedule, labels=y, cond_fn=cond_fn, generators=gens,
+                         clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
+            if not bool(torch.isfinite(x0).all()):  # the uint8 cast would turn NaN into black pixels
+                bar.close()
+                raise ValueError(f"samples {batch.start}..{batch.stop - 1} are not finite (NaN/inf) at --scale "
+                                 f"{cfg.scale:g} (the guidance gradient or the network overflowed); nothing written to {cfg.out}")
+            images[sl] = to_uint8(x0)
+            bar.update(len(batch))
+    except torch.OutOfMemoryError:  # one line naming a size that fits; no shard file is written
+        bar.close()
+        raise ValueError(out_of_memory_message(batch_size, dev, _probe_after_oom(step, dev, len(indices), probe))) from None
     bar.close()
     elapsed = time.time() - t0
     save_npz(cfg.out, images, labels, indices=np.arange(indices.start, indices.stop, dtype=np.int64))
@@ -136,5 +170,6 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
                "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes}
     write_json(Path(cfg.out).with_suffix(".json"), {
         "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
+        "precision": fast.precision, "batch_size": batch_size, "batch_probe": probe,
         "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
     return summary

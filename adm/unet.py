@@ -121,8 +121,9 @@ def check_timesteps(t: torch.Tensor, n: int) -> None:
         raise ValueError(f"t must have shape ({n},) (one timestep per image), got {tuple(t.shape)}")
 
 
-def check_labels(y: torch.Tensor | None, n: int, num_classes: int | None) -> None:
-    """Labels are required iff the model is class-conditional, int64 (N,) in [0, num_classes)."""
+def check_labels(y: torch.Tensor | None, n: int, num_classes: int | None, values: bool = True) -> None:
+    """Labels are required iff the model is class-conditional, int64 (N,) in [0, num_classes).
+    values=False skips the range check, the one part that reads the tensor back to the host."""
     if num_classes is None:
         if y is not None:
             raise ValueError("y was given but this model is unconditional (num_classes is None)")
@@ -131,7 +132,7 @@ def check_labels(y: torch.Tensor | None, n: int, num_classes: int | None) -> Non
         raise ValueError(f"y (class labels) is required: this model is class-conditional ({num_classes} classes)")
     if y.shape != (n,) or y.is_floating_point() or y.is_complex():
         raise ValueError(f"y must be an integer tensor of shape ({n},), got {y.dtype} {tuple(y.shape)}")
-    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if values and n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got min {int(y.min())} max {int(y.max())}")
 
 
@@ -142,6 +143,9 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dtype = torch.float32  # torso dtype; float16 after convert_to_fp16()
+        # False once a caller (the sampler) checks the label range itself, once per batch: the
+        # check syncs with the device and breaks torch.compile graphs on every forward.
+        self.check_label_values = True
         spec = unet_spec(cfg)
         self.time_embed = time_embed_mlp(cfg.model_channels)
         if cfg.num_classes is not None:
@@ -163,7 +167,7 @@ class UNet(nn.Module):
         cfg = self.cfg
         check_image(x, cfg.image_channels, cfg.image_size)
         check_timesteps(t, x.shape[0])
-        check_labels(y, x.shape[0], cfg.num_classes)
+        check_labels(y, x.shape[0], cfg.num_classes, values=self.check_label_values)
         precision.check_dtype_device(self.dtype, x.device)
         if cfg.super_res:
             x = torch.cat([x, upsample_low_res(low_res, x)], dim=1)  # (N, 2C, H, W)
@@ -178,6 +182,10 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h.to(x.dtype))  # (N, out_channels, H, W)
+
+    def validate_labels(self, y: torch.Tensor | None) -> None:
+        """The full label check, range included (what forward skips when check_label_values is off)."""
+        check_labels(y, 0 if y is None else len(y), self.cfg.num_classes)
 
     def convert_to_fp16(self) -> None:
         """OpenAI's fp16 inference mode: torso convs in float16, norms/embeddings/output in float32."""

@@ -1,0 +1,160 @@
+"""The sampler's fast path (adm.precision.FastPath) and memory-aware batches (adm.batch_memory).
+
+The fast path may change an image only by float rounding: fp32 must equal the plain eager
+networks bit for bit, the label range is still refused but checked once per batch instead of
+once per step, bf16 really runs in bf16, and `adm sample` refuses fp16 on a CPU in one line.
+Parity of the fast path with the reference sampler: test_parity_sampling_fast.py.
+"""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adm import batch_memory, cli
+from adm.checkpoints import save_model
+from adm.guidance import classifier_guidance
+from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn
+from adm.presets import get_preset
+from adm.rng import randn_per_sample, sample_generators
+from adm.sample import SampleConfig, sample_shard
+from adm.sampling import ddpm_sample
+from adm.schedule import make_schedule, respace
+from adm.unet import build_model
+
+torch.set_num_threads(1)
+N = 6
+
+
+def _run(unet, clf, fast, steps="5", scale=3.0, labels=None):
+    sched = respace(make_schedule("cosine", 1000), steps)
+    unet, clf = copy.deepcopy(unet), copy.deepcopy(clf)
+    if fast is None:
+        model_fn, cond_fn = (lambda x, t, y: unet(x, t, y)), classifier_guidance(clf, scale)
+    else:
+        model_fn = sampling_model_fn(unet, fast, "cpu")
+        cond_fn = classifier_guidance(sampling_classifier_fn(clf, fast, "cpu"), scale)
+    gens = sample_generators(0, range(N))
+    noise = randn_per_sample(gens, (3, 8, 8))
+    y = torch.arange(N) % 10 if labels is None else labels
+    return ddpm_sample(model_fn, noise, sched, y, cond_fn, gens), unet
+
+
+def test_fp32_fast_path_equals_plain_networks_bit_for_bit(demo_nets):
+    plain, _ = _run(*demo_nets, None)
+    fast, unet = _run(*demo_nets, FastPath())
+    assert torch.equal(plain, fast)
+    assert not any(p.requires_grad for p in unet.parameters())  # frozen: nothing records weight grads
+
+
+def test_channels_last_only_rounds(demo_nets):
+    plain, _ = _run(*demo_nets, None)
+    fast, _ = _run(*demo_nets, FastPath(channels_last=True))
+    assert (plain - fast).abs().max() < 1e-5
+
+
+def test_bf16_really_runs_in_bf16_and_stays_close(demo_nets):
+    plain, _ = _run(*demo_nets, None)
+    bf16, _ = _run(*demo_nets, FastPath(precision="bf16"))
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    diff = (plain - bf16).abs().max().item()
+    assert 0 < diff < 0.1  # bf16 has an 8-bit mantissa: not bit-equal, yet the same images
+
+
+def test_label_range_checked_once_per_batch_not_per_step(demo_nets, monkeypatch):
+    calls = []
+    unet = copy.deepcopy(demo_nets[0])
+    real = unet.validate_labels
+    monkeypatch.setattr(unet, "validate_labels", lambda y: (calls.append(1), real(y)))
+    model_fn = sampling_model_fn(unet, FastPath(), "cpu")
+    sched = respace(make_schedule("cosine", 1000), "5")
+    ddpm_sample(model_fn, torch.randn(N, 3, 8, 8), sched, torch.arange(N) % 10)
+    assert len(calls) == 1 and unet.check_label_values is False  # 5 steps, one check
+
+
+def test_out_of_range_label_still_refused_with_a_clear_message(demo_nets):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        _run(*demo_nets, FastPath(), labels=torch.tensor([0, 1, 2, 3, 4, 10]))
+
+
+def test_fast_path_rejects_unresolved_precision():
+    with pytest.raises(ValueError, match="resolve 'auto' first"):
+        FastPath(precision="auto")
+
+
+# ---------------------------------------------------------------- the sample program
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nets")
+    torch.manual_seed(0)
+    save_model(build_model(get_preset("tiny-test")), get_preset("tiny-test"), d / "ema.pt",
+               diffusion=get_preset("tiny-test", "diffusion"))
+    save_model(build_model(get_preset("tiny-test-classifier")), get_preset("tiny-test-classifier"), d / "clf.pt")
+    return d
+
+
+def _argv(nets, out, *extra):
+    return ["sample", "--model", str(nets / "ema.pt"), "--classifier", str(nets / "clf.pt"), "--scale", "1",
+            "--num-samples", "3", "--respacing", "2", "--no-progress", "--out", str(out), *extra]
+
+
+def test_fp16_on_cpu_is_refused_in_one_line(nets, tmp_path, capsys):
+    assert cli.main(_argv(nets, tmp_path / "s.npz", "--precision", "fp16")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precision fp16" in err[0] and "CUDA only" in err[0]
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_auto_precision_is_fp32_on_cpu_and_recorded(nets, tmp_path):
+    assert cli.main(_argv(nets, tmp_path / "s.npz", "--precision", "auto")) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["precision"] == "fp32"
+
+
+def test_batch_size_auto_gives_the_same_images(nets, tmp_path):
+    base = dict(model=str(nets / "ema.pt"), classifier=str(nets / "clf.pt"), num_samples=5, scale=2.0,
+                respacing="3", seed=1)
+    sample_shard(SampleConfig(out=str(tmp_path / "fixed.npz"), batch_size=2, **base), progress=False)
+    sample_shard(SampleConfig(out=str(tmp_path / "auto.npz"), batch_size="auto", **base), progress=False)
+    with np.load(tmp_path / "fixed.npz") as a, np.load(tmp_path / "auto.npz") as b:
+        assert np.array_equal(a["arr_0"], b["arr_0"])
+    meta = json.loads((tmp_path / "auto.json").read_text())
+    assert 1 <= meta["batch_size"] <= 5 and meta["batch_probe"]["per_image_bytes"] >= 1
+
+
+def test_out_of_memory_is_one_line_naming_a_size_that_fits(nets, tmp_path, monkeypatch):
+    import adm.sampling
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(adm.sampling, "ddpm_sample", oom)
+    probe = {"batch_size": 3, "fixed_bytes": 2 ** 30, "per_image_bytes": 2 ** 28, "available_bytes": 2 ** 31}
+    monkeypatch.setattr(batch_memory, "probe_batch_size", lambda *a, **k: probe)
+    cfg = SampleConfig(model=str(nets / "ema.pt"), classifier=str(nets / "clf.pt"), out=str(tmp_path / "s.npz"),
+                       num_samples=4, scale=1.0, respacing="2", batch_size=4)
+    with pytest.raises(ValueError) as e:
+        sample_shard(cfg, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "out of memory at batch size 4" in msg and "--batch-size 3 fits" in msg
+    assert not (tmp_path / "s.npz").exists()
+
+
+# ---------------------------------------------------------------- the memory model
+
+
+def test_affine_fit_and_fitting_batch():
+    assert batch_memory.affine_fit(150, 250) == (50, 100)
+    # fixed 50 + b * 100 <= 0.8 * 1000 -> b <= 7.5
+    assert batch_memory.fitting_batch(50, 100, 1000, cap=64) == 7
+    assert batch_memory.fitting_batch(50, 100, 1000, cap=4) == 4
+    assert batch_memory.fitting_batch(900, 100, 1000, cap=64) == 0
+
+
+def test_rss_probe_sees_a_torch_allocation():
+    big = 64 * 2 ** 20
+    seen = batch_memory.peak_bytes(lambda: torch.ones(big // 4).sum(), torch.device("cpu"))
+    assert seen >= 0.9 * big

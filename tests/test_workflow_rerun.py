@@ -1,0 +1,100 @@
+"""Reruns never change a published number (issue 12): run the smoke DAG in a temporary copy of the
+repository, delete a random subset of the intermediate files (shards, merged batches, metrics,
+feature-cache entries, grids, plots), run again, and compare Table 1 byte for byte.
+
+The draw is random on purpose (every CI run tries another subset); the seed is in the failure
+message, and RERUN_SEED=<seed> repeats a draw.
+
+Mutant tried: a feature-cache hit that drops the spatial features (evaluations/features.py before
+helper A's fix) made this test fail whenever a metrics file was deleted (sFID interval lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_workflow import ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TABLES = ("table1.md", "table1.csv", "table1.tex")
+
+
+def copy_repo(dest: Path) -> Path:
+    """The tracked files (and untracked, not ignored ones) of the repository, without results."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def run(repo: Path, *targets: str) -> None:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile",
+           ".test/config/config.yaml"]
+    res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+
+
+def intermediates(run_dir: Path) -> dict[str, list[Path]]:
+    """Deletable files by kind; every kind but the cache is a declared output the DAG remakes."""
+    return {
+        "shard": sorted(run_dir.glob("samples/scale*/shard*.npz")),
+        "merged": sorted(run_dir.glob("samples/scale*.npz")),
+        "metrics": sorted(run_dir.glob("metrics/scale*.json")),
+        "cache": sorted(p for p in (run_dir / "feature_cache").rglob("*") if p.is_file()),
+        "grid": sorted(run_dir.glob("grids/*.png")),
+        "plot": sorted(run_dir.glob("plots/*")),
+    }
+
+
+def draw(files: dict[str, list[Path]], rng: random.Random) -> list[Path]:
+    """A random subset of 2-6 files, at least one of which makes an evaluation run again."""
+    pool = [p for group in files.values() for p in group]
+    chosen = rng.sample(pool, rng.randint(2, min(6, len(pool))))
+    if not any(p in files["shard"] + files["merged"] + files["metrics"] for p in chosen):
+        chosen.append(rng.choice(files["metrics"]))
+    return chosen
+
+
+def published(run_dir: Path) -> dict[str, object]:
+    """The bytes of Table 1 and the values and intervals behind it."""
+    out: dict[str, object] = {t: (run_dir / t).read_bytes() for t in TABLES}
+    for path in sorted(run_dir.glob("metrics/scale*.json")):
+        doc = json.loads(path.read_text())
+        out[path.name] = {"metrics": doc["metrics"], "ci": doc["ci"]}
+    return out
+
+
+@pytest.mark.slow
+def test_rerun_after_random_deletions_gives_the_same_table(tmp_path):
+    seed = int(os.environ.get("RERUN_SEED", random.SystemRandom().randrange(2**32)))
+    repo = copy_repo(tmp_path / "repo")
+    run_dir = repo / "results" / "smoke"
+    run(repo)
+    before = published(run_dir)
+    files = intermediates(run_dir)
+    assert files["cache"] and all(files.values()), {k: len(v) for k, v in files.items()}
+    chosen = draw(files, random.Random(seed))
+    for path in chosen:
+        path.unlink()
+    # A missing intermediate whose consumers are up to date is not remade by default: name the
+    # deleted outputs as targets, so each one is made again and its consumers see a newer input.
+    remade = [str(p.relative_to(repo)) for p in chosen if "feature_cache" not in p.parts]
+    run(repo, "default", *remade)
+    after = published(run_dir)
+    deleted = sorted(str(p.relative_to(run_dir)) for p in chosen)
+    for key in before:
+        assert after[key] == before[key], f"{key} changed (RERUN_SEED={seed}, deleted {deleted})"
