@@ -363,6 +363,8 @@ def setting_differences(saved: dict, wanted: dict) -> list[str]:
 
 def stale_reason(path: Path, state: dict, meta: dict, steps: int) -> str | None:
     """Why the checkpoint cannot be continued by this run (None when it can)."""
+    if not isinstance(state["meta"].get("train"), dict):  # written before every setting was recorded
+        return f"{path} was written by an older adm version that did not record all its settings"
     diffs = setting_differences(state["meta"], meta)
     if diffs:
         more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""

@@ -195,3 +195,12 @@ def test_data_digest_of_a_large_set_reads_labels_and_sampled_rows(monkeypatch):
     changed = images.copy()
     changed[-1] ^= 1  # the last row is always sampled
     assert tu.array_digest(changed, labels) != sampled
+
+
+def test_a_checkpoint_from_before_settings_were_recorded_is_refused_plainly(data, trained, tmp_path):
+    run = _copy_run(trained, tmp_path)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["meta"] = {"command": "train-diffusion", "model": state["meta"]["model"], "seed": 0, "batch_size": 8}
+    torch.save(state, run / "checkpoint.pt")  # the old format: four fields only
+    with pytest.raises(ValueError, match="older adm version that did not record all its settings"):
+        _train(data / "a.npz", run, steps=3)
