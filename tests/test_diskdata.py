@@ -79,6 +79,9 @@ def test_prepared_npz_is_openai_format_with_reference_crops_and_synset_labels(fo
         with zipfile.ZipFile(clean / name) as zf:
             assert zf.testzip() is None  # every CRC-32 right: any zip reader accepts the file
             assert [i.compress_type for i in zf.infolist()] == [zipfile.ZIP_STORED] * 2
+        raw = (clean / name).read_bytes()
+        for info in zf.infolist():  # local headers agree with the directory (readers like unzip check both)
+            assert int.from_bytes(raw[info.header_offset + 14:info.header_offset + 18], "little") == info.CRC
     with np.load(clean / "train.npz") as f:
         x, y = f["arr_0"], f["arr_1"]
     with np.load(clean / "heldout.npz") as f:
