@@ -1,0 +1,298 @@
+"""Side-by-side guided sampling: our sampler against the reference's, in one process and one run.
+
+    python bench/bench_sampling.py [--threads 2] [--repeats 3] [--cases demo mid64] [--compile]
+                                   [--memory-128] [--out bench/out]
+
+Both sides get the same weights (seeded random, copied into ours by OpenAI's key names), batch,
+steps, guidance scale and noise (x_T and every step's z from the same per-sample generators; the
+reference's torch.randn_like is fed from them), so the x_0 of the two agree and only the speed
+differs. The reference is guided_diffusion (PyPI guided-diffusion-sdk, a test/bench-only
+dependency) driven the way its classifier_sample.py drives it. Variants of ours run round-robin
+with the reference (the order rotates every repeat) so that the load of other processes falls on
+all of them alike; the figure that counts is the same-run `ratio` = our images/s over the
+reference's. --memory-128 measures the peak memory per image of one guided step of the 128x128
+UNet + classifier (batches 1 and 2, each in a fresh subprocess). Writes sampling.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adm.batch_memory import _RSSPeak, affine_fit  # noqa: E402
+from adm.classifier import Classifier  # noqa: E402
+from adm.config import ClassifierConfig, UNetConfig  # noqa: E402
+from adm.guidance import classifier_guidance  # noqa: E402
+from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn  # noqa: E402
+from adm.presets import get_preset  # noqa: E402
+from adm.rng import randn_per_sample, sample_generators  # noqa: E402
+from adm.sampling import ddpm_sample  # noqa: E402
+from adm.schedule import make_schedule, respace  # noqa: E402
+from adm.unet import UNet  # noqa: E402
+
+# (b) a mid-size ADM: the ImageNet-64 architecture (4 levels, attention at 32/16/8, AdaGN,
+# BigGAN up/down) at width 64 instead of 192, with a classifier of the same width.
+MID64_UNET = UNetConfig(image_size=64, model_channels=64, num_res_blocks=2, attention_resolutions=(32, 16, 8),
+                        channel_mult=(1, 2, 3, 4), num_classes=1000, num_head_channels=32,
+                        use_new_attention_order=True)
+MID64_CLF = ClassifierConfig(image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4),
+                             num_head_channels=32)
+
+# case -> (UNet config, classifier config, noise schedule, batch, respacing, guidance scale)
+CASES = {
+    # the demo's networks and batch (config/config.yaml); 10 of its 25 steps keep the run short on
+    # a shared machine (ms per image-step does not depend on the step count)
+    "demo": (get_preset("demo-digits"), get_preset("demo-digits-classifier"), "cosine", 250, "10", 1.0),
+    "mid64": (MID64_UNET, MID64_CLF, "cosine", 4, "2", 1.0),
+}
+# mid64 costs ~10 s per guided image-step on 2 loaded cores: only the variants that decide the
+# default run there (the demo runs them all).
+CASE_VARIANTS = {"mid64": ("ours_fp32", "ours_fp32_plain", "ours_channels_last")}
+MAX_REPEATS = {"mid64": 2}
+VARIANTS = {  # name -> FastPath (None: our networks called directly, as before the fast path)
+    "ours_fp32": FastPath(),
+    "ours_fp32_plain": None,
+    "ours_channels_last": FastPath(channels_last=True),
+    "ours_bf16": FastPath(precision="bf16"),
+}
+
+
+def machine() -> dict:
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+    return {"cpu": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in wanted},
+            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+            "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
+def randomise_(net: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
+    """Non-zero weights (a fresh ADM outputs exactly 0, which would make every sampler agree)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return net.eval()
+
+
+def reference_nets(ucfg: UNetConfig, ccfg: ClassifierConfig):
+    from guided_diffusion import unet as gu
+
+    unet = gu.UNetModel(
+        image_size=ucfg.image_size, in_channels=ucfg.in_channels, model_channels=ucfg.model_channels,
+        out_channels=ucfg.out_channels, num_res_blocks=ucfg.num_res_blocks,
+        attention_resolutions=tuple(ucfg.image_size // r for r in ucfg.attention_resolutions),
+        dropout=ucfg.dropout, channel_mult=ucfg.channel_mult, num_classes=ucfg.num_classes,
+        num_heads=ucfg.num_heads, num_head_channels=ucfg.num_head_channels, num_heads_upsample=ucfg.num_heads_upsample,
+        use_scale_shift_norm=ucfg.use_scale_shift_norm, resblock_updown=ucfg.resblock_updown,
+        use_new_attention_order=ucfg.use_new_attention_order)
+    clf = gu.EncoderUNetModel(
+        image_size=ccfg.image_size, in_channels=ccfg.in_channels, model_channels=ccfg.model_channels,
+        out_channels=ccfg.num_classes, num_res_blocks=ccfg.num_res_blocks,
+        attention_resolutions=tuple(ccfg.image_size // r for r in ccfg.attention_resolutions),
+        dropout=ccfg.dropout, channel_mult=ccfg.resolved_channel_mult, num_head_channels=ccfg.num_head_channels,
+        use_scale_shift_norm=ccfg.use_scale_shift_norm, resblock_updown=ccfg.resblock_updown, pool=ccfg.pool)
+    return randomise_(unet, 0), randomise_(clf, 1, std=0.1)
+
+
+def reference_runner(ref_unet, ref_clf, schedule_name: str, spec: str, scale: float, n: int, hw: int):
+    """run(noise, y, gens) -> x_0 by guided_diffusion's p_sample_loop, as classifier_sample.py calls it."""
+    from guided_diffusion import gaussian_diffusion as gd
+    from guided_diffusion import respace as gr
+
+    diffusion = gr.SpacedDiffusion(
+        use_timesteps=gr.space_timesteps(1000, spec), betas=gd.get_named_beta_schedule(schedule_name, 1000),
+        model_mean_type=gd.ModelMeanType.EPSILON, model_var_type=gd.ModelVarType.LEARNED_RANGE,
+        loss_type=gd.LossType.MSE)
+
+    def cond_fn(x, t, y=None):  # classifier_sample.py's cond_fn
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            log_probs = F.log_softmax(ref_clf(x_in, t), dim=-1)
+            selected = log_probs[range(len(log_probs)), y.view(-1)]
+            return torch.autograd.grad(selected.sum(), x_in)[0] * scale
+
+    def run(noise, y, gens):
+        real = gd.th.randn_like
+        gd.th.randn_like = lambda x, *a, **k: randn_per_sample(gens, x.shape[1:]).to(x.dtype)
+        try:
+            return diffusion.p_sample_loop(ref_unet, (n, 3, hw, hw), noise=noise, cond_fn=cond_fn,
+                                           model_kwargs={"y": y})
+        finally:
+            gd.th.randn_like = real
+
+    return run
+
+
+def our_runner(unet, clf, fast: FastPath | None, schedule, scale: float):
+    unet, clf = copy.deepcopy(unet), copy.deepcopy(clf)
+    if fast is None:  # the networks called directly (eval mode, weights still requiring grad)
+        model_fn, cond_fn = (lambda x, t, y: unet(x, t, y)), classifier_guidance(clf, scale)
+    else:
+        model_fn = sampling_model_fn(unet, fast, "cpu")
+        cond_fn = classifier_guidance(sampling_classifier_fn(clf, fast, "cpu"), scale)
+    return lambda noise, y, gens: ddpm_sample(model_fn, noise, schedule, y, cond_fn, gens)
+
+
+def bench_case(name: str, repeats: int, compile_: bool) -> dict:
+    ucfg, ccfg, sched_name, n, spec, scale = CASES[name]
+    ref_unet, ref_clf = reference_nets(ucfg, ccfg)
+    unet, clf = UNet(ucfg).eval(), Classifier(ccfg).eval()
+    unet.load_state_dict(ref_unet.state_dict(), strict=True)
+    clf.load_state_dict(ref_clf.state_dict(), strict=True)
+    schedule = respace(make_schedule(sched_name, 1000), spec)
+    hw, steps = ucfg.image_size, len(schedule)
+    y = torch.arange(n) % ucfg.num_classes
+    runners = {"reference": reference_runner(ref_unet, ref_clf, sched_name, spec, scale, n, hw)}
+    variants = {k: v for k, v in VARIANTS.items() if k in CASE_VARIANTS.get(name, VARIANTS)}
+    variants.update({"ours_compiled": FastPath(compile=True)} if compile_ else {})
+    runners.update({k: our_runner(unet, clf, v, schedule, scale) for k, v in variants.items()})
+    result = {"unet": ucfg.__dict__, "classifier": ccfg.__dict__, "schedule": sched_name, "batch": n,
+              "steps": steps, "scale": scale, "load_before": os.getloadavg(), "runs": {}}
+    if compile_:  # the first call compiles: timed on its own, never in the repeats
+        gens = sample_generators(0, range(n))
+        t0 = time.perf_counter()
+        runners["ours_compiled"](randn_per_sample(gens, (3, hw, hw)), y, gens)
+        result["compile_and_first_run_s"] = time.perf_counter() - t0
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    x0, peak = {}, {}
+    names = list(runners)
+    for r in range(min(repeats, MAX_REPEATS.get(name, repeats))):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            gens = sample_generators(0, range(n))
+            noise = randn_per_sample(gens, (3, hw, hw))
+            with _RSSPeak() as mem:
+                t0 = time.perf_counter()
+                x0[k] = runners[k](noise, y, gens)
+                times[k].append(time.perf_counter() - t0)
+            peak[k] = max(peak.get(k, 0), mem.bytes)
+            print(f"{name} {k} repeat {r}: {times[k][-1]:.2f} s", flush=True)
+    ref_ips = n / statistics.median(times["reference"])
+    for k in runners:
+        med = statistics.median(times[k])
+        result["runs"][k] = {"seconds": times[k], "median_s": med, "images_per_s": n / med,
+                             "ms_per_guided_image_step": 1000 * med / (n * steps),
+                             "ratio": (n / med) / ref_ips, "peak_rss_delta_mb": peak[k] / 2 ** 20,
+                             "max_abs_dx0_vs_reference": (x0[k] - x0["reference"]).abs().max().item()}
+    result["load_after"] = os.getloadavg()
+    return result
+
+
+def probe_child(batch: int) -> int:
+    """One guided step of the 128x128 UNet + classifier at `batch`, our default CPU path; prints
+    the peak RSS rise of the step in bytes (ru_maxrss is this fresh process's high-water mark)."""
+    unet, clf = UNet(get_preset("imagenet128-cond")), Classifier(get_preset("imagenet128-classifier"))
+    model_fn = sampling_model_fn(unet, FastPath(), "cpu")
+    cond_fn = classifier_guidance(sampling_classifier_fn(clf, FastPath(), "cpu"), 1.0)
+    x, t, y = torch.randn(batch, 3, 128, 128), torch.full((batch,), 999), torch.zeros(batch, dtype=torch.int64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    model_fn(x, t, y), cond_fn(x, t, y)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"batch": batch, "peak_rise_bytes": after - before, "seconds": seconds}))
+    return 0
+
+
+def memory_128(threads: int) -> dict:
+    rows = []
+    for b in (1, 2):
+        cmd = [sys.executable, __file__, "--probe-memory", str(b), "--threads", str(threads)]
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+    fixed, per_image = affine_fit(rows[0]["peak_rise_bytes"], rows[1]["peak_rise_bytes"])
+    return {"probes": rows, "per_image_mb": per_image / 2 ** 20, "fixed_mb": fixed / 2 ** 20,
+            "note": "peak RSS rise of one guided step (UNet forward under inference_mode + classifier "
+                    "forward/backward), fresh process per batch size, fp32 CPU"}
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# Guided sampling: ours vs the reference sampler ({r['date']})", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
+             f"({m['torch_cpu_capability']}); native bf16: {m['native_bf16']} (flags {m['flags']}). "
+             f"Load average at start {r['load_start']}, at end {r['load_end']}: other jobs shared the "
+             "cores, so absolute speeds are low and noisy; the same-run ratios are what count.", ""]
+    for name, c in r["cases"].items():
+        lines += [f"## {name}: batch {c['batch']}, {c['steps']} DDPM steps, scale {c['scale']}, "
+                  f"{c['unet']['image_size']}px width {c['unet']['model_channels']}", "",
+                  "| variant | images/s | ms per guided image-step | ratio vs reference | max abs Δx0 vs reference | peak RSS rise MB |",
+                  "|---|---|---|---|---|---|"]
+        for k, v in c["runs"].items():
+            lines.append(f"| {k} | {v['images_per_s']:.2f} | {v['ms_per_guided_image_step']:.2f} | {v['ratio']:.2f} "
+                         f"| {v['max_abs_dx0_vs_reference']:.1e} | {v['peak_rss_delta_mb']:.0f} |")
+        if "compile_and_first_run_s" in c:
+            lines.append(f"\ntorch.compile + first run: {c['compile_and_first_run_s']:.0f} s")
+        lines.append("")
+    if "memory_128" in r:
+        mem = r["memory_128"]
+        lines += ["## Memory of the 128x128 model + classifier (one guided step, fp32 CPU)", "",
+                  f"{mem['per_image_mb']:.0f} MB per image + {mem['fixed_mb']:.0f} MB fixed "
+                  f"(probes: {[(p['batch'], round(p['peak_rise_bytes'] / 2 ** 20)) for p in mem['probes']]} MB)", ""]
+    lines += [r["verdict"], ""]
+    return "\n".join(lines)
+
+
+def verdict(r: dict) -> str:
+    m, demo = r["machine"], r["cases"].get("demo", {}).get("runs", {})
+    default = demo.get("ours_fp32", {}).get("ratio")
+    text = (f"Default CPU mode is fp32 exact (`ours_fp32`): demo ratio {default:.2f}x the reference's images/s."
+            if default is not None else "")
+    if not m["native_bf16"]:
+        text += (" This CPU has no native bf16 (no avx512_bf16 / amx_bf16), so bf16 is emulated and is not "
+                 "the CPU default; the bf16-inside-fp32-intervals check is therefore not needed here.")
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["demo", "mid64"])
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (minutes on a loaded CPU)")
+    p.add_argument("--memory-128", action="store_true", help="peak memory per image of the 128x128 model + classifier")
+    p.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--out", default="bench/out")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.probe_memory:
+        return probe_child(a.probe_memory)
+    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+         "load_start": os.getloadavg(), "cases": {}}
+    for name in a.cases:
+        r["cases"][name] = bench_case(name, a.repeats, a.compile)
+    if a.memory_128:
+        r["memory_128"] = memory_128(a.threads)
+    r["load_end"] = os.getloadavg()
+    r["verdict"] = verdict(r)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sampling.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
+    (out / "sampling.md").write_text(markdown(r))
+    print(markdown(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
