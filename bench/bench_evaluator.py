@@ -132,8 +132,9 @@ def radii_gflop(n: int, dim: int, block: int, symmetric: bool) -> float:
 
 
 def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
-    """Stats, FID and P&R at n samples x n_ref reference; impl "after" (tree) or "before"."""
-    m = manifold if impl == "after" else _head_manifold()
+    """Stats, FID and P&R at n samples x n_ref reference; impl "after" (tree) or
+    "before[@REV]" (manifold.py of git REV, default HEAD)."""
+    m = manifold if impl == "after" else _head_manifold(impl.partition("@")[2] or "HEAD")
     ref, sample = random_features(n_ref, dim, 0.0, 2), random_features(n, dim, 0.1, 3)
     row = {"n": n, "n_ref": n_ref, "dim": dim, "impl": impl}
     (mu1, s1), t1 = timed(metrics.feature_stats, ref)
@@ -145,7 +146,7 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
     rb, row["sample_radii_s"] = timed(m.manifold_radii, b, 3)
     (s_in, r_in), row["coverage_s"] = timed(m.coverage, a, ra, b, rb)
     row["pr_s"] = row["prepare_s"] + row["ref_radii_s"] + row["sample_radii_s"] + row["coverage_s"]
-    sym = impl == "after"
+    sym = impl == "after" or "@" in impl  # both sides of a before@REV comparison are symmetric
     gemm = {"ref_radii": radii_gflop(n_ref, dim, 4096, sym),
             "sample_radii": radii_gflop(n, dim, 4096, sym),
             "coverage (dense)": 2 * dim * n * n_ref / 1e9}
@@ -157,10 +158,10 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
-def _head_manifold():
-    """The committed evaluations/manifold.py (the implementation before this tree's changes)."""
+def _head_manifold(rev: str = "HEAD"):
+    """evaluations/manifold.py as committed at ``rev`` (the implementation to compare with)."""
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", "HEAD:evaluations/manifold.py"], cwd=root, check=True,
+    src = subprocess.run(["git", "show", f"{rev}:evaluations/manifold.py"], cwd=root, check=True,
                          capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "manifold_head.py"
     path.write_text(src)
@@ -219,9 +220,11 @@ def only_scale(args) -> dict:
         else {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
     sec = {"uptime_before": uptime(), "rows": []}
     if args.before_n:
-        for impl in ("before", "after"):
+        before = f"before@{args.before_rev}" if args.before_rev else "before"
+        for impl in (before, "after"):
             sec["rows"].append(run_child(args.before_n, args.n_ref, args.dim, impl))
-    sec["rows"].append(run_child(args.n, args.n_ref, args.dim, "after"))
+    if args.n:
+        sec["rows"].append(run_child(args.n, args.n_ref, args.dim, "after"))
     sec["uptime_after"] = uptime()
     res["pr_at_scale"] = sec
     return res
@@ -237,6 +240,7 @@ def main() -> None:
     ap.add_argument("--n-ref", type=int, default=10000, help="reference size for --only-scale")
     ap.add_argument("--before-n", type=int, default=20000,
                     help="samples for the before/after pair of --only-scale (0: skip)")
+    ap.add_argument("--before-rev", help="git revision of the 'before' manifold.py (default HEAD)")
     ap.add_argument("--only-scale", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

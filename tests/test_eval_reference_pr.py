@@ -144,3 +144,36 @@ def test_float32_fallback_in_some_reference_blocks_only():
     np.testing.assert_array_equal(got[2], s_in)
     np.testing.assert_array_equal(got[3], r_in)
     assert 0 < s_in.mean() < 1 and 0 < r_in.mean() < 1
+
+
+def test_is_fid_sfid_equal_the_reference_formulas():
+    # The reference: mu = np.mean of the float32 activations, sigma = np.cov, FID through
+    # scipy's sqrtm; IS from TensorFlow's softmax(acts @ W) over contiguous splits of 5000.
+    # 5003 samples: the last split holds 3.
+    import scipy.linalg
+
+    rng = np.random.default_rng(21)
+    pool, ref = pool_like(rng, 5003, 64, 0.1), pool_like(rng, 1700, 64)
+    w = (rng.standard_normal((64, 1008)) * 0.3).astype(np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        x = tf.compat.v1.placeholder(tf.float32, [None, 64])
+        soft = tf.nn.softmax(tf.matmul(x, w))
+        probs = np.concatenate([sess.run(soft, {x: pool[i:i + 512]})
+                                for i in range(0, len(pool), 512)])
+    scores = []
+    for i in range(0, len(probs), 5000):
+        part = probs[i:i + 5000]
+        kl = part * (np.log(part) - np.log(np.mean(part, 0, keepdims=True)))
+        scores.append(np.exp(np.mean(np.sum(kl, 1))))
+    want_is = float(np.mean(scores))
+
+    def ref_fid(a, b):
+        mu1, mu2 = np.mean(a, axis=0), np.mean(b, axis=0)
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        covmean = scipy.linalg.sqrtm(s1.dot(s2)).real
+        return (mu1 - mu2).dot(mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+    got_is = metrics.inception_score(metrics.softmax(pool @ w))
+    assert got_is == pytest.approx(want_is, rel=1e-5)
+    (m1, s1), (m2, s2) = metrics.feature_stats(pool), metrics.feature_stats(ref)
+    assert metrics.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref_fid(pool, ref), rel=1e-5)

@@ -180,15 +180,19 @@ def evaluator_flags():
     flags = flag_values("--bootstrap", c["bootstrap"])
     if c["feature_cache"]:
         flags += flag_values("--feature-cache", out("feature_cache"))
-    if IMAGENET:
-        flags += flag_values("--cache-dir", c["cache_dir"])
+    if IMAGENET:  # fetched once on the submit host (download_graph), pinned by its lock file
+        flags += flag_values("--graph", out("inception/classify_image_graph_def.pb"))
+        flags += flag_values("--graph-lock", out("provenance/feature_graph.lock"))
     else:
         flags += flag_values("--graph", out("featurenet/graph.pb")) + ["--label-demo"]
     return flags
 
 
 def evaluator_inputs(wildcards):
-    return {} if IMAGENET else {"graph": out("featurenet/graph.pb")}
+    if IMAGENET:
+        return {"graph": out("inception/classify_image_graph_def.pb"),
+                "graph_lock": out("provenance/feature_graph.lock")}
+    return {"graph": out("featurenet/graph.pb")}
 
 
 def training_logs(wildcards):

@@ -25,3 +25,27 @@ rule evaluate:
     shell:
         "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+
+
+if IMAGENET:
+
+    localrules:
+        download_graph,
+
+    # The Inception graph, once per run on the submit host (compute nodes may have no internet):
+    # downloaded into the shared cache (locked against concurrent runs), linked here, and its
+    # sha256 written to the run's provenance lock, which every evaluation enforces.
+    rule download_graph:
+        output:
+            graph=out("inception/classify_image_graph_def.pb"),
+            lock=out("provenance/feature_graph.lock"),
+        log:
+            logfile("download_graph.log"),
+        conda:
+            "../envs/tensorflow.yaml"
+        params:
+            url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
+            "classify_image_graph_def.pb",
+            cache_dir=config["evaluation"]["cache_dir"],
+        script:
+            "../scripts/download.py"

@@ -1,12 +1,51 @@
-# Fetch one released file (checkpoint or reference batch) with evaluations.download: resumable,
-# sha256 recorded beside it. Imports neither torch nor tensorflow.
+# Fetch one released file (checkpoint, reference batch, Inception graph) with
+# evaluations.download: locked against concurrent requests, resumable, kind-checked, sha256
+# recorded beside it. Imports neither torch nor tensorflow (except to parse a graph).
+#
+# params.url: the URL. params.cache_dir (optional): download into this shared cache, then link
+# (or copy) to the output; without it the file is fetched straight to the output. A second
+# output named "lock" receives {"url", "sha256"}: the run's provenance, which the evaluator
+# enforces (--graph-lock). Errors end with one line in the log and exit code 1.
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
 sys.stderr = open(snakemake.log[0], "w")
 
+from evaluations import atomic  # noqa: E402
 from evaluations.download import download  # noqa: E402
+from evaluations.errors import EvalError  # noqa: E402
+from evaluations.npzio import sha256_file  # noqa: E402
 
-target = Path(snakemake.output[0])
-download(snakemake.params.url, cache_dir=target.parent, filename=target.name)
+
+def place(src: Path, target: Path) -> None:
+    """Hard link the cached file to the output (same file system), else copy it."""
+    with atomic.atomic_path(target) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def main() -> int:
+    target = Path(snakemake.output[0])
+    url = snakemake.params.url
+    cache_dir = getattr(snakemake.params, "cache_dir", None)
+    try:
+        if cache_dir:
+            place(download(url, cache_dir=os.path.expanduser(cache_dir)), target)
+        else:
+            download(url, cache_dir=target.parent, filename=target.name)
+        if "lock" in snakemake.output.keys():
+            atomic.write_text(snakemake.output.lock, json.dumps(
+                {"url": url, "sha256": sha256_file(target), "file": target.name}, indent=1) + "\n")
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+sys.exit(main())
