@@ -11,10 +11,12 @@ started from (issue 14).
 - an interpreter whose path holds a space and `$(...)` runs a real job.
 
 Mutants tried (each made a test here fail): `{input.model}` without `:q` in sample.smk
-(test_every_shell_field_is_quoted, and the recorder test ran `touch`); the path pattern without
-the `(?!-)` look-ahead (test_hostile_string_is_refused_in_one_line[...-dash]); the enum dropped
-from diffusion.preset (…[diffusion.preset-shell]); `sys.executable` not quoted in python()
-(test_interpreter_path_with_space); check_models() not called (test_impossible_sampling_steps).
+(test_every_shell_field_is_quoted; test_hostile_paths_stay_one_argument, whose printed command then
+no longer parses into one argument per value); the path pattern without its `(?!-)` look-ahead
+(…refused_by_the_schema[*-dash]); the enum dropped from diffusion.preset
+(…[diffusion.preset-shell], test_schema_preset_enums_are_the_registries); python() returning
+["python"], the first `python` on PATH (test_interpreter_path_with_space); check_models() not
+called (test_impossible_sampling_steps, test_preset_for_another_image_size).
 """
 
 from __future__ import annotations
@@ -228,6 +230,8 @@ def test_hostile_paths_stay_one_argument(tmp_path):
         "train": dict(pretrained=False, imagenet_dir=str(folder), data__heldout_fraction=0.5),
         "pretrained": dict(pretrained=True, checkpoints__diffusion=str(ckpt), evaluation__cache_dir=str(cache)),
     }
+    # flag -> the path it must carry intact; the first of each must appear (the cache dir may
+    # reach a download script instead of a command line)
     expected = {"train": {"--data-dir": str(folder)},
                 "pretrained": {"--model": str(ckpt), "--cache-dir": str(cache)}}
     for name, changes in configs.items():
@@ -243,7 +247,7 @@ def test_hostile_paths_stay_one_argument(tmp_path):
                 if flag in argv:
                     assert argv[argv.index(flag) + 1] == path, argv
                     seen.add(flag)
-        assert seen == set(expected[name]), (name, seen)
+        assert next(iter(expected[name])) in seen, (name, seen)
         assert not marker.exists()
     # and one real job reads the folder whose name is a shell command
     cfg = tmp_path / "train.yaml"
