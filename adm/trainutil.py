@@ -332,6 +332,8 @@ def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
 # TrainConfig fields that change neither the weights nor the log rows: where checkpoints land and
 # where the run stops (a longer run continues a shorter one exactly; a checkpoint past `steps` is
 # refused on its own). Every other field, the networks, the data and the world size are compared.
+# (An extension's log equals the longer run's when the shorter run's --steps is a multiple of
+# --log-interval, as in every preset; otherwise it keeps the shorter run's partial last row.)
 NOT_COMPARED = ("steps", "save_interval")
 
 
