@@ -25,9 +25,9 @@ from adm.schedule import make_schedule
 from adm.timestep_sampler import make_timestep_sampler
 from adm.atomic import clean_stale_temps
 from adm.trainlog import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
-from adm.trainutil import (Meter, TrainConfig, array_digest, batch_indices, checkpoint_state, ema_state_dict,
-                           ema_update, optimizer_step, load_training_data, lr_at, resume, run_settings,
-                           save_checkpoint, step_draws)
+from adm.resume import array_digest, resume, run_settings
+from adm.trainutil import (Meter, TrainConfig, batch_indices, checkpoint_state, ema_state_dict, ema_update,
+                           optimizer_step, load_training_data, lr_at, save_checkpoint, step_draws)
 from adm.unet import build_model
 
 
@@ -83,7 +83,7 @@ def train_diffusion(
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         idx, flips = batch_indices(cfg.seed, step, cfg.batch_size, len(images), rank, world)
-        x0 = to_float(images[idx], flips if cfg.random_flip else None).to(dev)  # (B, 3, H, W) in [-1, 1]
+        x0 = to_float(images[idx], flips if cfg.random_flip else None, dev)  # (B, 3, H, W) in [-1, 1]
         y = torch.from_numpy(labels[idx]).to(dev) if model_cfg.num_classes else None
         # step indices k, importance weights 1/(K p_k), eps ~ N(0, I): drawn on CPU for exactness
         k_all, w_all, eps_all = step_draws(cfg.seed, step, cfg.batch_size, sampler, x0.shape[1:])
