@@ -180,7 +180,8 @@ def evaluator_flags():
     flags = flag_values("--bootstrap", c["bootstrap"])
     if c["feature_cache"]:
         flags += flag_values("--feature-cache", out("feature_cache"))
-    if IMAGENET:  # fetched once on the submit host (download_graph), pinned by its lock file
+    # ImageNet: fetched once on the submit host (download_graph), pinned by its lock file
+    if IMAGENET:
         flags += flag_values("--graph", out("inception/classify_image_graph_def.pb"))
         flags += flag_values("--graph-lock", out("provenance/feature_graph.lock"))
     else:
@@ -190,8 +191,10 @@ def evaluator_flags():
 
 def evaluator_inputs(wildcards):
     if IMAGENET:
-        return {"graph": out("inception/classify_image_graph_def.pb"),
-                "graph_lock": out("provenance/feature_graph.lock")}
+        return {
+            "graph": out("inception/classify_image_graph_def.pb"),
+            "graph_lock": out("provenance/feature_graph.lock"),
+        }
     return {"graph": out("featurenet/graph.pb")}
 
 
