@@ -135,6 +135,8 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
     """Stats, FID and P&R at n samples x n_ref reference; impl "after" (tree) or
     "before[@REV]" (manifold.py of git REV, default HEAD)."""
     m = manifold if impl == "after" else _head_manifold(impl.partition("@")[2] or "HEAD")
+    from evaluations import tfops
+    tfops._session()  # TensorFlow is loaded in the evaluator already (feature pass): untimed
     ref, sample = random_features(n_ref, dim, 0.0, 2), random_features(n, dim, 0.1, 3)
     row = {"n": n, "n_ref": n_ref, "dim": dim, "impl": impl}
     (mu1, s1), t1 = timed(metrics.feature_stats, ref)

@@ -60,7 +60,7 @@ class DistanceFeatures:
     """A feature set as the reference's distance block sees it."""
 
     full: np.ndarray        # float32 [N, D], original (for the float32 fallback)
-    half: np.ndarray        # float32 [N, D] holding the float16 cast (TensorFlow's)
+    half: np.ndarray        # float32 [N, D] holding the float16 cast
     norms16: np.ndarray     # float32 [N] TensorFlow's float16 |u|^2 (inf when it overflows)
     norms_half: np.ndarray  # float32 [N] float32 |u|^2 of the float16 values (for the bound)
     norms_full: np.ndarray  # float32 [N] TensorFlow's float32 |u|^2 (fallback blocks)
@@ -71,8 +71,12 @@ def prepare(features: np.ndarray, ref_batch: int = REF_BATCH) -> DistanceFeature
     from evaluations.tfops import reference_norms  # TensorFlow: imported only when needed
 
     full = np.ascontiguousarray(features, dtype=np.float32)
-    half, norms16, norms_full = reference_norms(full, ref_batch)
-    norms_half = np.einsum("ij,ij->i", half, half, dtype=np.float64).astype(np.float32)
+    half = round_fp16(full)  # IEEE round-to-nearest-even, as TensorFlow's cast (tested)
+    norms16, norms_full = reference_norms(full, ref_batch)
+    norms_half = np.empty(len(full), np.float32)
+    for s in range(0, len(full), 4096):  # chunked: no float64 copy of the whole set
+        h = half[s:s + 4096]
+        norms_half[s:s + 4096] = np.einsum("ij,ij->i", h, h, dtype=np.float64)
     return DistanceFeatures(full, half, norms16, norms_half, norms_full, ref_batch)
 
 

@@ -177,3 +177,14 @@ def test_is_fid_sfid_equal_the_reference_formulas():
     assert got_is == pytest.approx(want_is, rel=1e-5)
     (m1, s1), (m2, s2) = metrics.feature_stats(pool), metrics.feature_stats(ref)
     assert metrics.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref_fid(pool, ref), rel=1e-5)
+
+
+def test_numpy_float16_cast_equals_tensorflows():
+    # prepare() rounds in numpy and sends only the norms through TensorFlow: the casts must
+    # agree everywhere, subnormals, ties, overflow to inf included.
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.standard_normal(4000) * s for s in (1e-7, 1e-5, 1.0, 300.0, 7e4)])
+    x = np.concatenate([x, np.float32(2.0 ** -25) * np.arange(-40, 40), [65519.0, 65520.0]])
+    x = x.astype(np.float32)
+    want = tf.cast(tf.constant(x), tf.float16).numpy().astype(np.float32)
+    np.testing.assert_array_equal(manifold.round_fp16(x), want)
