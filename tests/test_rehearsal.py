@@ -142,6 +142,27 @@ def test_openai_checkpoint_fixture_loads_float16_and_float32(tmp_path):
         assert torch.equal(loaded[key], value.float()), key
 
 
+@pytest.mark.parametrize("network, labelled", [("unverified feature graph", True),
+                                               ("inception-v3-2015", False)])
+def test_report_labels_numbers_of_an_unverified_graph(tmp_path, network, labelled):
+    """The paper's columns stay, but numbers from a graph the evaluator could not verify as
+    Inception (the rehearsal's stand-in) carry a banner in the table and the HTML report."""
+    from adm.report import html as report_html
+    from adm.report import table
+    from adm.report.paper import UNVERIFIED_BANNER
+
+    results = {s: {"metrics": {"fid": 300.0, "sfid": 900.0, "inception_score": 1.0,
+                               "precision": 0.0, "recall": 0.0},
+                   "ci": {}, "n_samples": 4, "n_ref": 16, "feature_network": network,
+                   "settings": {"bootstrap": 2}} for s in (0.0, 1.0)}
+    table.write_table1(results, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex", True)
+    page = report_html.render_report(report_html.ReportInputs(
+        results=results, compare_paper=True, plots=[], grids={}, config={}, repo=tmp_path))
+    for text in ((tmp_path / "t.md").read_text(), page):
+        assert "FID (paper)" in text and "5.91" in text
+        assert (UNVERIFIED_BANNER in text) == labelled
+
+
 # ---------------------------------------------------------------- the rehearsal, end to end
 
 

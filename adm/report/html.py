@@ -12,10 +12,10 @@ from typing import Mapping
 
 from adm.trainlog import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
-from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
+from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, UNVERIFIED_BANNER
 from .runinfo import (elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions,
                       read_benchmarks)
-from .table import header_cells, is_demo, notes, row_cells, table_rows
+from .table import header_cells, is_demo, is_unverified, notes, row_cells, table_rows
 
 
 @dataclass
@@ -118,7 +118,8 @@ pre{background:#f6f6f6;padding:.8em;font-size:.8em;max-height:30em;overflow:auto
 def render_report(inputs: ReportInputs) -> str:
     demo = is_demo(inputs.results)
     compare = inputs.compare_paper and not demo
-    banner = f'<div class="banner">{html.escape(DEMO_BANNER)}</div>' if demo else ""
+    label = DEMO_BANNER if demo else UNVERIFIED_BANNER if is_unverified(inputs.results) else None
+    banner = f'<div class="banner">{html.escape(label)}</div>' if label else ""
     rows = table_rows(inputs.results, compare)
     metrics_table = _table_html(header_cells(compare), [row_cells(r, compare) for r in rows], "table1")
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes(inputs.results, compare))

@@ -45,6 +45,16 @@ DEMO_REASON = (
     "paper's ImageNet 128x128 numbers: no comparison with Table 1 is meaningful."
 )
 
+# The evaluator's `feature_network` for the pinned Inception-V3 2015 graph (evaluations.graph
+# INCEPTION_NAME); any other non-demo value (e.g. "unverified feature graph") gets this banner.
+INCEPTION_FEATURES = "inception-v3-2015"
+UNVERIFIED_BANNER = "unverified feature graph — not Inception-V3, not comparable with the paper"
+UNVERIFIED_REASON = (
+    "The evaluator could not verify this run's feature graph as the pinned Inception-V3 (2015) "
+    "graph, so these FID/sFID/IS/precision/recall values come from another network's features: the "
+    "paper's columns are shown for layout only."
+)
+
 
 def paper_metrics(scale: float) -> dict[str, float] | None:
     """The paper's five metrics at `scale` as a dict keyed like METRICS, or None if not in Table 1."""

@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .paper import DEMO_BANNER, DEMO_REASON, METRIC_LABELS, METRICS, PAPER_SETTING, paper_metrics
+from .paper import (DEMO_BANNER, DEMO_REASON, INCEPTION_FEATURES, METRIC_LABELS, METRICS, PAPER_SETTING,
+                    UNVERIFIED_BANNER, UNVERIFIED_REASON, paper_metrics)
 
 _SCALE_RE = re.compile(r"scale(\d+(?:\.\d+)?)")
 
@@ -46,6 +47,12 @@ def load_metrics(paths: Iterable[str | Path], scales: Iterable[float] | None = N
 def is_demo(results: Mapping[float, dict]) -> bool:
     """True when any scale was measured with the demo feature network."""
     return any(doc.get("feature_network") == "demo" for doc in results.values())
+
+
+def is_unverified(results: Mapping[float, dict]) -> bool:
+    """True when a non-demo scale was measured with a graph not verified as Inception-V3."""
+    return not is_demo(results) and any(
+        doc.get("feature_network") != INCEPTION_FEATURES for doc in results.values())
 
 
 def table_rows(results: Mapping[float, dict], compare_paper: bool) -> list[dict]:
@@ -109,13 +116,12 @@ def row_cells(row: dict, compare_paper: bool) -> list[str]:
 
 def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
     """Lines printed above every rendering of the table."""
-    lines = []
     if is_demo(results):
-        lines += [DEMO_BANNER, DEMO_REASON]
-    elif compare_paper:
-        lines.append(f"Paper: {PAPER_SETTING}. Δ = ours − paper.")
+        lines = [DEMO_BANNER, DEMO_REASON]
     else:
-        lines.append("Ours only: this configuration does not match the paper's setting.")
+        lines = [UNVERIFIED_BANNER, UNVERIFIED_REASON] if is_unverified(results) else []
+        lines.append(f"Paper: {PAPER_SETTING}. Δ = ours − paper." if compare_paper
+                     else "Ours only: this configuration does not match the paper's setting.")
     lines.append(interval_note(results))
     return lines
 
