@@ -44,8 +44,7 @@ if IMAGENET:
         conda:
             "../envs/tensorflow.yaml"
         params:
-            url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
-            "classify_image_graph_def.pb",
+            url=config["evaluation"]["graph_url"],
             cache_dir=config["evaluation"]["cache_dir"],
         script:
             "../scripts/download.py"
