@@ -36,7 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # What config/rehearsal.yaml may change: where files come from, the device, sizes. Anything else
 # (presets, sampler, labels, pretrained, dataset, image size, batch size, ...) is the paper's.
 ALLOWED_CHANGES = re.compile(
-    r"^(run|device|checkpoints\.base_url|reference\.url|evaluation\.(graph_url|bootstrap)"
+    r"^(run|device|checkpoints\.base_url|reference\.url|evaluation\.(graph_url|cache_dir|bootstrap)"
     r"|sampling\.(scales|num_samples|num_shards|steps)|grids\.(num_images|columns)"
     r"|resources\.\w+\.(threads|mem_mb))$")
 
@@ -72,6 +72,7 @@ def served_config(path: Path, url: str, files: dict) -> Path:
     cfg = {
         "checkpoints": {"base_url": f"{url}/{rf.CHECKPOINT_DIR}/"},
         "reference": {"url": f"{url}/{files['reference']['path']}"},
+        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}"},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -191,13 +192,17 @@ def test_rehearsal_downloads_through_the_rules(rehearsal):
     workdir, files, _, res = rehearsal
     run = workdir / "results" / RUN
     got = {"diffusion": run / "pretrained/diffusion.pt",
-           "classifier": run / "pretrained/classifier.pt", "reference": run / "reference/ref.npz"}
+           "classifier": run / "pretrained/classifier.pt", "reference": run / "reference/ref.npz",
+           "graph": run / "inception/classify_image_graph_def.pb"}
     for name, path in got.items():
         assert rf.sha256_file(path) == files[name]["sha256"], name
+    lock = json.loads((run / "provenance/feature_graph.lock").read_text())
+    assert lock["sha256"] == files["graph"]["sha256"]  # the run's provenance pins the served graph
     assert not (run / "pretrained/diffusion.json").exists()
     assert not (run / "pretrained/classifier.json").exists()
-    assert {"download_checkpoint", "download_reference"} <= rules_in(res.stdout + res.stderr)
-    assert not no_partial_files(run)
+    assert {"download_checkpoint", "download_reference", "download_graph"} <= rules_in(
+        res.stdout + res.stderr)
+    assert not no_partial_files(run) and not no_partial_files(workdir / ".cache")
 
 
 @pytest.mark.slow
@@ -205,6 +210,9 @@ def test_rehearsal_samples_at_128(rehearsal):
     workdir, *_ = rehearsal
     run = workdir / "results" / RUN
     cfg = yaml.safe_load(REHEARSAL.read_text())["sampling"]
+    with np.load(run / "samples/scale0.npz") as s0, np.load(run / "samples/scale1.npz") as s1:
+        assert np.array_equal(s0["arr_1"], s1["arr_1"])  # same labels (and noise) at every scale
+        assert not np.array_equal(s0["arr_0"], s1["arr_0"])  # the classifier's gradient acted
     for scale in ("0", "1"):
         with np.load(run / f"samples/scale{scale}.npz") as data:
             images, labels = data["arr_0"], data["arr_1"]
@@ -316,7 +324,8 @@ def test_reference_batch_at_the_wrong_resolution_stops_the_evaluation(tmp_path, 
     assert not out.exists() and not (tmp_path / "metrics").exists()
 
 
-@pytest.mark.parametrize("target", ["pretrained/classifier.pt", "reference/ref.npz"])
+@pytest.mark.parametrize("target", ["pretrained/classifier.pt", "reference/ref.npz",
+                                    "inception/classify_image_graph_def.pb"])
 def test_url_that_answers_html_stops_the_download(tmp_path, target):
     """The download rules, pointed at a page that answers 200 with HTML (a sign-in portal):
     the job fails with one line in its log and nothing is left under the target's name."""
@@ -326,13 +335,15 @@ def test_url_that_answers_html_stops_the_download(tmp_path, target):
         extra.write_text(yaml.safe_dump({
             "checkpoints": {"base_url": f"{trap}/"},
             "reference": {"url": f"{trap}/VIRTUAL_imagenet128_labeled.npz"},
+            "evaluation": {"graph_url": f"{trap}/classify_image_graph_def.pb"},
         }))
         res = snakemake(tmp_path, "--cores", "1", f"results/{RUN}/{target}",
                         configfiles=(PAPER, REHEARSAL, extra), timeout=120)
     assert res.returncode != 0
     run = tmp_path / "results" / RUN
-    assert not (run / target).exists()
+    assert not (run / target).exists() and not (run / "provenance/feature_graph.lock").exists()
     assert not no_partial_files(run)
+    assert not (tmp_path / ".cache").exists() or not no_partial_files(tmp_path / ".cache")
     logs = list((run / "logs").glob("*.log"))
     assert len(logs) == 1, logs
     line = one_error_line(logs[0].read_text())
