@@ -65,3 +65,13 @@ def test_fp16_mode_converts_only_the_unet_torso_on_cuda(demo_nets):
     assert all(p.dtype == torch.float32 for p in clf.parameters())  # the README leaves the classifier fp32
     x, t, y = torch.randn(2, 3, 8, 8, device="cuda"), torch.tensor([5, 900], device="cuda"), torch.tensor([1, 2], device="cuda")
     assert model_fn(x, t, y).dtype == torch.float32
+
+
+def test_bf16_unet_forward_runs_in_bf16_and_returns_float32(demo_nets):
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([5, 400, 900]), torch.tensor([1, 2, 3])
+    outs = {m: sampling_model_fn(copy.deepcopy(demo_nets[0]), FastPath(precision=m), "cpu")(x, t, y)
+            for m in ("fp32", "bf16")}
+    assert outs["bf16"].dtype == torch.float32
+    assert not torch.equal(outs["fp32"], outs["bf16"])
+    assert (outs["fp32"] - outs["bf16"]).abs().max() < 0.05 * outs["fp32"].abs().max()
