@@ -26,8 +26,9 @@ from adm.schedule import make_schedule
 from adm.timestep_sampler import UniformSampler
 from adm.atomic import clean_stale_temps
 from adm.trainlog import CLASSIFIER_COLUMNS, CLASSIFIER_EVAL, LOG, RESUME_LOG, CSVLog
-from adm.trainutil import (Meter, TrainConfig, _seed, array_digest, batch_indices, checkpoint_state, optimizer_step,
-                           load_training_data, lr_at, resume, run_settings, save_checkpoint, step_draws)
+from adm.resume import array_digest, resume, run_settings
+from adm.trainutil import (Meter, TrainConfig, _seed, batch_indices, checkpoint_state, optimizer_step,
+                           load_training_data, lr_at, save_checkpoint, step_draws)
 from adm.unet import build_model
 
 HELDOUT_MAX = 2048  # held-out images scored per evaluation (a fixed subset for large sets)

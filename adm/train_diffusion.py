@@ -25,9 +25,9 @@ from adm.schedule import make_schedule
 from adm.timestep_sampler import make_timestep_sampler
 from adm.atomic import clean_stale_temps
 from adm.trainlog import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
-from adm.trainutil import (Meter, TrainConfig, array_digest, batch_indices, checkpoint_state, ema_state_dict,
-                           ema_update, optimizer_step, load_training_data, lr_at, resume, run_settings,
-                           save_checkpoint, step_draws)
+from adm.resume import array_digest, resume, run_settings
+from adm.trainutil import (Meter, TrainConfig, batch_indices, checkpoint_state, ema_state_dict, ema_update,
+                           optimizer_step, load_training_data, lr_at, save_checkpoint, step_draws)
 from adm.unet import build_model
 
 

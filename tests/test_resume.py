@@ -181,7 +181,7 @@ def test_kill9_resume_log_equals_an_uninterrupted_run(data, tmp_path):
 
 
 def test_data_digest_of_a_large_set_reads_labels_and_sampled_rows(monkeypatch):
-    import adm.trainutil as tu
+    import adm.resume as tu
 
     images, labels = _images(0)
     whole = tu.array_digest(images, labels)
@@ -204,3 +204,12 @@ def test_a_checkpoint_from_before_settings_were_recorded_is_refused_plainly(data
     torch.save(state, run / "checkpoint.pt")  # the old format: four fields only
     with pytest.raises(ValueError, match="older adm version that did not record all its settings"):
         _train(data / "a.npz", run, steps=3)
+
+
+def test_meter_states_of_all_ranks_merge_for_another_rank_count():
+    """Resumed on another number of ranks, rank 0 carries the saved interval's sums (means() adds ranks)."""
+    from adm.resume import merge_meter_states
+
+    a = {"sums": {"loss": 1.0, "mse": 2.0}, "counts": {"loss": 2.0, "mse": 2.0}}
+    b = {"sums": {"loss": 3.0}, "counts": {"loss": 2.0}}
+    assert merge_meter_states([a, b]) == {"sums": {"loss": 4.0, "mse": 2.0}, "counts": {"loss": 4.0, "mse": 2.0}}
