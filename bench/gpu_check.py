@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
     r = {"dry": a.dry, "device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
          "presets": [size["unet"], size["clf"]], "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-         "note": ("DRY RUN on CPU with the tiny-test presets: proves the script runs end to end; "
+         "note": ("DRY RUN on CPU with the tiny-test presets (no GPU was at hand): proves the script runs end to end; "
                   "its numbers say nothing about a GPU." if a.dry else "ImageNet-128 presets, random weights")}
     unet, clf = networks(size, device)
     guarded(r, "flops", deadline, lambda: flops_per_image_step(unet, clf, device))
