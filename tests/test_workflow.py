@@ -149,6 +149,20 @@ def test_deleted_shard_reruns_only_its_descendants(smoke):
             np.testing.assert_array_equal(data[key], value, err_msg=key)
 
 
+@pytest.mark.slow
+def test_snakemake_report_zip(smoke):
+    """`snakemake --report report.zip` (what .snakemake-workflow-catalog.yml promises) collects
+    Table 1, the plots, the grids and report.html with their captions."""
+    import zipfile
+
+    workdir, _ = smoke
+    res = snakemake(workdir, "--report", "report.zip", "--configfile", str(SMOKE))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    names = zipfile.ZipFile(workdir / "report.zip").namelist()
+    for part in ("table1.md", "fid_sfid.png", "scale10.png", "report.html"):
+        assert any(n.endswith(part) for n in names), (part, names[:20])
+
+
 # ---------------------------------------------------------------- dry runs of the real configs
 
 
