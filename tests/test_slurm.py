@@ -69,10 +69,13 @@ class Resources(dict):
     __getattr__ = dict.__getitem__
 
 
-def dry_run_jobs(tmp_path: Path, *configs: dict) -> list[tuple[str, dict, int]]:
-    """(rule, resources, threads) of every job of a dry run with the SLURM profile."""
-    res = run(snakemake(tmp_path, "-n", "--workflow-profile", "profiles/slurm", configs=configs))
+def dry_run_jobs(tmp_path: Path, *configs: dict, shell: list | None = None) -> list[tuple[str, dict, int]]:
+    """(rule, resources, threads) of every job of a dry run with the SLURM profile; its shell
+    commands are appended to `shell` when given."""
+    res = run(snakemake(tmp_path, "-n", "-p", "--workflow-profile", "profiles/slurm", configs=configs))
     assert res.returncode == 0, res.stderr[-2000:]
+    if shell is not None:
+        shell.append(res.stdout)
     jobs = []
     for block in re.split(r"^(?=(?:local)?rule \w+:$)", res.stdout, flags=re.M)[1:]:
         rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
@@ -121,11 +124,9 @@ def test_multi_gpu_training_in_gres_form(tmp_path, monkeypatch):
     """torchrun's process count follows the GPU request also when it is a GRES string."""
     cfg = {"slurm": {"gpu_request": "gres"},
            "resources": {"train_diffusion": {"gpu": 2}, "train_classifier": {"gpu": 2}}}
-    res = run(snakemake(tmp_path, "-n", "-p", "--workflow-profile", "profiles/slurm",
-                        configs=(GPU_SMOKE, cfg)))
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.count("torch.distributed.run --standalone --nproc_per_node 2 -m adm train-") == 2
-    jobs = {rule: (r, t) for rule, r, t in dry_run_jobs(tmp_path, GPU_SMOKE, cfg)}
+    shell = []
+    jobs = {rule: (r, t) for rule, r, t in dry_run_jobs(tmp_path, GPU_SMOKE, cfg, shell=shell)}
+    assert shell[0].count("torch.distributed.run --standalone --nproc_per_node 2 -m adm train-") == 2
     assert gpu_flags(sbatch_call(*jobs["train_diffusion"], monkeypatch)) == ["--gres=gpu:2"]
 
 
