@@ -32,8 +32,8 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3], name="ExpandDims")
-        # The legacy ResizeBilinear op (align_corners=False, no half-pixel centres) that
-        # Inception's graph uses, so tests run it; tf.image.resize would emit ResizeBilinearV2.
+        # The legacy ResizeBilinear (align_corners=False, half_pixel_centers=False) that
+        # Inception's graph uses, so tests run it; TF2's tf.image.resize sets half-pixel centres.
         if full_resize:
             x = tf.raw_ops.ResizeBilinear(images=x, size=[299, 299], name="ResizeBilinear")
             x = tf.nn.avg_pool2d(x, 8, 8, "VALID")  # 299 -> 37

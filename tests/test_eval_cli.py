@@ -1,4 +1,12 @@
-"""The evaluator CLI: output wording, JSON record, cache reuse, and one clear error per bad input."""
+"""The evaluator CLI: output wording, JSON record, cache reuse, and one clear error per bad input.
+
+Mutants these tests caught (each made on purpose once, then restored):
+- a partial set of stored statistics silently ignored (``read_optional`` returning None): the
+  partial and sample-partial cases fail;
+- no finiteness check of stored statistics: the NaN-mu case fails;
+- stored statistics of the batches ignored: the precomputed-statistics test fails;
+- no label-count check in ``reference --build-from``: its test fails.
+"""
 
 import json
 import os

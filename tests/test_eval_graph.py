@@ -37,8 +37,11 @@ def test_standin_has_inception_shapes(net):
     assert net.logits_weight().shape == (2048, 1008)
     # Inception's names and shapes, but not the pinned file: never called Inception.
     assert net.loaded.feature_network == "unverified feature graph"
-    ops = {node.op for node in net.loaded.graph_def.node}
-    assert "ResizeBilinear" in ops and "ResizeBilinearV2" not in ops  # the real graph's op
+    # The legacy resize of the real graph: TF2's tf.image.resize emits the same op type but with
+    # half_pixel_centers=True, which samples other pixels.
+    resizes = [n for n in net.loaded.graph_def.node if n.op.startswith("ResizeBilinear")]
+    assert [n.op for n in resizes] == ["ResizeBilinear"]
+    assert not resizes[0].attr["half_pixel_centers"].b and not resizes[0].attr["align_corners"].b
 
 
 def _with_2015_nodes(graph_def):
