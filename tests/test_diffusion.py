@@ -12,7 +12,7 @@ import torch
 from adm.diffusion import (LossAwareSampler, UniformSampler, hybrid_loss, make_timestep_sampler,
                            p_mean_variance, predict_eps_from_xstart, predict_xstart_from_eps,
                            q_posterior, q_sample, split_output, vb_terms_bpd)
-from adm.losses import discretized_gaussian_log_likelihood, normal_kl
+from adm.losses import approx_standard_normal_cdf, discretized_gaussian_log_likelihood, normal_kl
 from adm.schedule import cosine_schedule, linear_schedule
 
 torch.set_num_threads(1)
@@ -69,10 +69,30 @@ def test_learned_range_endpoints():
     assert split_output(out, learn_sigma=False)[1] is None
 
 
+def test_clipping_and_fixed_variance():
+    s = linear_schedule(100)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3)) * 3
+    k = torch.tensor([99, 0])
+    out = torch.cat([torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4)), torch.zeros(2, 3, 4, 4)], 1)
+    raw, clipped = (p_mean_variance(s, out, x, k, clip_denoised=c) for c in (False, True))
+    assert raw["pred_xstart"].abs().max() > 1  # so the clip below is not vacuous
+    assert torch.equal(clipped["pred_xstart"], raw["pred_xstart"].clamp(-1, 1))
+    # "fixedlarge": Sigma = beta_t, with beta_tilde_1 at t = 0 (the v channels are absent)
+    fixed = p_mean_variance(s, out[:, :3], x, k, learn_sigma=False)
+    assert torch.allclose(fixed["variance"][:, 0, 0, 0], torch.tensor([s.betas[99], s.posterior_variance[1]]).float())
+
+
 def test_kl_and_discretized_likelihood():
     m = torch.randn(5)
     assert torch.allclose(normal_kl(m, torch.zeros(5) + 0.3, m, torch.zeros(5) + 0.3), torch.zeros(5))
     assert normal_kl(torch.tensor(1.0), 0.0, torch.tensor(0.0), 0.0).item() == pytest.approx(0.5)
+    # KL(N(m1, s1^2) || N(m2, s2^2)) = log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2
+    m1, lv1, m2, lv2 = 1.0, 0.5, -1.0, -0.3
+    expected = 0.5 * (lv2 - lv1) + (math.exp(lv1) + (m1 - m2) ** 2) / (2 * math.exp(lv2)) - 0.5
+    assert normal_kl(torch.tensor(m1), lv1, torch.tensor(m2), lv2).item() == pytest.approx(expected, rel=1e-6)
+    # the decoder's tanh approximation of Phi stays within 2e-4 of the exact normal CDF
+    z = torch.linspace(-6, 6, 2001, dtype=torch.float64)
+    assert (approx_standard_normal_cdf(z) - 0.5 * (1 + torch.erf(z / math.sqrt(2)))).abs().max() < 2.5e-4
     bins = torch.arange(256).float() / 127.5 - 1
     for mean, log_scale in [(0.0, -1.0), (0.3, -3.0), (-0.99, -4.0), (0.5, 0.5)]:
         lp = discretized_gaussian_log_likelihood(
@@ -117,6 +137,9 @@ def test_hybrid_loss_vb_weight_is_lambda_times_K(make_batch):
     mean, _, log_var = q_posterior(s, x0, x_t, k)
     kl = normal_kl(mean, log_var, p["mean"], p["log_variance"]).flatten(1).mean(1) / math.log(2.0)
     assert torch.allclose(losses["vb"][1:], 1e-3 * 100 * kl[1:], rtol=1e-5)
+    # L_0 by hand: -log p(x_0 | x_1) of the discretized decoder, log scale = log Sigma / 2, in bits
+    nll = -discretized_gaussian_log_likelihood(x0[:1], means=p["mean"][:1], log_scales=0.5 * p["log_variance"][:1])
+    assert torch.allclose(losses["vb"][0], 0.1 * nll.mean() / math.log(2.0), rtol=1e-5)
     assert torch.allclose(losses["vb"], 0.1 * vb_terms_bpd(s, out.detach(), x0, x_t, k), rtol=1e-6)
     assert torch.allclose(losses["mse"], ((noise - out[:, :3]) ** 2).flatten(1).mean(1))
 
@@ -154,3 +177,15 @@ def test_loss_aware_sampler():
     with pytest.raises(ValueError):
         make_timestep_sampler("nope", 4)
     assert isinstance(UniformSampler(3).state_dict(), dict)
+
+
+def test_loss_aware_weights_are_root_mean_square_mixed_with_uniform():
+    """p_k = (1 - u) sqrt(E[L_k^2]) / sum_j sqrt(E[L_j^2]) + u / K (IDDPM Sec. 3.3)."""
+    smp = LossAwareSampler(3, history_per_term=2, uniform_prob=0.3)
+    smp.update([0, 0, 1, 1, 2, 2], [1.0, 3.0, 2.0, 2.0, 0.0, 4.0])
+    rms = np.sqrt([5.0, 4.0, 8.0])  # sqrt(mean([1, 9])), sqrt(mean([4, 4])), sqrt(mean([0, 16]))
+    assert np.allclose(smp.weights(), 0.7 * rms / rms.sum() + 0.3 / 3, rtol=1e-12)
+    assert smp.weights().sum() == pytest.approx(1.0)
+    restored = LossAwareSampler(3, history_per_term=2, uniform_prob=0.3)
+    restored.load_state_dict(smp.state_dict())
+    assert np.array_equal(restored.weights(), smp.weights())

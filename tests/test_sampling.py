@@ -73,10 +73,10 @@ def test_ddpm_step_equals_ho_et_al_with_learned_variance():
 
 
 def test_ddim_step_equals_song_et_al():
-    s = _one_step_schedule()
+    s = respace(make_schedule("linear", 1000), "3")  # t = 999, 500, 0: at k = 2, alpha_bar_prev is O(0.1)
     g = torch.Generator().manual_seed(1)
     x_t, eps = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g) * 0.1
-    ab, ab_prev = s.alphas_cumprod[1], s.alphas_cumprod_prev[1]
+    ab, ab_prev = s.alphas_cumprod[2], s.alphas_cumprod_prev[2]
     x0_hat = ((x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
     eps_hat = (x_t - math.sqrt(ab) * x0_hat) / math.sqrt(1 - ab)  # eps consistent with the clipped x_0
     for eta in (0.0, 0.7):

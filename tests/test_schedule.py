@@ -25,6 +25,15 @@ def test_cosine_closed_form():
     assert np.allclose(s.alphas_cumprod[t - 1], f(t / 1000) / f(0), rtol=1e-10)
 
 
+def test_variance_endpoints_at_t0():
+    """beta_tilde_0 = 0, so log-variance index 0 borrows beta_tilde_1; "fixedlarge" uses it at t = 0 too."""
+    s = linear_schedule(100)
+    assert s.posterior_variance[0] == 0.0
+    assert np.array_equal(s.posterior_log_variance_clipped,
+                          np.log(np.append(s.posterior_variance[1], s.posterior_variance[1:])))
+    assert np.array_equal(s.fixed_large_variance, np.append(s.posterior_variance[1], s.betas[1:]))
+
+
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown noise schedule"):
         make_schedule("quadratic", 10)
