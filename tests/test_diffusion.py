@@ -78,8 +78,9 @@ def test_clipping_and_fixed_variance():
     assert raw["pred_xstart"].abs().max() > 1  # so the clip below is not vacuous
     assert torch.equal(clipped["pred_xstart"], raw["pred_xstart"].clamp(-1, 1))
     # "fixedlarge": Sigma = beta_t, with beta_tilde_1 at t = 0 (the v channels are absent)
-    fixed = p_mean_variance(s, out[:, :3], x, k, learn_sigma=False)
-    assert torch.allclose(fixed["variance"][:, 0, 0, 0], torch.tensor([s.betas[99], s.posterior_variance[1]]).float())
+    # (at t = 10, not near T, where beta_t and beta_tilde_t differ by far more than float rounding)
+    fixed = p_mean_variance(s, out[:, :3], x, torch.tensor([10, 0]), learn_sigma=False)
+    assert torch.allclose(fixed["variance"][:, 0, 0, 0], torch.tensor([s.betas[10], s.posterior_variance[1]]).float())
 
 
 def test_kl_and_discretized_likelihood():
