@@ -5,6 +5,12 @@ feature-cache entries, grids, plots), run again, and compare Table 1 byte for by
 The draw is random on purpose (every CI run tries another subset); the seed is in the failure
 message, and RERUN_SEED=<seed> repeats a draw.
 
+Mutant tried (in the repository copy, by hand): a feature-cache hit that drops the spatial
+features (`spatial = None` in evaluations/features.py load_cached); after deleting
+metrics/scale1.json the rerun's table1.md lost the sFID interval of scale 1, so the comparison
+fails whenever the draw makes an evaluation hit the cache. Passed unmutated in 8 min 24 s under
+load (two smoke DAG runs).
+
 A feature-cache entry is deleted whole (the cache writes entries all or nothing). Deleting ONE
 file inside an entry (its stats.npz) currently makes the evaluator stop with a FileNotFoundError
 instead of recomputing: an evaluator fault, not covered here.
