@@ -36,7 +36,7 @@ class SampleConfig:
     num_shards: int = 1               # n: shard k covers global indices [k·N//n, (k+1)·N//n)
     seed: int = 0                     # base seed: sample i uses (seed, i) only
     respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
-    batch_size: int | str = 64        # images per forward pass (does not change any image), or "auto":
+    batch_size: int | str = 64        # images per forward pass (images equal up to float rounding, see tests/test_invariance.py), or "auto":
                                       # the largest that fits the device, from two probe steps
     labels: str = "uniform"           # "uniform" (i.i.d. per index) | "balanced" (each block of C holds every class)
     model_preset: str | None = None   # config for OpenAI files that carry no JSON
