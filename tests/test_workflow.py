@@ -88,7 +88,7 @@ def smoke(tmp_path_factory):
     """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH."""
     workdir = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
-    res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=600)
+    res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=1200)
     elapsed = time.monotonic() - start
     assert res.returncode == 0, res.stderr[-4000:]
     print(f"smoke workflow: {elapsed:.0f} s")

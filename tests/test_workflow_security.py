@@ -317,3 +317,18 @@ def test_interpreter_path_with_space(tmp_path):
     assert shlex.split(command)[:3] == [str(python), "-m", "adm"]
     assert (tmp_path / "results/smoke/data/train.npz").is_file()
     assert not list(tmp_path.rglob("MARKER"))
+
+
+@pytest.mark.slow
+def test_another_spelling_of_the_interpreter_reruns_nothing(tmp_path):
+    """`.venv/bin/snakemake` runs as python3.11, `python -m snakemake` as python: the rules'
+    interpreter param must not differ (params are rerun triggers). Mutant tried: python()
+    returning sys.executable made the second call re-run prepare_data ("Params have changed")."""
+    venv_bin = Path(sys.executable).parent
+    target = ["results/smoke/data/train.npz", "--cores", "1", "--configfile", str(SMOKE),
+              "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
+    first = subprocess.run([str(venv_bin / "snakemake"), *target], cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-m", "snakemake", "-n", *target], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert "Nothing to be done" in again.stdout + again.stderr, (again.stdout + again.stderr)[-2000:]

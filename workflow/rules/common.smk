@@ -59,7 +59,16 @@ def python():
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
         )
         return ["env", f"PYTHONPATH={path}", "python"]
-    return [sys.executable]
+    return [stable_interpreter_path()]
+
+
+def stable_interpreter_path():
+    """<env>/bin/python rather than sys.executable: `.venv/bin/snakemake` runs as
+    .venv/bin/python3.11, `.venv/bin/python -m snakemake` as .venv/bin/python, and the path is a
+    rule param, so a changed spelling would re-run every job."""
+    candidate = os.path.join(sys.prefix, "bin", "python")
+    same = os.path.exists(candidate) and os.path.samefile(candidate, sys.executable)
+    return candidate if same else sys.executable
 
 
 def launcher(wildcards, resources):
