@@ -4,16 +4,25 @@
 The samplers use it as Algorithm 1 (DDPM: shift the mean by Sigma * cond_fn) and Algorithm 2
 (DDIM: eps_hat = eps - sqrt(1 - alpha_bar_t) * cond_fn). The classifier is evaluated at the
 ORIGINAL timestep t (it was trained on noisy x_t at t in 0..T-1), never at a respaced index.
+
+``limited_interval(cond_fn, schedule, (lo, hi))`` restricts any cond_fn to the noise levels
+sigma in (lo, hi] (Kynkaanniemi et al. 2024); ``classifier_free_guidance(model_fn, w, null)``
+is the model_fn transform of classifier-free guidance (Ho & Salimans 2021).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classifier_guidance", "CondFn"]
+from .schedule import Schedule
+
+__all__ = ["classifier_guidance", "CondFn", "limited_interval", "step_sigmas", "check_interval",
+           "is_full_interval", "classifier_free_guidance"]
 
 CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,3 +48,107 @@ def classifier_guidance(classifier: Callable, scale: float) -> CondFn | None:
         return (grad * scale).float()
 
     return cond_fn
+
+
+# --- limited-interval guidance (Kynkäänniemi et al. 2024) ------------------------------------
+
+def step_sigmas(schedule: Schedule) -> np.ndarray:
+    """sigma_k = sqrt((1 - alpha_bar) / alpha_bar) of each step's ORIGINAL timestep (float64 [K]).
+
+    Respacing keeps alpha_bar at the kept timesteps (:func:`adm.schedule.respace`), so this is
+    the noise level of ``schedule.timesteps[k]`` in the training schedule; it is the sigma of the
+    variance-exploding view x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps that EDM's bounds use.
+    """
+    alpha_bar = schedule.alphas_cumprod
+    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
+def is_full_interval(interval) -> bool:
+    """True for None or any (lo, hi) with lo <= 0 and hi = inf: every sigma > 0 lies inside, so
+    guidance is applied at every step."""
+    return interval is None or (interval[0] <= 0 and math.isinf(interval[1]) and interval[1] > 0)
+
+
+def check_interval(interval) -> tuple[float, float] | None:
+    """(lo, hi) as floats, or None; a ValueError names what is wrong. lo is finite and >= 0,
+    hi > lo (hi = inf: no upper bound); NaN anywhere is refused."""
+    if interval is None:
+        return None
+    if len(interval) != 2:
+        raise ValueError(f"--guidance-interval takes two sigma bounds LO HI, got {len(interval)} values")
+    lo, hi = float(interval[0]), float(interval[1])
+    if not math.isfinite(lo) or lo < 0:
+        raise ValueError(f"--guidance-interval LO must be a finite sigma >= 0, got {lo}")
+    if math.isnan(hi) or not hi > lo:  # NaN fails every comparison: test it by name
+        raise ValueError(f"--guidance-interval needs LO < HI, got LO={lo} HI={hi}")
+    return lo, hi
+
+
+def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> CondFn | None:
+    """cond_fn applied only where sigma_lo < sigma(t) <= sigma_hi, zero elsewhere.
+
+    Half-open on the low side as the paper's Eq. 4 (guidance for sigma in (sigma_lo, sigma_hi]).
+    sigma(t) is that of the ORIGINAL timestep t the sampler passes (see :func:`step_sigmas`), so
+    the same bounds select the same noise levels at every respacing. A full interval (see
+    :func:`is_full_interval`) or cond_fn None returns cond_fn itself: the samples stay bit for bit
+    those of today's guidance. Outside the interval the wrapped cond_fn is not called (no
+    classifier gradient is paid for) and the step's guidance term is 0 (DDPM: exactly the
+    unguided step; DDIM: the unguided step up to the rounding of eps -> x_0_hat).
+    """
+    interval = check_interval(interval)
+    if cond_fn is None or is_full_interval(interval):
+        return cond_fn
+    lo, hi = interval
+    # sigma indexed by ORIGINAL timestep; NaN at timesteps this schedule never visits
+    table = np.full(schedule.num_timesteps_original, np.nan)
+    table[schedule.timesteps] = step_sigmas(schedule)
+
+    def interval_cond_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sigma = table[t_orig.detach().cpu().numpy()]
+        if np.isnan(sigma).any():
+            raise ValueError(f"timesteps {t_orig.tolist()} are not all steps of this schedule")
+        inside = (sigma > lo) & (sigma <= hi)
+        if not inside.any():
+            return torch.zeros_like(x_t, dtype=torch.float32)
+        g = cond_fn(x_t, t_orig, y)
+        if inside.all():
+            return g
+        mask = torch.from_numpy(inside).to(g.device).view(-1, *([1] * (g.ndim - 1)))
+        return torch.where(mask, g, torch.zeros_like(g))
+
+    return interval_cond_fn
+
+
+# --- classifier-free guidance (Ho & Salimans 2021) -------------------------------------------
+
+def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, learn_sigma: bool = True) -> Callable:
+    """model_fn'(x_t, t, y): eps~ = (1 + w) eps(x_t, y) - w eps(x_t, null) (the CFG paper's w, Eq. 6).
+
+    w = 0 is the plain conditional model and returns ``model_fn`` itself (bit for bit). With
+    ``learn_sigma`` the output's second half (the variance interpolation v of IDDPM) is taken
+    from the CONDITIONAL pass: the CFG paper fixes its variance rather than learning it, and
+    GLIDE (Nichol et al. 2022), the learned-variance model sampled with CFG, keeps each pass's
+    own variance channels, so the conditional sample uses the conditional v. The two passes are
+    separate forwards on the same batch (no 2N concatenation), so sample i still depends on its
+    own batch only, as in unguided sampling. ``null_label`` is the class index the model saw
+    for a dropped label; training with label dropout is not part of this module (nor of the
+    training code yet), so this needs a model trained elsewhere with such a null class.
+    """
+    if not math.isfinite(w) or w < 0:
+        raise ValueError(f"classifier-free guidance weight w must be a finite number >= 0, got {w}")
+    if isinstance(null_label, bool) or not isinstance(null_label, (int, np.integer)) or null_label < 0:
+        raise ValueError(f"null_label must be a class index >= 0, got {null_label!r}")
+    if w == 0:
+        return model_fn
+    w, null_label = float(w), int(null_label)
+
+    def cfg_model_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y is None:
+            raise ValueError("classifier-free guidance needs class labels y")
+        cond = model_fn(x_t, t_orig, y)
+        uncond = model_fn(x_t, t_orig, torch.full_like(y, null_label))
+        c = cond.shape[1] // 2 if learn_sigma else cond.shape[1]
+        eps = (1 + w) * cond[:, :c] - w * uncond[:, :c]
+        return torch.cat([eps, cond[:, c:]], dim=1)
+
+    return cfg_model_fn

@@ -45,6 +45,8 @@ class SampleConfig:
     clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
     precision: str = "fp32"           # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
     compile: bool = False             # torch.compile both networks (pays only on long runs; see bench/)
+    guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
+                                      # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
 
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
@@ -57,6 +59,10 @@ class SampleConfig:
             raise ValueError(f"--scale must be a finite number >= 0, got {self.scale}")
         if self.scale > 0 and self.classifier is None:
             raise ValueError("--scale > 0 needs --classifier")
+        if self.guidance_interval is not None:  # (lo, hi) floats; a list from JSON/argparse becomes a tuple
+            from adm.guidance import check_interval
+
+            object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.labels not in ("uniform", "balanced"):
             raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
 
@@ -112,7 +118,7 @@ def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
 def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
     from adm.batch_memory import guided_step, out_of_memory_message, probe_batch_size
-    from adm.guidance import classifier_guidance
+    from adm.guidance import classifier_guidance, limited_interval
     from adm.precision import FastPath, resolve_sampling_precision, sampling_classifier_fn, sampling_model_fn
     from adm.rng import randn_per_sample, sample_generators, sample_labels
     from adm.sampling import ddim_sample, ddpm_sample, to_uint8
@@ -122,17 +128,22 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     model, model_cfg, diffusion_cfg, classifier, classifier_cfg = load_networks(cfg, dev)
     spec = cfg.respacing.strip()
     use_ddim = spec.startswith("ddim")
-    schedule = respace(make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps), spec)
+    base_schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
+    schedule = respace(base_schedule, spec)
     num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
     fast = FastPath(precision=resolve_sampling_precision(cfg.precision, dev.type), compile=cfg.compile)
     classifier_fn = sampling_classifier_fn(classifier, fast, dev.type) if classifier is not None else None
-    cond_fn = classifier_guidance(classifier_fn, cfg.scale) if classifier is not None else None
+    full_cond_fn = classifier_guidance(classifier_fn, cfg.scale) if classifier is not None else None
+    # sigma bounds are looked up at the ORIGINAL timestep in the training schedule; a full
+    # interval (or None) returns full_cond_fn itself, so today's samples are unchanged
+    cond_fn = limited_interval(full_cond_fn, base_schedule, cfg.guidance_interval)
     sampler = ddim_sample if use_ddim else ddpm_sample
     # Only a class-conditional network sees y; the classifier always gets the label it guides to.
     net_fn = sampling_model_fn(model, fast, dev.type)
     model_fn = net_fn if model_cfg.num_classes else (lambda x, t, y: net_fn(x, t, None))
     size, channels = model_cfg.image_size, 3
-    step = guided_step(model_fn, cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)
+    # the probe measures a guided step whatever the interval: the peak memory of the run
+    step = guided_step(model_fn, full_cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)
 
     indices = shard_range(cfg.num_samples, cfg.shard, cfg.num_shards)
     images = np.zeros((len(indices), size, size, 3), np.uint8)
