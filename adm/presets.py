@@ -58,6 +58,11 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "tiny-test": UNetConfig(
         image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
         channel_mult=(1, 2), num_classes=10, num_head_channels=32),
+    # Unit tests of the upsampler: tiny-test as a 4x4 -> 16x16 super-resolution model (4x, as
+    # OpenAI's 64->256 and 128->512 upsamplers).
+    "tiny-test-upsample": UNetConfig(
+        image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
+        channel_mult=(1, 2), in_channels=6, num_classes=10, num_head_channels=32, super_res=True),
 }
 
 # The noisy-image classifiers (README "Training models" flags; 64×64 uses --classifier_depth 4).
@@ -92,6 +97,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
     "upsample128-512": _LINEAR,
     "demo-digits": _COSINE,
     "tiny-test": _LINEAR,
+    "tiny-test-upsample": _LINEAR,
     "imagenet64-classifier": _COSINE,
     "imagenet128-classifier": _LINEAR,
     "imagenet256-classifier": _LINEAR,

@@ -1,0 +1,159 @@
+"""The upsample program: shard invariance, image i from (seed, i) and low-res i only, merge, bad input.
+
+Networks are tiny-test-upsample (4x4 -> 16x16) with every parameter random and non-zero
+(conftest ``randomise_``): a fresh UNet's zero output head would make every image a function of
+the noise alone and hide a low-res image or label sent to the wrong sample. Equality with the
+reference implementation is tests/test_parity_upsample.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from adm import cli
+from adm.checkpoints import save_model
+from adm.presets import get_preset
+from adm.rng import randn_per_sample, sample_generators
+from adm.shards import merge_shards
+from adm.unet import build_model
+from adm.upsample import UpsampleConfig, upsample_generators, upsample_shard
+
+torch.set_num_threads(1)
+N = 7
+UP = get_preset("tiny-test-upsample")
+DIFF = get_preset("tiny-test-upsample", "diffusion")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, randomise):
+    """Saved upsampler (random non-zero weights) and a low-res npz of N 4x4 images with labels."""
+    d = tmp_path_factory.mktemp("upsample")
+    save_model(randomise(build_model(UP), seed=20, std=0.1), UP, d / "up.pt", diffusion=DIFF)
+    rng = np.random.default_rng(0)
+    low = rng.integers(0, 256, (N, 4, 4, 3), dtype=np.uint8)
+    np.savez(d / "low.npz", arr_0=low, arr_1=rng.integers(0, 10, N))
+    return d
+
+
+def _run(files, out, low="low.npz", **kw):
+    cfg = UpsampleConfig(**{**dict(model=str(files / "up.pt"), low_res=str(files / low), out=str(out),
+                                   respacing="4", batch_size=2, seed=5), **kw})
+    upsample_shard(cfg, progress=False)
+    with np.load(out) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("respacing", ["4", "ddim3"])
+def test_union_of_shards_is_the_unsharded_run_and_merges(files, tmp_path, respacing):
+    whole = _run(files, tmp_path / "whole.npz", respacing=respacing)
+    shards = [tmp_path / f"s{k}.npz" for k in range(3)]
+    for k, path in enumerate(shards):
+        _run(files, path, respacing=respacing, shard=k, num_shards=3)
+    merge_shards(shards, tmp_path / "merged.npz", N, progress=False)  # num_classes read from the shards' JSON
+    with np.load(tmp_path / "merged.npz") as f:
+        merged = {k: f[k] for k in f.files}
+    assert whole["arr_0"].shape == (N, 16, 16, 3) and whole["arr_0"].dtype == np.uint8
+    assert merged["arr_0"].tobytes() == whole["arr_0"].tobytes()
+    with np.load(files / "low.npz") as f:
+        assert (merged["arr_1"] == f["arr_1"]).all()  # labels are the low-res file's
+    assert len({whole["arr_0"][i].tobytes() for i in range(N)}) == N
+    assert json.loads((tmp_path / "s0.json").read_text())["num_classes"] == 10
+
+
+def test_image_i_depends_on_low_res_i_only(files, tmp_path):
+    with np.load(files / "low.npz") as f:
+        low, labels = f["arr_0"].copy(), f["arr_1"]
+    low[3] = 255 - low[3]  # change one low-res image, same label
+    np.savez(tmp_path / "changed.npz", arr_0=low, arr_1=labels)
+    a = _run(files, tmp_path / "a.npz")
+    b = _run(files, tmp_path / "b.npz", low=tmp_path / "changed.npz")
+    same = [i for i in range(N) if a["arr_0"][i].tobytes() == b["arr_0"][i].tobytes()]
+    assert same == [0, 1, 2, 4, 5, 6]  # image 2 shares 3's batch and still does not move
+
+
+def test_seed_moves_images_and_noise_is_not_the_base_samplers(files, tmp_path):
+    a, b = _run(files, tmp_path / "a.npz"), _run(files, tmp_path / "b.npz", seed=6)
+    assert all(a["arr_0"][i].tobytes() != b["arr_0"][i].tobytes() for i in range(N))
+    # same (seed, i): the base sampler's x_T and the upsampler's come from different streams
+    base = randn_per_sample(sample_generators(5, [0]), (3, 16, 16))
+    ours = randn_per_sample(upsample_generators(5, [0]), (3, 16, 16))
+    assert not torch.equal(base, ours)
+
+
+# ---------------------------------------------------------------- bad input: one line, no file
+
+
+def _bad_low_res(d, name, **arrays):
+    np.savez(d / name, **arrays)
+    return d / name
+
+
+@pytest.fixture(scope="module")
+def bad(files, tmp_path_factory, randomise):
+    """Files each wrong in one way, by name."""
+    d = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (3, 4, 4, 3), dtype=np.uint8)
+    nan = img.astype(np.float32)
+    nan[1, 2, 2, 0] = np.nan
+    big = dataclasses.replace(UP, image_size=32)  # a 32px upsampler takes 8x8
+    save_model(randomise(build_model(big), seed=1), big, d / "up32.pt", diffusion=DIFF)
+    base = get_preset("tiny-test")
+    save_model(randomise(build_model(base), seed=2), base, d / "base.pt", diffusion=DIFF)
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in torch.load(files / "up.pt").items()}, d / "nan.pt")
+    (d / "nan.json").write_text((files / "up.json").read_text())
+    return {
+        "8x8": _bad_low_res(d, "8x8.npz", arr_0=rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8), arr_1=np.zeros(3, int)),
+        "nolabels": _bad_low_res(d, "nolabels.npz", arr_0=img),
+        "labels-range": _bad_low_res(d, "range.npz", arr_0=img, arr_1=np.array([0, 10, 1])),
+        "nan-images": _bad_low_res(d, "nan.npz", arr_0=nan, arr_1=np.zeros(3, int)),
+        "float-images": _bad_low_res(d, "float.npz", arr_0=img / 255.0, arr_1=np.zeros(3, int)),
+        "good": _bad_low_res(d, "good.npz", arr_0=img, arr_1=np.zeros(3, int)),
+        "up32": d / "up32.pt", "base": d / "base.pt", "nan-weights": d / "nan.pt",
+    }
+
+
+CASES = {  # (model, low-res, extra flags) -> the words the one line must hold
+    "low-res at the wrong size": ("up", "8x8", [], r"images are 8x8, but the upsampler makes 16x16 from 4x4"),
+    "labels missing": ("up", "nolabels", [], r"no labels \(arr_1\), but the upsampler is class-conditional"),
+    "labels outside the classes": ("up", "labels-range", [], r"outside the upsampler's 10 classes"),
+    "checkpoint for another size": ("up32", "good", [], r"images are 4x4, but the upsampler makes 32x32 from 8x8"),
+    "preset for another size": ("up", "good", ["--model-preset", "upsample64-256"], r"weights do not fit"),
+    "base model": ("base", "good", [], r"not a super-resolution model"),
+    "non-finite low-res": ("up", "nan-images", [], r"non-finite values"),
+    "float low-res": ("up", "float-images", [], r"must be uint8"),
+    "non-finite weights": ("nan-weights", "good", [], r"weights are not finite"),
+    "missing low-res": ("up", "absent", [], r"low-res file not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_one_line_no_output(files, bad, tmp_path, capsys, case):
+    model, low, extra, message = CASES[case]
+    model_path = files / "up.pt" if model == "up" else bad[model]
+    low_path = bad.get(low, tmp_path / "absent.npz")
+    out = tmp_path / "out.npz"
+    rc = cli.main(["upsample", "--model", str(model_path), "--low-res", str(low_path), "--out", str(out),
+                   "--respacing", "2", "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_non_finite_samples_write_nothing(files, bad, tmp_path, monkeypatch, capsys):
+    import adm.sampling
+
+    monkeypatch.setattr(adm.sampling, "ddpm_sample", lambda model_fn, noise, *a, **k: noise * float("nan"))
+    out = tmp_path / "out.npz"
+    rc = cli.main(["upsample", "--model", str(files / "up.pt"), "--low-res", str(bad["good"]), "--out", str(out),
+                   "--respacing", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not finite" in err and err.count("\n") == 1 and not out.exists()
