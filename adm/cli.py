@@ -119,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
     _common(p)
 
+    p = sub.add_parser("upsample", help="super-resolution samples of a low-res npz, for one shard")
+    p.add_argument("--model", required=True, help="super-resolution checkpoint")
+    p.add_argument("--low-res", required=True, help="npz: arr_0 uint8 [N,h,w,3], arr_1 labels (as merge writes)")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--low-res-size", type=int, help="h = w of the input (default: the model's size / 4)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model-preset")
+    p.add_argument("--diffusion-preset")
+    p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
+    _common(p)
+
     p = sub.add_parser("merge", help="concatenate sample shards by global index")
     p.add_argument("--out", required=True)
     p.add_argument("--num-samples", type=int, required=True)
@@ -204,6 +220,17 @@ def cmd_sample(a) -> None:
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")
 
 
+def cmd_upsample(a) -> None:
+    from adm.upsample import UpsampleConfig, upsample_shard
+
+    cfg = UpsampleConfig(model=a.model, low_res=a.low_res, out=a.out, shard=a.shard, num_shards=a.num_shards,
+                         seed=a.seed, respacing=a.respacing, batch_size=a.batch_size, low_res_size=a.low_res_size,
+                         model_preset=a.model_preset, diffusion_preset=a.diffusion_preset,
+                         clip_denoised=a.clip_denoised, precision=a.precision)
+    out = upsample_shard(cfg, a.device, a.progress, {"threads": a.threads})
+    print(f"wrote {a.out}: {out['n']} images at {out['image_size']}px, {out['images_per_s']:.2f} img/s")
+
+
 def cmd_merge(a) -> None:
     from adm.shards import merge_shards
 
@@ -212,7 +239,8 @@ def cmd_merge(a) -> None:
 
 
 COMMANDS = {"prepare-data": cmd_prepare_data, "train-diffusion": cmd_train_diffusion,
-            "train-classifier": cmd_train_classifier, "sample": cmd_sample, "merge": cmd_merge}
+            "train-classifier": cmd_train_classifier, "sample": cmd_sample, "merge": cmd_merge,
+            "upsample": cmd_upsample}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     from adm.errors import TrainingDiverged
 
     # merge and prepare-data are numpy-only: they skip torch's ~3 s import
-    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample")
+    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample", "upsample")
     if os.environ.get("ADM_DEBUG"):  # developers: full tracebacks instead of one-line errors
         if uses_torch:
             _set_threads(args.threads)
