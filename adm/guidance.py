@@ -87,7 +87,7 @@ def check_interval(interval) -> tuple[float, float] | None:
 def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> CondFn | None:
     """cond_fn applied only where sigma_lo < sigma(t) <= sigma_hi, zero elsewhere.
 
-    Half-open on the low side as the paper's Eq. 4 (guidance for sigma in (sigma_lo, sigma_hi]).
+    Half-open on the low side, as the paper defines it (guidance for sigma in (sigma_lo, sigma_hi]).
     sigma(t) is that of the ORIGINAL timestep t the sampler passes (see :func:`step_sigmas`), so
     the same bounds select the same noise levels at every respacing. A full interval (see
     :func:`is_full_interval`) or cond_fn None returns cond_fn itself: the samples stay bit for bit
@@ -122,7 +122,7 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
 # --- classifier-free guidance (Ho & Salimans 2021) -------------------------------------------
 
 def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, learn_sigma: bool = True) -> Callable:
-    """model_fn'(x_t, t, y): eps~ = (1 + w) eps(x_t, y) - w eps(x_t, null) (the CFG paper's w, Eq. 6).
+    """model_fn'(x_t, t, y): eps~ = (1 + w) eps(x_t, y) - w eps(x_t, null) (the CFG paper's w).
 
     w = 0 is the plain conditional model and returns ``model_fn`` itself (bit for bit). With
     ``learn_sigma`` the output's second half (the variance interpolation v of IDDPM) is taken
