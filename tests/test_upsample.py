@@ -75,6 +75,12 @@ def test_batch_size_changes_no_image_beyond_rounding(files, tmp_path):
     assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
 
 
+def test_bf16_runs_in_bf16_and_stays_close_to_fp32(files, tmp_path):
+    a = _run(files, tmp_path / "fp32.npz")["arr_0"].astype(int)
+    b = _run(files, tmp_path / "bf16.npz", precision="bf16")["arr_0"].astype(int)
+    assert (a != b).any() and np.abs(a - b).mean() < 1.0  # the autocast ran; measured ~0.06 levels
+
+
 def test_image_i_depends_on_low_res_i_only(files, tmp_path):
     with np.load(files / "low.npz") as f:
         low, labels = f["arr_0"].copy(), f["arr_1"]
@@ -140,6 +146,7 @@ CASES = {  # (model, low-res, extra flags) -> the words the one line must hold
     "float low-res": ("up", "float-images", [], r"must be uint8"),
     "non-finite weights": ("nan-weights", "good", [], r"weights are not finite"),
     "missing low-res": ("up", "absent", [], r"low-res file not found"),
+    "fp16 on cpu": ("up", "good", ["--precision", "fp16"], r"fp16 .* runs on CUDA only"),
 }
 
 
