@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -111,24 +112,29 @@ def cache_entry(cache_dir: Path, npz_path: Path, graph_sha256: str,
 
 
 def load_cached(entry: Path, keep_spatial: bool = False) -> FeatureSet | None:
-    if not (entry / "meta.json").exists():
+    """The cached features, or None for a miss: absent, cached without the spatial features that
+    are asked for, or damaged (a file deleted or truncated by hand): the caller recomputes."""
+    needed = ["meta.json", "pool.npy", "stats.npz"] + (["spatial.npy"] if keep_spatial else [])
+    if not all((entry / name).is_file() for name in needed):
         return None
-    spatial = None
-    if keep_spatial:
-        if not (entry / "spatial.npy").exists():
-            return None  # cached without them: compute again (and cache them this time)
-        spatial = np.load(entry / "spatial.npy")
-    with np.load(entry / "stats.npz") as data:
-        stats = {k: data[k] for k in STATS_KEYS}
-    return FeatureSet(np.load(entry / "pool.npy"), stats, spatial)
+    try:
+        spatial = np.load(entry / "spatial.npy") if keep_spatial else None
+        with np.load(entry / "stats.npz") as data:
+            stats = {k: data[k] for k in STATS_KEYS}
+        return FeatureSet(np.load(entry / "pool.npy"), stats, spatial)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def store_cached(entry: Path, feats: FeatureSet, meta: dict) -> None:
     """Write into a temporary directory, then rename it into place: all or nothing."""
-    if (entry / "meta.json").exists():  # replacing an entry cached without spatial features
+    if entry.exists():  # an entry without spatial features, or a damaged one: replace it whole
         old = entry.with_name(entry.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(entry, old)
+        try:
+            os.replace(entry, old)
+        except OSError:
+            pass  # another process moved it first
         shutil.rmtree(old, ignore_errors=True)
     try:
         with atomic_path(entry) as tmp:

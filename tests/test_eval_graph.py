@@ -148,6 +148,25 @@ def test_cache_hit_returns_spatial_features_when_asked(net, tmp_path):
     assert len([p for p in cache.iterdir()]) == 1
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_cache_entry_is_recomputed(net, tmp_path, damage):
+    """A cache entry with a file deleted or cut short by hand is a miss, recomputed and replaced
+    (it was a FileNotFoundError traceback)."""
+    path = tmp_path / "x.npz"
+    np.savez(path, arr_0=images(6))
+    cache = tmp_path / "cache"
+    f1, entry, _ = features.features_for(net, open_images(path), cache, keep_spatial=True)
+    stats = entry / "stats.npz"
+    if damage == "delete":
+        stats.unlink()
+    else:
+        stats.write_bytes(stats.read_bytes()[:20])
+    f2, entry2, hit = features.features_for(net, open_images(path), cache, keep_spatial=True)
+    assert not hit and entry2 == entry and np.array_equal(f1.pool, f2.pool)
+    _, _, hit = features.features_for(net, open_images(path), cache, keep_spatial=True)
+    assert hit and [p.name for p in cache.iterdir()] == [entry.name]
+
+
 def test_non_finite_features_are_refused(net, tmp_path, monkeypatch):
     path = tmp_path / "x.npz"
     np.savez(path, arr_0=images(5))
