@@ -173,3 +173,12 @@ def test_non_finite_samples_write_nothing(files, bad, tmp_path, monkeypatch, cap
                    "--respacing", "2", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "not finite" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_unconditional_upsampler_needs_no_labels(tmp_path, randomise):
+    cfg = dataclasses.replace(UP, num_classes=None)
+    save_model(randomise(build_model(cfg), seed=21, std=0.1), cfg, tmp_path / "up.pt", diffusion=DIFF)
+    np.savez(tmp_path / "low.npz", arr_0=np.random.default_rng(2).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8))
+    out = _run(tmp_path, tmp_path / "out.npz")
+    assert out["arr_0"].shape == (3, 16, 16, 3) and out["arr_1"].tolist() == [0, 0, 0]
+    assert json.loads((tmp_path / "out.json").read_text())["num_classes"] is None
