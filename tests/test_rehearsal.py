@@ -69,10 +69,14 @@ def rules_in(output: str) -> set[str]:
 
 def served_config(path: Path, url: str, files: dict) -> Path:
     """The third config file: the served URLs (the port is chosen at run time)."""
-    cfg = {
-        "checkpoints": {"base_url": f"{url}/{rf.CHECKPOINT_DIR}/"},
-        "reference": {"url": f"{url}/{files['reference']['path']}"},
-        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}"},
+    cfg = {  # and the pinned sha256 of each file, as a user pins OpenAI's
+        "checkpoints": {"base_url": f"{url}/{rf.CHECKPOINT_DIR}/",
+                        "diffusion_sha256": files["diffusion"]["sha256"],
+                        "classifier_sha256": files["classifier"]["sha256"]},
+        "reference": {"url": f"{url}/{files['reference']['path']}",
+                      "sha256": files["reference"]["sha256"]},
+        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}",
+                       "graph_sha256": files["graph"]["sha256"]},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -348,3 +352,38 @@ def test_url_that_answers_html_stops_the_download(tmp_path, target):
     assert len(logs) == 1, logs
     line = one_error_line(logs[0].read_text())
     assert "html" in line.lower(), line
+
+
+@pytest.mark.parametrize("target", ["pretrained/classifier.pt", "reference/ref.npz"])
+def test_pinned_sha256_refuses_another_file(tmp_path, target):
+    """A config that pins a file's sha256 refuses a served file of another content in one line
+    (nothing renamed into place), and accepts the file it pins."""
+    import torch
+
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"w": torch.arange(3.0)}, served / "128x128_classifier.pt")
+    np.savez(served / "VIRTUAL_imagenet128_labeled.npz", arr_0=np.zeros((2, 128, 128, 3), np.uint8))
+    name = {"pretrained/classifier.pt": "128x128_classifier.pt",
+            "reference/ref.npz": "VIRTUAL_imagenet128_labeled.npz"}[target]
+    true_sha = rf.sha256_file(served / name)
+    with rf.FileServer(served) as server:
+        for work, pin in (("wrong", "0" * 64), ("right", true_sha)):
+            workdir = tmp_path / work
+            workdir.mkdir()
+            extra = workdir / "served.yaml"
+            extra.write_text(yaml.safe_dump({
+                "checkpoints": {"base_url": f"{server.url}/", "classifier_sha256": pin},
+                "reference": {"url": f"{server.url}/{name}", "sha256": pin}}))
+            res = snakemake(workdir, "--cores", "1", f"results/{RUN}/{target}",
+                            configfiles=(PAPER, REHEARSAL, extra), timeout=120)
+            run = workdir / "results" / RUN
+            if work == "wrong":
+                assert res.returncode != 0 and not (run / target).exists(), res.stderr[-3000:]
+                assert (run / "logs").is_dir(), res.stderr[-3000:]
+                assert not no_partial_files(run)
+                line = one_error_line(next((run / "logs").glob("*.log")).read_text())
+                assert "sha256" in line and "0" * 64 in line, line
+            else:
+                assert res.returncode == 0, res.stderr[-3000:]
+                assert rf.sha256_file(run / target) == true_sha

@@ -58,6 +58,7 @@ else:
             "../envs/tensorflow.yaml"
         params:
             url=config["reference"]["url"],
+            sha256=config["reference"]["sha256"],
         script:
             "../scripts/download.py"
 

@@ -45,6 +45,7 @@ if IMAGENET:
             "../envs/tensorflow.yaml"
         params:
             url=config["evaluation"]["graph_url"],
+            sha256=config["evaluation"]["graph_sha256"],
             cache_dir=config["evaluation"]["cache_dir"],
         script:
             "../scripts/download.py"

@@ -72,5 +72,6 @@ rule download_checkpoint:
         "../envs/tensorflow.yaml"
     params:
         url=checkpoint_url,
+        sha256=lambda wildcards: config["checkpoints"][f"{wildcards.kind}_sha256"],
     script:
         "../scripts/download.py"

@@ -2,10 +2,14 @@
 # evaluations.download: locked against concurrent requests, resumable, kind-checked, sha256
 # recorded beside it. Imports neither torch nor tensorflow (except to parse a graph).
 #
-# params.url: the URL. params.cache_dir (optional): download into this shared cache, then link
+# params.url: the URL. params.sha256 (optional): the expected sha256 (config's pin; a mismatch is
+# refused and nothing is renamed into place). params.cache_dir (optional): download into this
+# shared cache, in a folder named by the URL's hash (two URLs with the same file name never share
+# a cached file), then link
 # (or copy) to the output; without it the file is fetched straight to the output. A second
 # output named "lock" receives {"url", "sha256"}: the run's provenance, which the evaluator
 # enforces (--graph-lock). Errors end with one line in the log and exit code 1.
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +25,11 @@ from evaluations.errors import EvalError  # noqa: E402
 from evaluations.npzio import sha256_file  # noqa: E402
 
 
+def url_key(url: str) -> str:
+    """Cache folder of one URL: a stand-in served under Inception's file name never meets the real one."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def place(src: Path, target: Path) -> None:
     """Hard link the cached file to the output (same file system), else copy it."""
     with atomic.atomic_path(target) as tmp:
@@ -34,11 +43,13 @@ def main() -> int:
     target = Path(snakemake.output[0])
     url = snakemake.params.url
     cache_dir = getattr(snakemake.params, "cache_dir", None)
+    expected = getattr(snakemake.params, "sha256", None) or None
     try:
         if cache_dir:
-            place(download(url, cache_dir=os.path.expanduser(cache_dir)), target)
+            folder = Path(os.path.expanduser(cache_dir)) / url_key(url)
+            place(download(url, cache_dir=folder, expected_sha256=expected), target)
         else:
-            download(url, cache_dir=target.parent, filename=target.name)
+            download(url, cache_dir=target.parent, filename=target.name, expected_sha256=expected)
         if "lock" in snakemake.output.keys():
             atomic.write_text(snakemake.output.lock, json.dumps(
                 {"url": url, "sha256": sha256_file(target), "file": target.name}, indent=1) + "\n")
