@@ -24,11 +24,32 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_high_water_mark() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _high_water_mark_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class _RSSPeak:
-    """Peak resident memory above the level at entry, polled every few ms (CPU has no allocator
-    peak counter; tracemalloc does not see torch's allocations)."""
+    """Peak resident memory above the level at entry (CPU has no allocator peak counter and
+    tracemalloc does not see torch's allocations): the kernel's VmHWM, reset at entry, which sees
+    a peak however brief; where it cannot be reset, a poll every few ms (which a busy machine can
+    make miss a short peak)."""
 
     def __enter__(self):
+        self.exact = _reset_high_water_mark()
         self.base = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -44,6 +65,8 @@ class _RSSPeak:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss_bytes())
+        if self.exact:
+            self.peak = max(self.peak, _high_water_mark_bytes())
 
     @property
     def bytes(self) -> int:

@@ -210,12 +210,13 @@ def run_recorded(command: str, workdir: Path, rec: Path) -> list[str]:
 
 
 def tiny_imagenet(folder: Path) -> None:
-    """Two classes of two 16x16 images, named like ImageNet's (label = prefix before '_')."""
-    folder.mkdir(parents=True)
+    """Two classes of two 16x16 images in ImageNet's train layout (<synset>/<synset>_<i>.png)."""
     rng = np.random.default_rng(0)
     for label in ("n01", "n02"):
+        (folder / label).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{label}_{i}.png")
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                folder / label / f"{label}_{i}.png")
 
 
 @pytest.mark.slow
