@@ -87,3 +87,20 @@ def diffusion_batch(n=4, seed=1, hw=8):
 def make_batch():
     """The :func:`diffusion_batch` helper."""
     return diffusion_batch
+
+
+@pytest.fixture(scope="session")
+def tiny_saved_nets(tmp_path_factory):
+    """A folder with ema.pt (tiny-test UNet) and clf.pt (tiny-test classifier), every parameter
+    random and non-zero (a fresh UNet's zero-initialised output head would make every sample the
+    same function of the noise alone, hiding label, guidance and batch effects), saved as our
+    training writes them (JSON beside). Read-only: shared by every test that asks for it."""
+    from adm.checkpoints import save_model
+    from adm.unet import build_model
+
+    d = tmp_path_factory.mktemp("nets")
+    unet = randomise_(build_model(get_preset("tiny-test")), seed=0)
+    clf = randomise_(build_model(get_preset("tiny-test-classifier")), seed=1)
+    save_model(unet, get_preset("tiny-test"), d / "ema.pt", diffusion=get_preset("tiny-test", "diffusion"))
+    save_model(clf, get_preset("tiny-test-classifier"), d / "clf.pt")
+    return d

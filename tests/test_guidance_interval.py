@@ -10,14 +10,11 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import save_model
 from adm.diffusion import p_mean_variance, predict_eps_from_xstart, predict_xstart_from_eps
 from adm.guidance import check_interval, limited_interval, step_sigmas
-from adm.presets import get_preset
 from adm.rng import randn_per_sample, sample_generators
 from adm.sampling import ddim_sample, ddpm_sample
 from adm.schedule import make_schedule, respace
-from adm.unet import build_model
 
 torch.set_num_threads(1)
 T = 1000
@@ -166,13 +163,8 @@ def test_samples_equal_a_hand_rolled_interval_loop(tiny_net, ddim):
 # --- the `adm sample` program ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory, randomise):
-    d = tmp_path_factory.mktemp("nets")
-    unet = randomise(build_model(get_preset("tiny-test")), seed=0)
-    clf = randomise(build_model(get_preset("tiny-test-classifier")), seed=1)
-    save_model(unet, get_preset("tiny-test"), d / "ema.pt", diffusion=get_preset("tiny-test", "diffusion"))
-    save_model(clf, get_preset("tiny-test-classifier"), d / "clf.pt")
-    return d
+def nets(tiny_saved_nets):
+    return tiny_saved_nets  # conftest: tiny-test UNet + classifier, random non-zero weights
 
 
 def _sample(nets, out, *extra):

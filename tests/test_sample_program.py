@@ -21,16 +21,8 @@ N = 7
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory, randomise):
-    """Tiny-test UNet + classifier with random non-zero weights, saved as our training writes them."""
-    d = tmp_path_factory.mktemp("nets")
-    # every parameter non-zero (a fresh UNet's zero-initialised output head would make every
-    # sample the same function of the noise alone, hiding label, guidance and batch effects)
-    unet = randomise(build_model(get_preset("tiny-test")), seed=0)
-    clf = randomise(build_model(get_preset("tiny-test-classifier")), seed=1)
-    save_model(unet, get_preset("tiny-test"), d / "ema.pt", diffusion=get_preset("tiny-test", "diffusion"))
-    save_model(clf, get_preset("tiny-test-classifier"), d / "clf.pt")
-    return d
+def nets(tiny_saved_nets):
+    return tiny_saved_nets  # conftest: tiny-test UNet + classifier, random non-zero weights
 
 
 def _cfg(nets, out, **kw):
