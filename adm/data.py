@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from adm.atomic import atomic_write
 
@@ -136,14 +135,6 @@ def list_image_files(data_dir) -> list[Path]:
     return files
 
 
-def class_labels(files: list[Path]) -> tuple[np.ndarray, list[str]]:
-    """ADM's rule: class name = file name before the first "_"; label = index in the sorted names."""
-    names = [p.name.split("_")[0] for p in files]
-    classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[n] for n in names], np.int64), classes
-
-
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     """ADM's resize: BOX-halve while the short side ≥ 2·size, BICUBIC to size, center crop."""
     while min(*pil_image.size) >= 2 * image_size:
@@ -163,61 +154,6 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
             return center_crop_arr(im.convert("RGB"), image_size)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
-
-
-class ImageFolderDataset:
-    """ADM's ImageNet dataset read on the fly: (float32 [3,H,W] in [-1,1], label); torch-Dataset API."""
-
-    def __init__(self, data_dir, image_size: int, random_flip: bool = True, seed: int = 0):
-        self.files = list_image_files(data_dir)
-        self.labels, self.classes = class_labels(self.files)
-        self.image_size, self.random_flip = image_size, random_flip
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        arr = read_image(self.files[i], self.image_size)
-        flip = self.random_flip and self.rng.random() < 0.5
-        return to_float(arr[None], np.array([flip]))[0], int(self.labels[i])
-
-
-def _write_npy_header(f, shape, dtype) -> None:
-    np.lib.format.write_array_header_2_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
-
-
-def folder_to_npz(data_dir, image_size: int, out, heldout_fraction: float = 0.0, out_heldout=None,
-                  seed: int = 0, progress: bool = True) -> dict:
-    """Decode + crop every image once and stream it into a compact uint8 npz (atomic).
-
-    Images are streamed into the zip one at a time, so memory stays O(one image) even for
-    ImageNet-size folders. With `out_heldout`, a stratified fraction goes to a second file.
-    """
-    files = list_image_files(data_dir)
-    labels, classes = class_labels(files)
-    train, held = (stratified_split(labels, heldout_fraction, seed) if out_heldout is not None
-                   else (np.arange(len(files)), np.zeros(0, np.int64)))
-    bar = tqdm(total=len(files), desc="prepare-data", unit="img", disable=not progress)
-    for idx, dest in ((train, out), (held, out_heldout)):
-        if dest is None:
-            continue
-
-        def write(f, idx=idx):  # streams images into the zip: memory O(one image)
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                with zf.open("arr_0.npy", "w", force_zip64=True) as g:
-                    _write_npy_header(g, (len(idx), image_size, image_size, 3), np.uint8)
-                    for i in idx:
-                        g.write(np.ascontiguousarray(read_image(files[i], image_size)).tobytes())
-                        bar.update(1)
-                with zf.open("arr_1.npy", "w") as g:
-                    np.lib.format.write_array(g, labels[idx].astype(np.int64))
-
-        atomic_write(dest, write)
-    bar.close()
-    return {"dataset": "folder", "data_dir": str(data_dir), "n_train": int(len(train)),
-            "n_heldout": int(len(held)), "image_size": image_size, "num_classes": len(classes),
-            "classes": classes}
 
 
 def write_json(path, obj) -> None:

@@ -1,11 +1,11 @@
-"""Datasets: digits split, ADM's folder layout (labels, crop), npz checks, data order."""
+"""Datasets: digits split, image listing and crop, npz checks, data order."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from adm.data import (DataError, ImageFolderDataset, center_crop_arr, folder_to_npz, list_image_files,
-                      load_digits_rgb, load_npz, prepare_digits, save_npz, stratified_split)
+from adm.data import (DataError, center_crop_arr, list_image_files, load_digits_rgb, load_npz,
+                      prepare_digits, read_image, save_npz, stratified_split)
 from adm.trainutil import batch_indices
 
 
@@ -52,20 +52,10 @@ def _write_folder(root):
     return root
 
 
-def test_folder_dataset_labels_crop_and_npz(tmp_path):
-    root = _write_folder(tmp_path / "imgs")
-    files = list_image_files(root)
+def test_image_files_are_listed_without_other_files(tmp_path):
+    # the ImageNet-folder reader and its labels (synset folders) are tests/test_diskdata.py
+    files = list_image_files(_write_folder(tmp_path / "imgs"))
     assert len(files) == 5 and all(f.suffix.lower() != ".txt" for f in files)
-    ds = ImageFolderDataset(root, image_size=16, random_flip=False)
-    assert ds.classes == ["ant", "cat", "dog"]
-    names = {f.name: int(label) for f, label in zip(ds.files, ds.labels)}
-    assert names == {"ant_x.JPEG": 0, "cat_2.jpg": 1, "dog_1.png": 2, "cat_9.png": 1, "ant_y_z.png": 0}
-    x, y = ds[0]
-    assert x.shape == (3, 16, 16) and -1.0 <= float(x.min()) and float(x.max()) <= 1.0
-    folder_to_npz(root, 16, tmp_path / "all.npz", progress=False)
-    images, labels = load_npz(tmp_path / "all.npz", image_size=16)
-    assert images.shape == (5, 16, 16, 3) and labels.tolist() == ds.labels.tolist()
-    np.testing.assert_allclose(images[0].transpose(2, 0, 1) / 127.5 - 1, x.numpy(), atol=1e-6)
 
 
 def test_center_crop_halves_then_bicubic():
@@ -80,12 +70,9 @@ def test_data_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
         list_image_files(tmp_path / "empty")
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "cat_1.png").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="cannot read image .*cat_1.png"):
-        folder_to_npz(bad, 8, tmp_path / "x.npz", progress=False)
-    assert not (tmp_path / "x.npz").exists() and not list(tmp_path.glob(".x.npz*"))  # no half-written file
+    (tmp_path / "cat_1.png").write_bytes(b"garbage")  # an undecodable file in an ImageNet folder:
+    with pytest.raises(DataError, match="cannot read image .*cat_1.png"):  # test_diskdata runs the CLI
+        read_image(tmp_path / "cat_1.png", 8)
     save_npz(tmp_path / "d.npz", np.zeros((2, 8, 8, 3), np.uint8), np.zeros(2))
     with pytest.raises(DataError, match="8x8 but the model preset expects 16x16"):
         load_npz(tmp_path / "d.npz", image_size=16)

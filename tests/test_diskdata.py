@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from adm import cli
-from adm.data import DataError, class_labels, list_image_files, prepare_digits, save_npz
+from adm.data import DataError, list_image_files, prepare_digits, save_npz
 from adm.diskdata import (_finish, _local_header, _npy_header_bytes, open_dataset, prepare_folder,
                           synset_labels)
 from adm.trainutil import batch_indices, load_training_data, resolve_train_config
@@ -100,7 +100,10 @@ def test_prepared_npz_is_openai_format_with_reference_crops_and_synset_labels(fo
 
 def test_synset_index_equals_adm_file_prefix_rule_on_imagenet_layout(folder):
     files = [p for p in list_image_files(folder) if p.name.startswith("n")]
-    assert synset_labels(files, folder)[0].tolist() == class_labels(files)[0].tolist()
+    # ADM's rule: class = file name before the first "_", label = its index among the sorted names
+    names = [p.name.split("_")[0] for p in files]
+    prefix_labels = [sorted(set(names)).index(n) for n in names]
+    assert synset_labels(files, folder)[0].tolist() == prefix_labels
 
 
 def test_label_is_the_folder_not_the_file_name(tmp_path):
