@@ -34,6 +34,8 @@ class ReportInputs:
     repo: Path = Path(".")
     gpus_per_rule: dict[str, int] = field(default_factory=dict)
     on_gpu: bool = False
+    comparison: Path | None = None  # comparison.csv of the guidance arms (absent when off)
+    tradeoff_plots: list[Path] = field(default_factory=list)  # their PNG trade-off plots
 
 
 def data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -115,6 +117,15 @@ pre{background:#f6f6f6;padding:.8em;font-size:.8em;max-height:30em;overflow:auto
 """
 
 
+def _comparison_section(inputs: ReportInputs) -> list[str]:
+    """Guidance arms and seed spreads (adm/report/compare.py); nothing when the run has none."""
+    if not inputs.comparison:
+        return []
+    from .compare import render_section
+
+    return [render_section(inputs.comparison, inputs.tradeoff_plots, data_uri)]
+
+
 def render_report(inputs: ReportInputs) -> str:
     demo = is_demo(inputs.results)
     compare = inputs.compare_paper and not demo
@@ -133,6 +144,7 @@ def render_report(inputs: ReportInputs) -> str:
         f"<h1>{html.escape(inputs.title)}</h1>", banner,
         "<h2>Table 1: classifier scale sweep</h2>", note_html, metrics_table,
         f"<h2>Metrics vs scale</h2>{banner}<p>{metric_names} against the classifier scale.</p>", plots,
+        *_comparison_section(inputs),
         "<h2>Samples per scale</h2><p>The same global sample indices (same seeds and labels) at every scale.</p>",
         f'<div class="grid">{grids}</div>',
         "<h2>Training curves</h2>", _curve_section(inputs),

@@ -126,7 +126,11 @@ TRAINING_FLAGS = {
 
 def optimisation_flags(section):
     """`--model-preset P` plus a flag for every training key set in config[section]."""
-    c = config[section]
+    return training_flags(config[section])
+
+
+def training_flags(c):
+    """`--model-preset P` plus a flag for every training key set in the settings dict `c`."""
     flags = flag_values("--model-preset", c["preset"])
     for key, flag in TRAINING_FLAGS.items():
         if c.get(key) is not None:
@@ -224,4 +228,10 @@ def final_targets():
     shards = expand(
         out("samples/scale{scale}/shard{shard}.npz"), scale=SCALES, shard=SHARDS
     )
-    return [out("table1.md"), out("report.html"), "results/report.html", *shards]
+    return [
+        out("table1.md"),
+        out("report.html"),
+        "results/report.html",
+        *shards,
+        *arm_targets(),  # guidance arms and seed sets (arms.smk); none when they are off
+    ]

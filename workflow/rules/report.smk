@@ -68,6 +68,7 @@ rule sample_grid:
 rule report_html:
     input:
         unpack(training_logs),
+        unpack(comparison_report_inputs),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
         table=out("table1.csv"),
         plots=expand(

@@ -28,6 +28,7 @@ PATTERN_MEANINGS = {
     r"^(?!-)[^\x00-\x1f\x7f]+$": "is not a usable path (no control characters such as a newline, no leading '-')",
     r"^(https?|file)://[^\x00-\x20\x7f]+$": "is not an http(s):// or file:// URL without spaces",
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "is not a run name (letters, digits, '_', '.', '-'; a letter or digit first)",
+    r"^[A-Za-z][A-Za-z0-9_-]*$": "is not an arm name (letters, digits, '_', '-'; a letter first)",
 }
 
 
@@ -131,9 +132,70 @@ def check_sources(cfg):
         )
 
 
+def check_seeds(cfg):
+    """sampling.seeds: the first is the Table 1 seed; seed_scales a subset of the scales."""
+    sampling = cfg["sampling"]
+    seeds = sampling.get("seeds")
+    if seeds and seeds[0] != sampling["seed"]:
+        raise ConfigError(
+            f"sampling.seeds[0] ({seeds[0]}) must equal sampling.seed ({sampling['seed']}): "
+            "the first seed's sweep is Table 1"
+        )
+    names = {scale_name(s) for s in sampling["scales"]}
+    extra = [s for s in sampling.get("seed_scales", []) if scale_name(s) not in names]
+    if extra:
+        raise ConfigError(f"sampling.seed_scales {extra} are not in sampling.scales")
+
+
+def check_arm(arm, cfg):
+    """One guidance arm: finite distinct scales, an interval lo < hi for classifier arms only,
+    and a CFG model that can exist (none is released: pretrained runs cannot have one)
+    """
+    where = f"guidance_arms.{arm['name']}"
+    scales = arm["scales"]
+    if any(not math.isfinite(s) for s in scales):
+        raise ConfigError(f"{where}.scales must be finite, got {scales}")
+    if len({scale_name(s) for s in scales}) != len(scales):
+        raise ConfigError(f"{where}.scales has duplicates: {scales}")
+    if "interval" in arm:
+        lo, hi = arm["interval"]
+        if arm["method"] != "classifier":
+            raise ConfigError(f"{where}.interval is for method classifier only")
+        if not math.isfinite(lo) or not lo < hi:
+            raise ConfigError(
+                f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}"
+            )
+    if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"]:
+        raise ConfigError(
+            f"{where}: method cfg needs a model trained with label dropout, and none is "
+            "released; use pretrained: false (or an interval/classifier arm)"
+        )
+
+
+def check_arms(cfg):
+    arms = cfg["guidance_arms"]
+    names = [a["name"] for a in arms]
+    if "classifier" in names:
+        raise ConfigError(
+            "guidance_arms: the name 'classifier' is the Table 1 sweep's own; choose another"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"guidance_arms: names must be unique, got {names}")
+    for arm in arms:
+        check_arm(arm, cfg)
+    preset = cfg["cfg_model"].get("preset")
+    if preset and get_preset(preset).image_size != cfg["image_size"]:
+        raise ConfigError(
+            f"cfg_model.preset {preset!r} is a {get_preset(preset).image_size}x"
+            f"{get_preset(preset).image_size} model, but image_size is {cfg['image_size']}"
+        )
+
+
 def check_config(cfg):
     """Cross-field checks the schema cannot express; raises ConfigError with one line."""
     check_scales(cfg)
+    check_seeds(cfg)
+    check_arms(cfg)
     check_sources(cfg)
     check_models(cfg)
 

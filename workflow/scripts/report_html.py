@@ -21,5 +21,7 @@ inputs = ReportInputs(
     repo=Path(snakemake.scriptdir).parents[1],
     gpus_per_rule=dict(snakemake.params.gpus_per_rule),
     on_gpu=snakemake.params.on_gpu,
+    comparison=snakemake.input.get("comparison"),  # guidance arms (arms.smk), when on
+    tradeoff_plots=[Path(p) for p in snakemake.input.get("tradeoff", [])],
 )
 write_report(inputs, snakemake.output[0])

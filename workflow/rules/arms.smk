@@ -1,0 +1,168 @@
+# Guidance arms and seed sets (issue 11): sample -> merge -> evaluate per (arm, seed, scale) under
+# results/<run>/arms/<arm>/seed<S>/, the classifier-free guidance model, the comparison table and
+# the trade-off plots. Paths, arm lists and argument helpers: arms_common.smk.
+
+
+rule arm_sample:
+    input:
+        unpack(arm_sample_inputs),
+    output:
+        out("arms/{arm}/seed{seed}/samples/scale{scale}/shard{shard}.npz"),
+    log:
+        logfile("arms/{arm}/seed{seed}/sample/scale{scale}_shard{shard}.log"),
+    benchmark:
+        benchfile("arm_sample/{arm}_seed{seed}_scale{scale}_shard{shard}.tsv")
+    conda:
+        "../envs/torch.yaml"
+    threads: res("sample", "threads")
+    resources:
+        **slurm_resources("sample"),
+        mem_mb=res("sample", "mem_mb"),
+        runtime=res("sample", "runtime"),
+    params:
+        python=python(),
+        guidance=guidance_flags,
+        num_samples=SAMPLING["num_samples"],
+        num_shards=SAMPLING["num_shards"],
+        respacing=respacing(),
+        batch_size=SAMPLING["batch_size"],
+        labels=SAMPLING["labels"],
+        precision=SAMPLING["precision"],
+        presets=preset_flags(),
+        device=config["device"],
+    shell:
+        "{params.python:q} -m adm sample --model {input.model:q} {params.guidance:q}"
+        " {params.presets:q} --scale {wildcards.scale:q}"
+        " --num-samples {params.num_samples:q} --shard {wildcards.shard:q}"
+        " --num-shards {params.num_shards:q} --seed {wildcards.seed:q}"
+        " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
+        " --labels {params.labels:q} --precision {params.precision:q}"
+        " --device {params.device:q} --threads {threads:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule arm_merge:
+    input:
+        expand(
+            out("arms/{{arm}}/seed{{seed}}/samples/scale{{scale}}/shard{shard}.npz"),
+            shard=SHARDS,
+        ),
+    output:
+        out("arms/{arm}/seed{seed}/samples/scale{scale}.npz"),
+    log:
+        logfile("arms/{arm}/seed{seed}/merge/scale{scale}.log"),
+    benchmark:
+        benchfile("arm_merge/{arm}_seed{seed}_scale{scale}.tsv")
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        mem_mb=res("sample", "mem_mb"),
+    params:
+        python=python(),
+        num_samples=SAMPLING["num_samples"],
+    shell:
+        "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+        " {input:q} > {log:q} 2>&1"
+
+
+rule arm_evaluate:
+    input:
+        unpack(evaluator_inputs),
+        ref=out("reference/ref.npz"),
+        samples=out("arms/{arm}/seed{seed}/samples/scale{scale}.npz"),
+    output:
+        out("arms/{arm}/seed{seed}/metrics/scale{scale}.json"),
+    log:
+        logfile("arms/{arm}/seed{seed}/evaluate/scale{scale}.log"),
+    benchmark:
+        benchfile("arm_evaluate/{arm}_seed{seed}_scale{scale}.tsv")
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: res("evaluate", "threads")
+    resources:
+        **slurm_resources("evaluate"),
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+    params:
+        python=python(),
+        flags=evaluator_flags(),
+    shell:
+        "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+        " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+
+
+# The classifier-free guidance model: the train_diffusion rule's conventions (--restart-on-change,
+# torchrun over the job's GPUs), its settings, plus --label-dropout (a null class).
+rule train_cfg_model:
+    input:
+        train=out("data/train.npz"),
+    output:
+        model=cfg_checkpoint(),
+        log_csv=out("cfg_model/log.csv"),
+    log:
+        logfile("train_cfg_model.log"),
+    benchmark:
+        benchfile("train_cfg_model.tsv")
+    conda:
+        "../envs/torch.yaml"
+    threads: res("train_cfg_model", "threads")
+    resources:
+        **slurm_resources("train_cfg_model"),
+        mem_mb=res("train_cfg_model", "mem_mb"),
+        runtime=res("train_cfg_model", "runtime"),
+    params:
+        launcher=launcher,
+        flags=training_flags(cfg_model_settings()),
+        label_dropout=config["cfg_model"]["label_dropout"],
+        out_dir=subpath(output.model, parent=True),
+        device=config["device"],
+    shell:
+        "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+        " --out-dir {params.out_dir:q} {params.flags:q}"
+        " --label-dropout {params.label_dropout:q} --device {params.device:q}"
+        " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
+
+
+rule comparison:
+    input:
+        arm_metrics(),
+    output:
+        csv=report(
+            out("comparison.csv"),
+            caption="../report/comparison.rst",
+            category="Guidance comparison",
+        ),
+        md=report(
+            out("comparison.md"),
+            caption="../report/comparison.rst",
+            category="Guidance comparison",
+        ),
+    log:
+        logfile("comparison.log"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        entries=arm_entries(),
+    script:
+        "../scripts/comparison.py"
+
+
+rule tradeoff_plots:
+    input:
+        arm_metrics(),
+    output:
+        report(
+            TRADEOFF_PLOTS,
+            caption="../report/tradeoff.rst",
+            category="Guidance comparison",
+        ),
+    log:
+        logfile("tradeoff_plots.log"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        entries=arm_entries(),
+        compare_paper=IMAGENET and config["image_size"] == 128,
+        out_dir=subpath(output[0], parent=True),
+    script:
+        "../scripts/tradeoff_plots.py"
