@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-preset", required=True)
     p.add_argument("--diffusion-preset", help="default: the model preset's name")
+    p.add_argument("--label-dropout", type=float, metavar="P",
+                   help="train a null class for classifier-free guidance: each label is dropped with probability P "
+                        "(0 <= P < 1; 0.1 in Ho & Salimans; default: the training preset's, 0 = off)")
     _optim_flags(p)
     _common(p)
 
@@ -170,7 +173,8 @@ def _train_setup(a):
     preset = a.train_preset or (a.model_preset if a.model_preset in TRAIN_PRESETS else None)
     keys = ["steps", "batch_size", "microbatch", "lr", "weight_decay", "lr_anneal_steps", "grad_clip", "precision",
             "save_interval", "log_interval", "random_flip", "seed", "eval_interval", "ema_rates", "schedule_sampler"]
-    cfg = resolve_train_config(preset, **{k: getattr(a, k) for k in keys})
+    keys.append("label_dropout")  # train-diffusion only: absent (None) for the classifier
+    cfg = resolve_train_config(preset, **{k: getattr(a, k, None) for k in keys})
     info = {"threads": a.threads, "model_preset": a.model_preset, "train_preset": preset,
             "diffusion_preset": a.diffusion_preset or a.model_preset}
     return model_cfg, diffusion_cfg, cfg, info
@@ -199,6 +203,9 @@ def cmd_train_classifier(a) -> None:
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, ClassifierConfig):
         raise ValueError(f"--model-preset {a.model_preset} is not a classifier preset")
+    if cfg.label_dropout > 0:  # a -cfg training preset: dropping labels is for the diffusion model
+        raise ValueError(f"training preset {info['train_preset']} drops labels (label_dropout "
+                         f"{cfg.label_dropout}); the classifier trains on every label")
     out = train_classifier(a.data, a.heldout, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info,
                            restart_on_change=a.restart_on_change)
     acc = out.get("heldout_clean_acc@1")

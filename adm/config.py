@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Channel multipliers per image size, as in OpenAI's `create_model` / `create_classifier`
 # (Dhariwal & Nichol 2021, Appendix, Table 11: one level per halving of the feature map).
@@ -20,6 +20,11 @@ DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     256: (1, 1, 2, 2, 4, 4),
     512: (0.5, 1, 1, 2, 2, 4, 4),
 }
+
+# Field metadata for settings added after outputs were published: `to_dict` leaves such a field
+# out while it holds its default, so every JSON (and resume identity) written without the
+# feature keeps its bytes, and files written before the field existed still read back.
+OMIT_AT_DEFAULT = {"omit_at_default": True}
 
 GROUPNORM_GROUPS = 32  # every GroupNorm in ADM uses 32 groups: widths must be multiples of 32
 
@@ -65,11 +70,16 @@ class UNetConfig:
     use_new_attention_order: bool = False    # split q,k,v before heads (True) or heads first (legacy)
     super_res: bool = False                  # SuperResUNet: forward(x, t, y, low_res)
     use_checkpoint: bool = False             # gradient checkpointing (memory for compute)
+    # one extra label embedding, index num_classes, for "no label" (classifier-free guidance
+    # trains with it, Ho & Salimans 2021); labels then lie in [0, num_classes]
+    null_class: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         _check_levels(self.image_size, self.channel_mult, self.model_channels)
+        if self.null_class and self.num_classes is None:
+            raise ValueError("null_class needs a class-conditional model (num_classes is None)")
         if self.num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
         if self.super_res and self.in_channels % 2:
@@ -138,9 +148,14 @@ class DiffusionConfig:
 Config = UNetConfig | ClassifierConfig | DiffusionConfig
 
 
-def to_dict(cfg: Config) -> dict:
-    """JSON-able dict of a config (tuples become lists when serialised by `json`)."""
-    return dataclasses.asdict(cfg)
+def to_dict(cfg) -> dict:
+    """JSON-able dict of a config dataclass (tuples become lists when serialised by `json`);
+    fields marked OMIT_AT_DEFAULT are left out while they hold their default."""
+    d = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("omit_at_default") and d[f.name] == f.default:
+            del d[f.name]
+    return d
 
 
 def from_dict(cls: type, d: dict) -> Config:

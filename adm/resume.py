@@ -10,7 +10,6 @@ change). A checkpoint past `--steps` is refused the same way: a model cannot be 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from adm import dist
+from adm.config import to_dict
 from adm.trainutil import TrainConfig, restore_rng_for_rank
 
 
@@ -73,8 +73,11 @@ NOT_COMPARED = ("steps", "save_interval")
 def run_settings(command: str, model_cfg, diffusion_cfg, cfg: TrainConfig, data: dict,
                  unused: tuple[str, ...] = ()) -> dict:
     """Everything that decides a run's weights and log; `unused` names fields this loop ignores."""
-    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_COMPARED + unused}
-    meta = {"command": command, "model": dataclasses.asdict(model_cfg), "diffusion": dataclasses.asdict(diffusion_cfg),
+    # to_dict leaves out fields added later while at their default (label_dropout 0, null_class
+    # off), so a checkpoint written before they existed still resumes; any other value of them
+    # differs from the checkpoint and is compared like every weight-deciding setting
+    train = {k: v for k, v in to_dict(cfg).items() if k not in NOT_COMPARED + unused}
+    meta = {"command": command, "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg),
             "train": train, "data": data}
     return json.loads(json.dumps(meta))  # tuples -> lists: compares equal after a torch.save round trip
 

@@ -27,7 +27,8 @@ from adm.atomic import clean_stale_temps
 from adm.trainlog import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
 from adm.resume import array_digest, resume, run_settings
 from adm.trainutil import (Meter, TrainConfig, batch_indices, checkpoint_state, ema_state_dict, ema_update,
-                           optimizer_step, load_training_data, lr_at, save_checkpoint, step_draws)
+                           optimizer_step, load_training_data, lr_at, save_checkpoint, step_draws,
+                           label_dropout_mask, with_null_class)
 from adm.unet import build_model
 
 
@@ -47,6 +48,7 @@ def train_diffusion(
     rank, world = dist.rank(), dist.world_size()
     out_dir = Path(out_dir)
     images, labels, local_bs, micro = load_training_data(data, model_cfg.image_size, model_cfg.num_classes, cfg)
+    model_cfg = with_null_class(model_cfg, cfg.label_dropout)
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out_dir)  # left by a run killed while saving
@@ -85,6 +87,9 @@ def train_diffusion(
         idx, flips = batch_indices(cfg.seed, step, cfg.batch_size, len(images), rank, world)
         x0 = to_float(images[idx], flips if cfg.random_flip else None, dev)  # (B, 3, H, W) in [-1, 1]
         y = torch.from_numpy(labels[idx]).to(dev) if model_cfg.num_classes else None
+        if cfg.label_dropout > 0:  # classifier-free guidance: these images train eps(x_t, null)
+            drop = label_dropout_mask(cfg.seed, step, cfg.batch_size, cfg.label_dropout, rank, world)
+            y = torch.where(torch.from_numpy(drop).to(dev), model_cfg.num_classes, y)
         # step indices k, importance weights 1/(K p_k), eps ~ N(0, I): drawn on CPU for exactness
         k_all, w_all, eps_all = step_draws(cfg.seed, step, cfg.batch_size, sampler, x0.shape[1:])
         opt.zero_grad(set_to_none=True)

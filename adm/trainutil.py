@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from adm import dist
+from adm.config import OMIT_AT_DEFAULT
 from adm.errors import TrainingDiverged  # noqa: F401 (re-exported)
 from adm.trainlog import CSVLog  # noqa: F401 (re-exported)
 
@@ -35,6 +36,9 @@ class TrainConfig:
     eval_interval: int = 1_000             # classifier only: steps between held-out evaluations
     random_flip: bool = True               # mirror each training image left-right with p = 0.5
     seed: int = 0                          # fixes init, data order, timesteps and noise
+    # diffusion only: each image's label becomes the null class with this probability, so the
+    # model also learns eps(x_t, null) for classifier-free guidance (0.1 in Ho & Salimans 2021)
+    label_dropout: float = dataclasses.field(default=0.0, metadata=OMIT_AT_DEFAULT)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_interval", "log_interval", "eval_interval"):
@@ -46,6 +50,8 @@ class TrainConfig:
             raise ValueError(f"ema rates must be in [0, 1), got {self.ema_rates}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if not 0.0 <= self.label_dropout < 1.0:  # NaN fails the comparison too
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if self.schedule_sampler not in ("uniform", "loss-second-moment"):
             raise ValueError(f"unknown schedule sampler {self.schedule_sampler!r}; expected 'uniform' or 'loss-second-moment'")
 
@@ -74,6 +80,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                                         lr_anneal_steps=6, save_interval=2, log_interval=1,
                                         eval_interval=3),
 }
+
+# Classifier-free guidance models: the same optimisation with labels dropped to the null class
+# with p = 0.1 (Ho & Salimans 2021, Sec. 4: p_uncond 0.1 or 0.2, 0.1 in their ImageNet runs).
+for _name in ("imagenet128", "demo-digits", "tiny-test"):
+    TRAIN_PRESETS[f"{_name}-cfg"] = dataclasses.replace(TRAIN_PRESETS[_name], label_dropout=0.1)
 
 
 def resolve_train_config(preset: str | None, **overrides) -> TrainConfig:
@@ -125,6 +136,27 @@ def step_draws(seed: int, step: int, batch_size: int, sampler, image_shape) -> t
     eps = torch.stack([torch.randn(tuple(image_shape), generator=torch.Generator().manual_seed(_seed(seed, step, j, 4)))
                        for j in range(mine.start, mine.stop)])
     return k[mine], w[mine], eps
+
+
+def label_dropout_mask(seed: int, step: int, batch_size: int, p: float, rank: int = 0, world: int = 1) -> np.ndarray:
+    """bool [B / world]: which of this rank's images train with the null label at `step`.
+
+    One (seed, step) generator draws the whole global batch's coin flips and each rank keeps
+    its contiguous share (as the timesteps), so 2 ranks x B/2 or microbatches drop exactly the
+    images 1 rank x B drops. Its own stream id: drawing it shifts no other draw.
+    """
+    drop = np.random.default_rng(_seed(seed, step, 5)).random(batch_size) < p
+    local = batch_size // world
+    return drop[rank * local:(rank + 1) * local]
+
+
+def with_null_class(model_cfg, label_dropout: float):
+    """The network config a run with this label dropout trains: with the null class when > 0."""
+    if label_dropout <= 0:
+        return model_cfg
+    if model_cfg.num_classes is None:
+        raise ValueError("--label-dropout needs a class-conditional model (this preset has no classes)")
+    return dataclasses.replace(model_cfg, null_class=True)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

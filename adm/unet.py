@@ -136,6 +136,11 @@ def check_labels(y: torch.Tensor | None, n: int, num_classes: int | None, values
         raise ValueError(f"labels must lie in [0, {num_classes}), got min {int(y.min())} max {int(y.max())}")
 
 
+def label_count(cfg: UNetConfig) -> int | None:
+    """Label values the network embeds: the classes, plus the null class when it has one."""
+    return None if cfg.num_classes is None else cfg.num_classes + int(cfg.null_class)
+
+
 class UNet(nn.Module):
     """ADM: BigGAN-style residual UNet with AdaGN, multi-resolution attention and class embedding."""
 
@@ -148,8 +153,8 @@ class UNet(nn.Module):
         self.check_label_values = True
         spec = unet_spec(cfg)
         self.time_embed = time_embed_mlp(cfg.model_channels)
-        if cfg.num_classes is not None:
-            self.label_emb = nn.Embedding(cfg.num_classes, spec.emb_channels)
+        if cfg.num_classes is not None:  # + 1 row for the null class (label index num_classes)
+            self.label_emb = nn.Embedding(label_count(cfg), spec.emb_channels)
         self.input_blocks, self.middle_block, skips, res = build_encoder(spec)
         heads_up = cfg.num_heads_upsample if cfg.num_heads_upsample != -1 else cfg.num_heads
         self.output_blocks = build_decoder(spec, skips, res, heads_up)
@@ -167,7 +172,7 @@ class UNet(nn.Module):
         cfg = self.cfg
         check_image(x, cfg.image_channels, cfg.image_size)
         check_timesteps(t, x.shape[0])
-        check_labels(y, x.shape[0], cfg.num_classes, values=self.check_label_values)
+        check_labels(y, x.shape[0], label_count(cfg), values=self.check_label_values)
         precision.check_dtype_device(self.dtype, x.device)
         if cfg.super_res:
             x = torch.cat([x, upsample_low_res(low_res, x)], dim=1)  # (N, 2C, H, W)
@@ -185,7 +190,7 @@ class UNet(nn.Module):
 
     def validate_labels(self, y: torch.Tensor | None) -> None:
         """The full label check, range included (what forward skips when check_label_values is off)."""
-        check_labels(y, 0 if y is None else len(y), self.cfg.num_classes)
+        check_labels(y, 0 if y is None else len(y), label_count(self.cfg))
 
     def convert_to_fp16(self) -> None:
         """OpenAI's fp16 inference mode: torso convs in float16, norms/embeddings/output in float32."""
