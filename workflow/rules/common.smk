@@ -121,6 +121,7 @@ TRAINING_FLAGS = {
     "save_interval": "--save-interval",
     "eval_interval": "--eval-interval",
     "seed": "--seed",
+    "label_dropout": "--label-dropout",  # train-diffusion only (the cfg_model section)
 }
 
 
