@@ -91,36 +91,37 @@ rule arm_evaluate:
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
 
-# The classifier-free guidance model: the train_diffusion rule's conventions (--restart-on-change,
-# torchrun over the job's GPUs), its settings, plus --label-dropout (a null class).
-rule train_cfg_model:
-    input:
-        train=out("data/train.npz"),
-    output:
-        model=cfg_checkpoint(),
-        log_csv=out("cfg_model/log.csv"),
-    log:
-        logfile("train_cfg_model.log"),
-    benchmark:
-        benchfile("train_cfg_model.tsv")
-    conda:
-        "../envs/torch.yaml"
-    threads: res("train_cfg_model", "threads")
-    resources:
-        **slurm_resources("train_cfg_model"),
-        mem_mb=res("train_cfg_model", "mem_mb"),
-        runtime=res("train_cfg_model", "runtime"),
-    params:
-        launcher=launcher,
-        flags=training_flags(cfg_model_settings()),
-        label_dropout=config["cfg_model"]["label_dropout"],
-        out_dir=subpath(output.model, parent=True),
-        device=config["device"],
-    shell:
-        "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
-        " --out-dir {params.out_dir:q} {params.flags:q}"
-        " --label-dropout {params.label_dropout:q} --device {params.device:q}"
-        " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
+if CFG_ON:
+
+    # The classifier-free guidance model: the train_diffusion rule's conventions (--restart-on-change,
+    # torchrun over the job's GPUs), its settings, plus cfg_model.label_dropout (a null class).
+    rule train_cfg_model:
+        input:
+            train=out("data/train.npz"),
+        output:
+            model=cfg_checkpoint(),
+            log_csv=out("cfg_model/log.csv"),
+        log:
+            logfile("train_cfg_model.log"),
+        benchmark:
+            benchfile("train_cfg_model.tsv")
+        conda:
+            "../envs/torch.yaml"
+        threads: res("train_cfg_model", "threads")
+        resources:
+            **slurm_resources("train_cfg_model"),
+            mem_mb=res("train_cfg_model", "mem_mb"),
+            runtime=res("train_cfg_model", "runtime"),
+        params:
+            launcher=launcher,
+            flags=training_flags(cfg_model_settings()),
+            out_dir=subpath(output.model, parent=True),
+            device=config["device"],
+        shell:
+            "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+            " --out-dir {params.out_dir:q} {params.flags:q}"
+            " --device {params.device:q}"
+            " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
 
 rule comparison:

@@ -10,6 +10,12 @@ SEED_SCALES = [scale_name(s) for s in SAMPLING.get("seed_scales", SAMPLING["scal
 ARMS = {arm["name"]: arm for arm in config["guidance_arms"]}
 ARMS_ON = bool(ARMS) or len(SEEDS) > 1
 CFG_ON = any(arm["method"] == "cfg" for arm in ARMS.values())
+# the CFG model is trained like the main one, on the same GPUs, unless its resources are set
+# (only when it is trained: the config of a run without it stays as it was)
+if CFG_ON:
+    config["resources"].setdefault(
+        "train_cfg_model", config["resources"]["train_diffusion"]
+    )
 # the Table 1 sweep, as an arm of its own (reserved name, validate.smk)
 MAIN_ARM = {"name": "classifier", "method": "classifier", "scales": SAMPLING["scales"]}
 
@@ -106,10 +112,9 @@ def guidance_flags(wildcards, input):
 
 
 def cfg_model_settings():
-    """The CFG model is trained like the main one: the diffusion section, then cfg_model's keys."""
-    c = {**config["diffusion"], **config["cfg_model"]}
-    c.pop("label_dropout", None)
-    return c
+    """The CFG model is trained like the main one: the diffusion section, then cfg_model's keys
+    (label_dropout among them: TRAINING_FLAGS passes it as --label-dropout)."""
+    return {**config["diffusion"], **config["cfg_model"]}
 
 
 def comparison_report_inputs(wildcards):
