@@ -6,6 +6,10 @@ the network is called at the ORIGINAL timestep ``schedule.timesteps[k]`` (see
 :func:`original_timesteps`). Schedule coefficients are float64 numpy arrays, gathered at k and
 then cast to float32, so every result matches the reference implementation's arithmetic.
 
+The gather runs on k's device from a float64 copy of the table made once per (schedule,
+device) (:func:`schedule_table`): a per-step ``torch.from_numpy(table).to(cuda)`` would be a
+blocking host-to-device copy, i.e. a host-device sync, at every coefficient of every step.
+
 ``model_fn(x_t, t_orig, y) -> raw output`` of shape (N, C, ...) for fixed variances or
 (N, 2C, ...) with learned variances: the first C channels are eps, the last C the variance
 interpolation v in [-1, 1] (IDDPM Eq. 15).
@@ -14,6 +18,7 @@ interpolation v in [-1, 1] (IDDPM Eq. 15).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -25,6 +30,8 @@ from .timestep_sampler import LossAwareSampler, UniformSampler, make_timestep_sa
 
 __all__ = [
     "extract",
+    "coef",
+    "schedule_table",
     "original_timesteps",
     "q_sample",
     "q_posterior",
@@ -42,21 +49,47 @@ __all__ = [
 ModelFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
-def extract(arr: np.ndarray, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """arr[k] as float32, shaped (N, 1, 1, ...) to broadcast against ``like``."""
-    vals = torch.from_numpy(arr).to(device=k.device)[k].float()
-    return vals.view(-1, *([1] * (like.ndim - 1)))
+# schedule -> {(table name, device): tensor}; weak, so a schedule's copies go when it does
+_TABLES: "weakref.WeakKeyDictionary[Schedule, dict]" = weakref.WeakKeyDictionary()
+
+
+def schedule_table(schedule: Schedule, name: str, device) -> torch.Tensor:
+    """``schedule.<name>`` (float64 coefficients, int64 timesteps) as a tensor on ``device``,
+    copied there once and then reused by every step: no per-step host-to-device copy."""
+    device = torch.device(device)
+    tables = _TABLES.setdefault(schedule, {})
+    key = (name, device)
+    if key not in tables:
+        arr = getattr(schedule, name)
+        if not isinstance(arr, np.ndarray) or arr.shape != (len(schedule),):
+            raise ValueError(f"{name!r} is not a per-step table of the schedule")
+        tables[key] = torch.from_numpy(arr).to(device)
+    return tables[key]
+
+
+def extract(arr: "np.ndarray | torch.Tensor", k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """arr[k] as float32, shaped (N, 1, 1, ...) to broadcast against ``like``.
+
+    The gather is in the table's own dtype (float64) and the cast comes after, as the reference
+    does it; a numpy ``arr`` is copied to k's device on each call (use :func:`coef` per step)."""
+    table = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(arr).to(device=k.device)
+    return table[k].float().view(-1, *([1] * (like.ndim - 1)))
+
+
+def coef(schedule: Schedule, name: str, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """schedule.<name>[k] as float32 (N, 1, 1, ...), gathered on k's device (no host round trip)."""
+    return extract(schedule_table(schedule, name, k.device), k, like)
 
 
 def original_timesteps(schedule: Schedule, k: torch.Tensor) -> torch.Tensor:
     """t_orig = schedule.timesteps[k]: the timestep the network and classifier were trained on."""
-    return torch.from_numpy(schedule.timesteps).to(k.device)[k]
+    return schedule_table(schedule, "timesteps", k.device)[k]
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps  (Ho et al. Eq. 4)."""
-    return (extract(schedule.sqrt_alphas_cumprod, k, x0) * x0
-            + extract(schedule.sqrt_one_minus_alphas_cumprod, k, x0) * noise)
+    return (coef(schedule, "sqrt_alphas_cumprod", k, x0) * x0
+            + coef(schedule, "sqrt_one_minus_alphas_cumprod", k, x0) * noise)
 
 
 def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor):
@@ -65,10 +98,10 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, k: torc
     mu_tilde = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
              + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t   (Ho et al. Eq. 7)
     """
-    mean = (extract(schedule.posterior_mean_coef1, k, x_t) * x0
-            + extract(schedule.posterior_mean_coef2, k, x_t) * x_t)
-    variance = extract(schedule.posterior_variance, k, x_t).expand_as(x_t)
-    log_variance = extract(schedule.posterior_log_variance_clipped, k, x_t).expand_as(x_t)
+    mean = (coef(schedule, "posterior_mean_coef1", k, x_t) * x0
+            + coef(schedule, "posterior_mean_coef2", k, x_t) * x_t)
+    variance = coef(schedule, "posterior_variance", k, x_t).expand_as(x_t)
+    log_variance = coef(schedule, "posterior_log_variance_clipped", k, x_t).expand_as(x_t)
     return mean, variance, log_variance
 
 
@@ -84,27 +117,27 @@ def split_output(out: torch.Tensor, learn_sigma: bool):
 
 def predict_xstart_from_eps(schedule, x_t, k, eps):
     """x_0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)  (inverse of Eq. 4)."""
-    return (extract(schedule.sqrt_recip_alphas_cumprod, k, x_t) * x_t
-            - extract(schedule.sqrt_recipm1_alphas_cumprod, k, x_t) * eps)
+    return (coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t
+            - coef(schedule, "sqrt_recipm1_alphas_cumprod", k, x_t) * eps)
 
 
 def predict_eps_from_xstart(schedule, x_t, k, x0):
     """eps = (x_t / sqrt(alpha_bar_t) - x_0) / sqrt(1 / alpha_bar_t - 1)  (Eq. 4 solved for eps)."""
-    return ((extract(schedule.sqrt_recip_alphas_cumprod, k, x_t) * x_t - x0)
-            / extract(schedule.sqrt_recipm1_alphas_cumprod, k, x_t))
+    return ((coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t - x0)
+            / coef(schedule, "sqrt_recipm1_alphas_cumprod", k, x_t))
 
 
 def _log_variance(schedule, v, x_t, k, learn_sigma):
     """log Sigma_theta: learned interpolation (IDDPM Eq. 15) or "fixedlarge" beta_t."""
     if learn_sigma:
         # log Sigma = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2 in [0, 1]
-        min_log = extract(schedule.posterior_log_variance_clipped, k, x_t)
-        max_log = extract(schedule.log_betas, k, x_t)
+        min_log = coef(schedule, "posterior_log_variance_clipped", k, x_t)
+        max_log = coef(schedule, "log_betas", k, x_t)
         frac = (v + 1) / 2
         return frac * max_log + (1 - frac) * min_log
     # Fixed variance: "fixedlarge" sigma_t^2 = beta_t (Ho et al. Sec. 3.2; the reference's
     # default when learn_sigma=False), with beta_tilde_1 at t = 0 for a finite decoder NLL.
-    return extract(schedule.fixed_large_log_variance, k, x_t).expand_as(x_t)
+    return coef(schedule, "fixed_large_log_variance", k, x_t).expand_as(x_t)
 
 
 def p_mean_variance(schedule: Schedule, out: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor,

@@ -92,8 +92,9 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
     the same bounds select the same noise levels at every respacing. A full interval (see
     :func:`is_full_interval`) or cond_fn None returns cond_fn itself: the samples stay bit for bit
     those of today's guidance. Outside the interval the wrapped cond_fn is not called (no
-    classifier gradient is paid for) and the step's guidance term is 0 (DDPM: exactly the
-    unguided step; DDIM: the unguided step up to the rounding of eps -> x_0_hat).
+    classifier gradient is paid for; on an accelerator it is computed and masked, which avoids a
+    host-device sync per step) and the step's guidance term is 0 (DDPM: exactly the unguided step;
+    DDIM: the unguided step up to the rounding of eps -> x_0_hat).
     """
     interval = check_interval(interval)
     if cond_fn is None or is_full_interval(interval):
@@ -102,18 +103,25 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
     # sigma indexed by ORIGINAL timestep; NaN at timesteps this schedule never visits
     table = np.full(schedule.num_timesteps_original, np.nan)
     table[schedule.timesteps] = step_sigmas(schedule)
+    on_device: dict = {}  # device -> the table there, copied once (a per-step copy is a sync)
 
     def interval_cond_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        sigma = table[t_orig.detach().cpu().numpy()]
-        if np.isnan(sigma).any():
-            raise ValueError(f"timesteps {t_orig.tolist()} are not all steps of this schedule")
-        inside = (sigma > lo) & (sigma <= hi)
-        if not inside.any():
-            return torch.zeros_like(x_t, dtype=torch.float32)
+        if t_orig.device not in on_device:
+            on_device[t_orig.device] = torch.from_numpy(table).to(t_orig.device)
+        sigma = on_device[t_orig.device][t_orig]
+        inside = (sigma > lo) & (sigma <= hi)  # NaN (a timestep never visited) is outside
+        if t_orig.device.type == "cpu":
+            # Reading a CPU tensor is free: refuse unknown timesteps, and pay no classifier
+            # gradient where no sample is inside. On an accelerator either test would be a
+            # host-device sync per step, so there the gradient is computed and masked instead.
+            if torch.isnan(sigma).any():
+                raise ValueError(f"timesteps {t_orig.tolist()} are not all steps of this schedule")
+            if not inside.any():
+                return torch.zeros_like(x_t, dtype=torch.float32)
+            if inside.all():
+                return cond_fn(x_t, t_orig, y)
         g = cond_fn(x_t, t_orig, y)
-        if inside.all():
-            return g
-        mask = torch.from_numpy(inside).to(g.device).view(-1, *([1] * (g.ndim - 1)))
+        mask = inside.view(-1, *([1] * (g.ndim - 1)))
         return torch.where(mask, g, torch.zeros_like(g))
 
     return interval_cond_fn

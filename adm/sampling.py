@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .diffusion import (extract, original_timesteps, p_mean_variance, predict_eps_from_xstart,
+from .diffusion import (coef, original_timesteps, p_mean_variance, predict_eps_from_xstart,
                         predict_xstart_from_eps)
 from .rng import randn_per_sample
 from .schedule import Schedule
@@ -54,7 +54,13 @@ def _randn_like(x, generators):
     """Standard normal noise for this step: from each sample's own generator when given."""
     if generators is None:
         return torch.randn_like(x)
-    return randn_per_sample(generators, x.shape[1:], x.device).to(x.dtype)
+    z = randn_per_sample(generators, x.shape[1:], generators[0].device)  # where they draw
+    if z.device == x.device:
+        return z.to(x.dtype)
+    # A blocking host-to-device copy would wait for the device's queue at every step; from
+    # pinned memory the copy is queued behind the running kernels and the host draws on.
+    z = z.pin_memory() if x.device.type == "cuda" else z
+    return z.to(x.device, x.dtype, non_blocking=True)
 
 
 def _not_last(k, x):
@@ -92,8 +98,8 @@ def ddim_sample(model_fn, noise, schedule, labels=None, cond_fn=None, generators
     for k in _step_indices(schedule, len(x), x.device, progress, "ddim"):
         t = original_timesteps(schedule, k)
         p = p_mean_variance(schedule, model_fn(x, t, labels), x, k, clip_denoised, learn_sigma)
-        alpha_bar = extract(schedule.alphas_cumprod, k, x)
-        alpha_bar_prev = extract(schedule.alphas_cumprod_prev, k, x)
+        alpha_bar = coef(schedule, "alphas_cumprod", k, x)
+        alpha_bar_prev = coef(schedule, "alphas_cumprod_prev", k, x)
         # eps consistent with the (clipped) x_0_hat:
         # eps = (x_t - sqrt(alpha_bar_t) x_0_hat) / sqrt(1 - alpha_bar_t)
         eps = predict_eps_from_xstart(schedule, x, k, p["pred_xstart"])
