@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="guided DDPM/DDIM samples for one shard")
     p.add_argument("--model", required=True)
     p.add_argument("--classifier")
-    p.add_argument("--scale", type=float, default=0.0, help="classifier guidance scale, finite and >= 0")
+    p.add_argument("--scale", type=float, default=0.0,
+                   help="classifier guidance scale s, or with --guidance cfg the CFG weight w; finite and >= 0")
+    p.add_argument("--guidance", choices=("classifier", "cfg"), default="classifier",
+                   help="classifier (default; needs --classifier when --scale > 0) or cfg: classifier-free, "
+                        "eps~ = (1 + w) eps(x, y) - w eps(x, null), for a model trained with --label-dropout")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
                    help="guide only where LO < sigma_t <= HI (sigma of the original timestep; HI may be inf); default: every step")
     p.add_argument("--num-samples", type=int, required=True)
@@ -222,7 +226,7 @@ def cmd_sample(a) -> None:
                        batch_size=a.batch_size, labels=a.labels, model_preset=a.model_preset,
                        classifier_preset=a.classifier_preset, diffusion_preset=a.diffusion_preset,
                        clip_denoised=a.clip_denoised, precision=a.precision, compile=a.compile,
-                       guidance_interval=a.guidance_interval)
+                       guidance_interval=a.guidance_interval, guidance=a.guidance)
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")
 

@@ -7,7 +7,8 @@ ORIGINAL timestep t (it was trained on noisy x_t at t in 0..T-1), never at a res
 
 ``limited_interval(cond_fn, schedule, (lo, hi))`` restricts any cond_fn to the noise levels
 sigma in (lo, hi] (Kynkaanniemi et al. 2024); ``classifier_free_guidance(model_fn, w, null)``
-is the model_fn transform of classifier-free guidance (Ho & Salimans 2021).
+is the model_fn transform of classifier-free guidance (Ho & Salimans 2021), optionally limited
+to an interval the same way (``interval_switch``: the plain conditional model outside it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from .schedule import Schedule
 
 __all__ = ["classifier_guidance", "CondFn", "limited_interval", "step_sigmas", "check_interval",
-           "is_full_interval", "classifier_free_guidance"]
+           "is_full_interval", "classifier_free_guidance", "interval_switch"]
 
 CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -129,7 +130,8 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
 
 # --- classifier-free guidance (Ho & Salimans 2021) -------------------------------------------
 
-def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, learn_sigma: bool = True) -> Callable:
+def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, learn_sigma: bool = True,
+                             schedule: Schedule | None = None, interval=None) -> Callable:
     """model_fn'(x_t, t, y): eps~ = (1 + w) eps(x_t, y) - w eps(x_t, null) (the CFG paper's w).
 
     w = 0 is the plain conditional model and returns ``model_fn`` itself (bit for bit). With
@@ -139,24 +141,71 @@ def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, lear
     own variance channels, so the conditional sample uses the conditional v. The two passes are
     separate forwards on the same batch (no 2N concatenation), so sample i still depends on its
     own batch only, as in unguided sampling. ``null_label`` is the class index the model saw
-    for a dropped label; training with label dropout is not part of this module (nor of the
-    training code yet), so this needs a model trained elsewhere with such a null class.
+    for a dropped label (num_classes for a model trained with ``train-diffusion
+    --label-dropout``); a label y equal to it is refused, once per label tensor.
+
+    ``interval`` (sigma bounds, with the ``schedule`` whose ORIGINAL timesteps the sampler
+    passes) guides only where sigma_lo < sigma(t) <= sigma_hi, and returns the plain conditional
+    output elsewhere, as Kynkaanniemi et al. 2024 apply their interval to CFG; a full interval
+    is the same as none.
     """
     if not math.isfinite(w) or w < 0:
         raise ValueError(f"classifier-free guidance weight w must be a finite number >= 0, got {w}")
     if isinstance(null_label, bool) or not isinstance(null_label, (int, np.integer)) or null_label < 0:
         raise ValueError(f"null_label must be a class index >= 0, got {null_label!r}")
+    interval = check_interval(interval)
     if w == 0:
         return model_fn
     w, null_label = float(w), int(null_label)
+    checked: list = [None]  # the label tensor last checked (samplers pass the same y every step)
+    nulls: dict = {}        # id(y) -> its null-label tensor, built once per batch, not per step
 
     def cfg_model_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y is None:
             raise ValueError("classifier-free guidance needs class labels y")
+        if y is not checked[0]:
+            if bool((y == null_label).any()):
+                raise ValueError(f"labels include the null class {null_label}: classifier-free guidance "
+                                 f"guides towards a real class, never the null one")
+            checked[0] = y
+            nulls.clear()
+            nulls[id(y)] = torch.full_like(y, null_label)
         cond = model_fn(x_t, t_orig, y)
-        uncond = model_fn(x_t, t_orig, torch.full_like(y, null_label))
+        uncond = model_fn(x_t, t_orig, nulls[id(y)])
         c = cond.shape[1] // 2 if learn_sigma else cond.shape[1]
-        eps = (1 + w) * cond[:, :c] - w * uncond[:, :c]
+        eps = (1 + w) * cond[:, :c] - w * uncond[:, :c]  # = uncond + (1 + w)(cond - uncond)
         return torch.cat([eps, cond[:, c:]], dim=1)
 
-    return cfg_model_fn
+    if is_full_interval(interval):
+        return cfg_model_fn
+    if schedule is None:
+        raise ValueError("a guidance interval needs the schedule the sampler runs")
+    return interval_switch(cfg_model_fn, model_fn, schedule, interval)
+
+
+def interval_switch(inside_fn: Callable, outside_fn: Callable, schedule: Schedule, interval) -> Callable:
+    """model_fn that is ``inside_fn`` for samples with sigma_lo < sigma(t) <= sigma_hi and
+    ``outside_fn`` for the rest (sigma of the ORIGINAL timestep, as :func:`limited_interval`).
+
+    The decision reads t back to the host once per step (a sync on an accelerator): it is what
+    lets the steps outside the interval skip the unconditional forward, which costs far more.
+    Samplers step every sample of a batch together, so the per-sample mix (both functions
+    evaluated) only happens for a batch with mixed timesteps.
+    """
+    lo, hi = check_interval(interval)
+    table = np.full(schedule.num_timesteps_original, np.nan)
+    table[schedule.timesteps] = step_sigmas(schedule)
+
+    def switched(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sigma = table[t_orig.detach().cpu().numpy()]
+        if np.isnan(sigma).any():
+            raise ValueError(f"timesteps {t_orig.tolist()} are not all steps of this schedule")
+        inside = (sigma > lo) & (sigma <= hi)
+        if inside.all():
+            return inside_fn(x_t, t_orig, y)
+        if not inside.any():
+            return outside_fn(x_t, t_orig, y)
+        mask = torch.from_numpy(inside).to(x_t.device).view(-1, *([1] * (x_t.ndim - 1)))
+        return torch.where(mask, inside_fn(x_t, t_orig, y), outside_fn(x_t, t_orig, y))
+
+    return switched

@@ -128,12 +128,12 @@ def sampling_model_fn(model: nn.Module, fast: FastPath, device_type: str):
     model.check_label_values = False
     forward = torch.compile(model, dynamic=False) if fast.compile else model
     amp = "bf16" if fast.precision == "bf16" else "fp32"  # fp16 is the converted torso, not autocast
-    checked: list = [None]
+    checked: list = [None, None]  # the last two label tensors: CFG alternates y and its null labels
 
     def model_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        if y is not checked[0]:
+        if y is not checked[0] and y is not checked[1]:
             model.validate_labels(y)
-            checked[0] = y
+            checked[:] = [y, checked[0]]
         grad_mode = torch.inference_mode() if fast.inference_mode else torch.no_grad()
         with grad_mode, autocast(amp, device_type):
             return forward(_layout(x, fast.channels_last), t, y).float()

@@ -30,8 +30,8 @@ class SampleConfig:
     model: str                        # diffusion checkpoint .pt (our JSON beside it, or --model-preset)
     out: str                          # shard npz to write (atomic); the resolved config goes to .json beside
     num_samples: int                  # N: total samples over all shards
-    classifier: str | None = None     # classifier checkpoint .pt; needed when scale > 0
-    scale: float = 0.0                # classifier guidance scale s (0 = unguided)
+    classifier: str | None = None     # classifier checkpoint .pt; needed when scale > 0 (classifier guidance)
+    scale: float = 0.0                # classifier guidance scale s, or the CFG weight w (0 = unguided)
     shard: int = 0                    # k: this shard's number, 0 <= k < num_shards
     num_shards: int = 1               # n: shard k covers global indices [k·N//n, (k+1)·N//n)
     seed: int = 0                     # base seed: sample i uses (seed, i) only
@@ -47,6 +47,8 @@ class SampleConfig:
     compile: bool = False             # torch.compile both networks (pays only on long runs; see bench/)
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
                                       # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
+    guidance: str = "classifier"      # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
+                                      # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model)
 
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
@@ -57,7 +59,11 @@ class SampleConfig:
             raise ValueError(f"--shard must be in 0..{self.num_shards - 1}, got {self.shard}")
         if not math.isfinite(self.scale) or self.scale < 0:  # NaN passes `< 0`: test finiteness first
             raise ValueError(f"--scale must be a finite number >= 0, got {self.scale}")
-        if self.scale > 0 and self.classifier is None:
+        if self.guidance not in ("classifier", "cfg"):
+            raise ValueError(f"--guidance must be classifier or cfg, got {self.guidance!r}")
+        if self.guidance == "cfg" and (self.classifier is not None or self.classifier_preset is not None):
+            raise ValueError("--guidance cfg takes no --classifier: the model guides itself with its null class")
+        if self.guidance == "classifier" and self.scale > 0 and self.classifier is None:
             raise ValueError("--scale > 0 needs --classifier")
         if self.guidance_interval is not None:  # (lo, hi) floats; a list from JSON/argparse becomes a tuple
             from adm.guidance import check_interval
@@ -92,12 +98,32 @@ def load_networks(cfg: SampleConfig, device):
             raise ValueError(f"{cfg.model}: its JSON names no diffusion process; give --diffusion-preset")
         diffusion_cfg = get_preset(name, kind="diffusion")
     classifier = classifier_cfg = None
-    if cfg.scale > 0:
+    if cfg.scale > 0 and cfg.guidance == "classifier":
         classifier, classifier_cfg = load_model(cfg.classifier, cfg.classifier_preset, expect_kind="classifier",
                                                 map_location=device)
         if classifier_cfg.image_size != model_cfg.image_size:
             raise ValueError(f"classifier is {classifier_cfg.image_size}px but the model is {model_cfg.image_size}px")
     return model, model_cfg, diffusion_cfg, classifier, classifier_cfg
+
+
+def self_guided(cfg: SampleConfig, model_cfg, model_fn, schedule):
+    """The classifier-free guided model_fn (w = cfg.scale) of a model trained with a null class;
+    the interval, if any, is applied to it (plain conditional eps outside)."""
+    from adm.guidance import classifier_free_guidance
+
+    if not model_cfg.null_class:
+        raise ValueError(f"{cfg.model}: --guidance cfg needs a model trained with a null class "
+                         f"(train-diffusion --label-dropout P > 0); this one has none")
+    return classifier_free_guidance(model_fn, cfg.scale, model_cfg.num_classes, model_cfg.learn_sigma,
+                                    schedule, cfg.guidance_interval)
+
+
+def guidance_record(cfg: SampleConfig) -> dict:
+    """How the shard was guided, for its JSON: method, weight and its convention, interval."""
+    rule = ("eps~ = (1 + w) eps(x, y) - w eps(x, null), w = scale; v from the conditional pass"
+            if cfg.guidance == "cfg" else "mean + scale * Sigma * grad log p(y | x_t) (DDIM: eps form)")
+    interval = None if cfg.guidance_interval is None else [cfg.guidance_interval[0], cfg.guidance_interval[1]]
+    return {"method": cfg.guidance, "scale": cfg.scale, "rule": rule, "sigma_interval": interval}
 
 
 def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
@@ -141,6 +167,8 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     # Only a class-conditional network sees y; the classifier always gets the label it guides to.
     net_fn = sampling_model_fn(model, fast, dev.type)
     model_fn = net_fn if model_cfg.num_classes else (lambda x, t, y: net_fn(x, t, None))
+    if cfg.guidance == "cfg":  # the model guides itself: a model_fn transform, no cond_fn
+        model_fn = self_guided(cfg, model_cfg, model_fn, base_schedule)
     size, channels = model_cfg.image_size, 3
     # the probe measures a guided step whatever the interval: the peak memory of the run
     step = guided_step(model_fn, full_cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)
@@ -154,7 +182,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
         raise ValueError(out_of_memory_message(1, dev, probe))
     batch_size = probe["batch_size"] if probe else cfg.batch_size
     t0 = time.time()
-    bar = tqdm(total=len(indices), desc=f"sample s={cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
+    bar = tqdm(total=len(indices), desc=f"sample {cfg.guidance} {cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
                unit="img", disable=not progress, dynamic_ncols=True)
     try:
         for batch in _batches(indices, batch_size):
@@ -181,6 +209,6 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
                "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes}
     write_json(Path(cfg.out).with_suffix(".json"), {
         "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
-        "precision": fast.precision, "batch_size": batch_size, "batch_probe": probe,
+        "precision": fast.precision, "batch_size": batch_size, "batch_probe": probe, "guidance": guidance_record(cfg),
         "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
     return summary
