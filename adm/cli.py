@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_flags(p)
     _common(p)
 
+    p = sub.add_parser("train-upsampler", help="train a super-resolution UNet (low-res: area-downsampled training images)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model-preset", required=True, help="a super-resolution preset (e.g. demo-upsample)")
+    p.add_argument("--diffusion-preset", help="default: the model preset's name")
+    p.add_argument("--low-res-size", type=int, help="h = w of the condition (default: the preset's)")
+    _optim_flags(p)
+    _common(p)
+
     p = sub.add_parser("train-classifier", help="train the noisy-image classifier")
     p.add_argument("--data", required=True)
     p.add_argument("--heldout", help="held-out npz for accuracy (recommended)")
@@ -134,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--low-res-size", type=int, help="h = w of the input (default: the model's size / 4)")
+    p.add_argument("--low-res-size", type=int, help="h = w of the input (default: the checkpoint JSON's, else the preset's, else the model's size / 4)")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
     p.add_argument("--out", required=True)
     p.add_argument("--model-preset")
@@ -199,6 +208,23 @@ def cmd_train_diffusion(a) -> None:
     dist.cleanup()
 
 
+def cmd_train_upsampler(a) -> None:
+    from adm import dist
+    from adm.presets import preset_low_res_size
+    from adm.train_upsampler import train_upsampler
+
+    model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
+    low = a.low_res_size or preset_low_res_size(a.model_preset)
+    if not getattr(model_cfg, "super_res", False) or low is None:
+        raise ValueError(f"--model-preset {a.model_preset} is not a super-resolution preset; use train-diffusion")
+    out = train_upsampler(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, low, a.device, a.progress, info,
+                          restart_on_change=a.restart_on_change)
+    if dist.is_main():
+        print(f"trained {out['steps']} steps ({low}x{low} -> {model_cfg.image_size}x{model_cfg.image_size}); "
+              f"EMA weights: {out['ema']}")
+    dist.cleanup()
+
+
 def cmd_train_classifier(a) -> None:
     from adm import dist
     from adm.config import ClassifierConfig
@@ -251,7 +277,7 @@ def cmd_merge(a) -> None:
 
 COMMANDS = {"prepare-data": cmd_prepare_data, "train-diffusion": cmd_train_diffusion,
             "train-classifier": cmd_train_classifier, "sample": cmd_sample, "merge": cmd_merge,
-            "upsample": cmd_upsample}
+            "upsample": cmd_upsample, "train-upsampler": cmd_train_upsampler}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     from adm.errors import TrainingDiverged
 
     # merge and prepare-data are numpy-only: they skip torch's ~3 s import
-    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample", "upsample")
+    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample", "upsample", "train-upsampler")
     if os.environ.get("ADM_DEBUG"):  # developers: full tracebacks instead of one-line errors
         if uses_torch:
             _set_threads(args.threads)

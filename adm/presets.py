@@ -63,6 +63,22 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "tiny-test-upsample": UNetConfig(
         image_size=16, model_channels=32, num_res_blocks=1, attention_resolutions=(8,),
         channel_mult=(1, 2), in_channels=6, num_classes=10, num_head_channels=32, super_res=True),
+    # Demo upsampler, 4x4 -> 8x8 digits (2x, not the paper's 4x): the demo base model's net with
+    # the low-res image as 3 more input channels. The DAG downsamples the base model's 8x8 samples
+    # to 4x4 and upsamples them back, so it is evaluated against the same 8x8 reference.
+    "demo-upsample": UNetConfig(
+        image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(4,),
+        channel_mult=(1, 2), in_channels=6, num_classes=10, dropout=0.0, num_head_channels=32,
+        use_new_attention_order=True, super_res=True),
+}
+
+# h = w of the low-res image each upsampler preset takes (the network resizes it to its own size
+# itself, so the size is not in UNetConfig; OpenAI's README flags give it as --small_size).
+UPSAMPLER_LOW_RES: dict[str, int] = {
+    "upsample64-256": 64,
+    "upsample128-512": 128,
+    "tiny-test-upsample": 4,
+    "demo-upsample": 4,
 }
 
 # The noisy-image classifiers (README "Training models" flags; 64×64 uses --classifier_depth 4).
@@ -98,6 +114,7 @@ DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
     "demo-digits": _COSINE,
     "tiny-test": _LINEAR,
     "tiny-test-upsample": _LINEAR,
+    "demo-upsample": _COSINE,
     "imagenet64-classifier": _COSINE,
     "imagenet128-classifier": _LINEAR,
     "imagenet256-classifier": _LINEAR,
@@ -105,6 +122,17 @@ DIFFUSION_PRESETS: dict[str, DiffusionConfig] = {
     "demo-digits-classifier": _COSINE,
     "tiny-test-classifier": _LINEAR,
 }
+
+
+def preset_low_res_size(name: str | None = None, cfg: UNetConfig | None = None) -> int | None:
+    """The low-res size of an upsampler preset, named or recognised by its config (a checkpoint's
+    JSON holds the config, not the preset name); None when neither is an upsampler preset."""
+    if name in UPSAMPLER_LOW_RES:
+        return UPSAMPLER_LOW_RES[name]
+    for preset, size in UPSAMPLER_LOW_RES.items():
+        if cfg is not None and UNET_PRESETS[preset] == cfg:
+            return size
+    return None
 
 
 def get_preset(name: str, kind: str = "model") -> UNetConfig | ClassifierConfig | DiffusionConfig:

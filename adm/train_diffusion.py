@@ -42,6 +42,8 @@ def train_diffusion(
     progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
     run_info: dict | None = None,     # extra fields recorded in train_config.json (threads, preset names)
     restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
+    condition=None,                   # super-resolution: x_0 batch -> extra network kwargs (low_res);
+                                      # None = the base model (adm.train_upsampler.LowResCondition)
 ) -> dict:
     """Train until `cfg.steps`, resuming from `out_dir/checkpoint.pt` if present; returns a summary."""
     dev = dist.init(device)
@@ -64,19 +66,24 @@ def train_diffusion(
     ema = {r: {n: p.detach().clone() for n, p in model.named_parameters()} for r in cfg.ema_rates}
     ckpt = out_dir / "checkpoint.pt"
     data_id = {"train_sha256": array_digest(images, labels)}
-    meta = run_settings("train-diffusion", model_cfg, diffusion_cfg, cfg, data_id, unused=("eval_interval",))
+    command = condition.command if condition is not None else "train-diffusion"
+    if condition is not None:  # e.g. the low-res size: another size is another run
+        data_id.update(condition.settings)
+    meta = run_settings(command, model_cfg, diffusion_cfg, cfg, data_id, unused=("eval_interval",))
     meter = Meter()
     start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, sampler, ema, meter, restart_on_change)
     log = CSVLog(out_dir / RESUME_LOG, DIFFUSION_COLUMNS, resume_step=start if start else None, main=dist.is_main())
     if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
         write_json(out_dir / "train_config.json", {
-            "command": "train-diffusion", "data": str(data), "device": device, "world_size": world,
+            "command": command, "data": str(data), "device": device, "world_size": world,
             "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg),
             "data_sha256": meta["data"]["train_sha256"], "resumed_from": start, **(run_info or {})})
 
+    cond = {}  # the current microbatch's extra network inputs (low_res of the same images)
+
     def model_fn(x_t, t, y):  # the network under autocast; the loss math stays float32
         with autocast(cfg.precision, dev.type):
-            return net(x_t, t, y).float()
+            return net(x_t, t, y, **cond).float()
 
     t0, tick, seen = time.time() - elapsed0, time.time(), 0  # elapsed_s counts every resumed segment
     bar = tqdm(total=cfg.steps, initial=start, desc="train-diffusion", unit="step",
@@ -97,6 +104,7 @@ def train_diffusion(
         for i in range(0, local_bs, micro):
             xb, yb = x0[i:i + micro], (y[i:i + micro] if y is not None else None)
             k, w, noise = (a[i:i + micro].to(dev) for a in (k_all, w_all, eps_all))
+            cond = condition(xb) if condition is not None else {}
             sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
             with sync:
                 losses = hybrid_loss(model_fn, schedule, xb, k, yb, noise, learn_sigma=diffusion_cfg.learn_sigma)

@@ -12,8 +12,10 @@ N images) merge with `adm merge` into what one unsharded run writes. The generat
 stream of their own (NOISE_STREAM below), so running the upsampler with the base run's seed
 does not feed it the base sampler's x_T again.
 
-The low-res size an upsampler takes is not in its config: it is image_size // 4 (both of
-OpenAI's upsamplers, 64→256 and 128→512, are 4×) unless --low-res-size says otherwise.
+The low-res size an upsampler takes is not in its network config (the network resizes its input
+itself): --low-res-size if given, else the size in the checkpoint's JSON (adm train-upsampler
+writes it), else the preset's (adm.presets.UPSAMPLER_LOW_RES, by --model-preset or by an equal
+config), else image_size // 4 (OpenAI's 64→256 and 128→512 ratio).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class UpsampleConfig:
     seed: int = 0                     # base seed: output i uses (seed, i) only
     respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
     batch_size: int = 16              # images per forward pass (a 512 image costs ~4 GiB of activations in fp32)
-    low_res_size: int | None = None   # h = w the upsampler takes; None = image_size // UPSAMPLE_FACTOR
+    low_res_size: int | None = None   # h = w the upsampler takes; None = its JSON's, its preset's, else image_size // 4
     model_preset: str | None = None   # config for OpenAI files that carry no JSON
     diffusion_preset: str | None = None  # T/schedule when the model's JSON has none (default: model_preset)
     clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as OpenAI's super_res_sample.py)
@@ -94,10 +96,21 @@ class LowResBound(nn.Module):
         self.net.convert_to_fp16()
 
 
-def expected_low_res_size(image_size: int, override: int | None) -> int:
-    """h = w of the upsampler's input: the override, else image_size / 4 (OpenAI's ratio)."""
+def expected_low_res_size(image_size: int, override: int | None, model_cfg=None, model_path=None,
+                          model_preset: str | None = None) -> int:
+    """h = w of the upsampler's input: the override, the checkpoint JSON's `low_res_size`, the
+    preset's, else image_size / 4 (OpenAI's ratio)."""
+    from adm.checkpoints import read_sidecar
+    from adm.presets import preset_low_res_size
+
     if override is not None:
         return override
+    meta = (read_sidecar(model_path) if model_path is not None else None) or {}
+    if isinstance(meta.get("low_res_size"), int) and meta["low_res_size"] >= 1:
+        return meta["low_res_size"]
+    known = preset_low_res_size(model_preset, model_cfg)
+    if known is not None:
+        return known
     if image_size % UPSAMPLE_FACTOR:
         raise UpsampleError(f"a {image_size}px upsampler is not {UPSAMPLE_FACTOR}x of a whole size; give --low-res-size")
     return image_size // UPSAMPLE_FACTOR
@@ -175,7 +188,8 @@ def upsample_shard(cfg: UpsampleConfig, device: str = "cpu", progress: bool = Tr
 
     dev = torch.device(device)
     model, model_cfg, diffusion_cfg = load_upsampler(cfg, dev)
-    size, low_size = model_cfg.image_size, expected_low_res_size(model_cfg.image_size, cfg.low_res_size)
+    size = model_cfg.image_size
+    low_size = expected_low_res_size(size, cfg.low_res_size, model_cfg, cfg.model, cfg.model_preset)
     num_classes = model_cfg.num_classes
     low_images, low_labels = load_low_res(cfg.low_res, low_size, num_classes, size)
     spec = cfg.respacing.strip()
