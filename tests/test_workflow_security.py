@@ -62,7 +62,9 @@ def string_fields(schema: dict, prefix: str = "") -> list[str]:
     names = []
     node = dict(schema)
     while "$ref" in node:
-        target = SCHEMA["$defs"][node.pop("$ref").rsplit("/", 1)[1]]
+        target = SCHEMA  # a JSON pointer: "#/$defs/path", "#/$defs/optimisation/properties/steps"
+        for part in node.pop("$ref").removeprefix("#/").split("/"):
+            target = target[part]
         props = {k: {**target.get("properties", {}).get(k, {}), **v}
                  for k, v in {**target.get("properties", {}), **node.get("properties", {})}.items()}
         node = {**target, **node, "properties": props}
