@@ -177,3 +177,17 @@ def test_labels_are_range_checked_once_per_batch_not_per_step(nets, tmp_path, mo
     monkeypatch.setattr(UNet, "validate_labels", lambda self, y: (calls.append(1), real(self, y))[1])
     assert _sample(nets, tmp_path / "s.npz", "--guidance", "cfg", "--scale", "1", respacing="6", batch=3) == 0
     assert len(calls) <= 2 * 2 + 1  # 2 batches x (labels, null labels), + the probe-free setup
+
+
+def test_a_label_dropout_run_samples_with_cfg_end_to_end(tmp_path):
+    # train-diffusion --label-dropout writes the null class into the checkpoint's JSON, and
+    # `adm sample --guidance cfg` reads it from there (no preset, no flag naming the null index)
+    from adm.data import save_npz
+
+    rng = np.random.default_rng(0)
+    save_npz(tmp_path / "d.npz", rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 16))
+    assert cli.main(["train-diffusion", "--data", str(tmp_path / "d.npz"), "--out-dir", str(tmp_path / "run"),
+                     "--model-preset", "tiny-test", "--steps", "2", "--label-dropout", "0.1", "--no-progress"]) == 0
+    assert cli.main(["sample", "--model", str(tmp_path / "run" / "ema.pt"), "--guidance", "cfg", "--scale", "3",
+                     "--num-samples", "2", "--respacing", "3", "--no-progress", "--out", str(tmp_path / "s.npz")]) == 0
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 16, 16, 3)

@@ -28,6 +28,7 @@ TRADEOFF_PLOTS: dict[str, tuple[str, str]] = {
     "tradeoff_fid_is": ("inception_score", "fid"),
 }
 PAPER_LABEL = "paper: classifier guidance (Table 1)"
+MARKERS = ("o", "s", "^", "D", "v", "P")
 
 Curves = Mapping[str, Mapping[float, dict]]  # arm label -> {scale: metrics doc (+ optional "spread")}
 
@@ -70,9 +71,9 @@ def tradeoff_figure(curves: Curves, x: str, y: str, title: str, overlay_paper: b
         if not rows:
             continue
         scales, xs, ys, sx, sy = (list(c) for c in zip(*rows))
-        color = f"C{i % 10}"
+        color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]  # arms on top of each other stay apart
         has_bars = any(sx) or any(sy)
-        ax.errorbar(xs, ys, xerr=sx if has_bars else None, yerr=sy if has_bars else None, marker="o",
+        ax.errorbar(xs, ys, xerr=sx if has_bars else None, yerr=sy if has_bars else None, marker=marker,
                     capsize=3, color=color, label=label)
         _label_points(ax, scales, xs, ys, color)
     if overlay_paper:
