@@ -256,6 +256,10 @@ def markdown(r: dict) -> str:
         lines += ["## Memory of the 128x128 model + classifier (one guided step, fp32 CPU)", "",
                   f"{mem['per_image_mb']:.0f} MB per image + {mem['fixed_mb']:.0f} MB fixed "
                   f"(probes: {[(p['batch'], round(p['peak_rise_bytes'] / 2 ** 20)) for p in mem['probes']]} MB)", ""]
+    if "bf16_drift" in r:  # measured by bench/bench_drift.py
+        from bench_drift import markdown as drift_markdown
+
+        lines += drift_markdown(r["bf16_drift"])
     lines += [r["verdict"], ""]
     return "\n".join(lines)
 
