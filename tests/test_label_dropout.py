@@ -184,3 +184,27 @@ def test_null_class_needs_classes_and_the_network_embeds_it():
         net(x, t, torch.tensor([11, 3]))
     with pytest.raises(ValueError, match=r"\[0, 10\)"):  # without a null class, 10 is out of range
         UNet(get_preset("tiny-test")).eval()(x, t, torch.tensor([10, 3]))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_drop_the_labels_one_process_drops(data, tmp_path):
+    """2 gloo CPU ranks x B/2 with label dropout give EXACTLY the weights of 1 process in
+    microbatches of B/2 (see tests/test_ddp.py for why that comparison is exact): a rank-local
+    dropout draw, or one tied to the microbatch, would train other labels and other weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    argv = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "adm", "train-diffusion",
+            "--data", str(data), "--out-dir", str(tmp_path / "ddp"), "--model-preset", "tiny-test", "--steps", "4",
+            "--label-dropout", "0.5", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *argv], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    _train(data, tmp_path / "one", steps=4, label_dropout=0.5, microbatch=4)
+    a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "2 ranks trained other weights"
