@@ -36,6 +36,7 @@ class ReportInputs:
     on_gpu: bool = False
     comparison: Path | None = None  # comparison.csv of the guidance arms (absent when off)
     tradeoff_plots: list[Path] = field(default_factory=list)  # their PNG trade-off plots
+    upsample: dict | None = None  # the upsampling stage's files (adm.report.upsample.section_from_files)
 
 
 def data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -126,6 +127,15 @@ def _comparison_section(inputs: ReportInputs) -> list[str]:
     return [render_section(inputs.comparison, inputs.tradeoff_plots, data_uri)]
 
 
+def _upsample_section(inputs: ReportInputs) -> list[str]:
+    """ADM-G + ADM-U: the upsampled scales beside their base rows (nothing when the stage is off)."""
+    if not inputs.upsample:
+        return []
+    from .upsample import section_from_files
+
+    return [section_from_files(**inputs.upsample, data_uri=data_uri)]
+
+
 def render_report(inputs: ReportInputs) -> str:
     demo = is_demo(inputs.results)
     compare = inputs.compare_paper and not demo
@@ -147,6 +157,7 @@ def render_report(inputs: ReportInputs) -> str:
         *_comparison_section(inputs),
         "<h2>Samples per scale</h2><p>The same global sample indices (same seeds and labels) at every scale.</p>",
         f'<div class="grid">{grids}</div>',
+        *_upsample_section(inputs),
         "<h2>Training curves</h2>", _curve_section(inputs),
         _summary_section(inputs),
     ]

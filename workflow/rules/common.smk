@@ -235,4 +235,5 @@ def final_targets():
         "results/report.html",
         *shards,
         *arm_targets(),  # guidance arms and seed sets (arms.smk); none when they are off
+        *upsample_targets(),  # the upsampling stage (upsample.smk); none when it is off
     ]

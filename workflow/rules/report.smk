@@ -69,6 +69,7 @@ rule report_html:
     input:
         unpack(training_logs),
         unpack(comparison_report_inputs),
+        unpack(upsample_report_inputs),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
         table=out("table1.csv"),
         plots=expand(

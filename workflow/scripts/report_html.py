@@ -7,6 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from adm.report.html import ReportInputs, write_report  # noqa: E402
 from adm.report.table import load_metrics, scale_from_path  # noqa: E402
+from adm.report.upsample import upsample_files  # noqa: E402
 
 inputs = ReportInputs(
     results=load_metrics(snakemake.input.metrics),
@@ -23,5 +24,6 @@ inputs = ReportInputs(
     on_gpu=snakemake.params.on_gpu,
     comparison=snakemake.input.get("comparison"),  # guidance arms (arms.smk), when on
     tradeoff_plots=[Path(p) for p in snakemake.input.get("tradeoff", [])],
+    upsample=upsample_files(snakemake.input, snakemake.config),  # the upsampling stage, when on
 )
 write_report(inputs, snakemake.output[0])

@@ -1,0 +1,313 @@
+# The super-resolution stage (ADM-G + ADM-U, issue 10), switched on by upsample.enabled: the base
+# samples of upsample.scales -> (demo: area-downsampled to the upsampler's low-res size) ->
+# upsample(scale, shard) -> merge -> evaluate at the high resolution -> upsample_table + grids at
+# both resolutions -> a report section. Outputs under results/<run>/upsample/. With the stage off
+# no rule here is defined and every other output is unchanged.
+#
+# The demo arrangement (digits): the base model makes 8x8 samples, so they are downsampled 8->4
+# and the 4->8 demo upsampler brings them back; evaluated against the same 8x8 reference. It is
+# labelled as such in the table and the report. ImageNet: the 128x128 samples go straight into
+# the 128->512 upsampler and are evaluated against OpenAI's 512 reference batch.
+
+UPSAMPLE = config["upsample"]
+UPSAMPLE_ON = UPSAMPLE["enabled"]
+UP_PRESET = UPSAMPLE["model"]["preset"]
+UP_LOW = UPSAMPLER_LOW_RES[UP_PRESET]
+UP_HIGH = get_preset(UP_PRESET).image_size
+UP_DOWNSAMPLE = UP_LOW != config["image_size"]  # the demo arrangement
+UP_SCALES = [scale_name(s) for s in UPSAMPLE["scales"]] if UPSAMPLE_ON else []
+UP_SHARDS = list(range(UPSAMPLE["num_shards"]))
+
+
+def upsampler_checkpoint():
+    """Trained here (upsample/model/ema.pt), downloaded (pretrained/upsampler.pt) or a local path."""
+    if not UPSAMPLE["pretrained"]:
+        return out("upsample/model/ema.pt")
+    value = UPSAMPLE["checkpoint"]
+    return value if "/" in value else out("pretrained/upsampler.pt")
+
+
+def upsampler_flags():
+    """OpenAI's released file carries no JSON: name its preset (config and low-res size)."""
+    return flag_values("--model-preset", UP_PRESET) if UPSAMPLE["pretrained"] else []
+
+
+def upsample_low_res(wildcards):
+    """What the upsampler reads: the base samples, or (demo) their area-downsampled copies."""
+    if UP_DOWNSAMPLE:
+        return out(f"upsample/lowres/scale{wildcards.scale}.npz")
+    return out(f"samples/scale{wildcards.scale}.npz")
+
+
+def upsample_reference():
+    """The reference batch at the high resolution (the demo's is its own 8x8 one)."""
+    return out("upsample/reference/ref.npz") if IMAGENET else out("reference/ref.npz")
+
+
+def upsample_targets():
+    """final_targets' share: the table, the grids and every shard (a deleted shard re-runs)."""
+    if not UPSAMPLE_ON:
+        return []
+    shards = expand(
+        out("upsample/samples/scale{scale}/shard{shard}.npz"),
+        scale=UP_SCALES,
+        shard=UP_SHARDS,
+    )
+    return [out("upsample/upsample_table.md"), *upsample_grids(), *shards]
+
+
+def upsample_grids():
+    """Grids at both resolutions: the low-res input (demo) and the upsampled output per scale."""
+    grids = expand(out("upsample/grids/scale{scale}.png"), scale=UP_SCALES)
+    if UP_DOWNSAMPLE:
+        grids += expand(out("upsample/grids/lowres_scale{scale}.png"), scale=UP_SCALES)
+    return grids
+
+
+def upsample_report_inputs(wildcards):
+    """report_html's extra inputs (none when the stage is off)."""
+    if not UPSAMPLE_ON:
+        return {}
+    return {
+        "upsample_table": out("upsample/upsample_table.csv"),
+        "upsample_base": expand(out("metrics/scale{scale}.json"), scale=UP_SCALES),
+        "upsample_metrics": expand(
+            out("upsample/metrics/scale{scale}.json"), scale=UP_SCALES
+        ),
+        "upsample_base_grids": expand(out("grids/scale{scale}.png"), scale=UP_SCALES),
+        "upsample_grids": upsample_grids(),
+    }
+
+
+def upsample_arrangement():
+    """The sizes the report and table label (adm.report.upsample.Arrangement fields)."""
+    return {
+        "base_size": config["image_size"],
+        "low_size": UP_LOW,
+        "high_size": UP_HIGH,
+        "compare_paper": IMAGENET and config["image_size"] == 128 and UP_HIGH == 512,
+    }
+
+
+if UPSAMPLE_ON:
+
+    localrules:
+        downsample_samples,
+        upsample_table,
+        upsample_grid,
+        lowres_grid,
+
+    if not UPSAMPLE["pretrained"]:
+
+        # Low-res made from the same training image by area downsampling (adm/train_upsampler.py).
+        rule train_upsampler:
+            input:
+                train=out("data/train.npz"),
+            output:
+                model=out("upsample/model/ema.pt"),
+                log_csv=out("upsample/model/log.csv"),
+            log:
+                logfile("train_upsampler.log"),
+            benchmark:
+                benchfile("train_upsampler.tsv")
+            conda:
+                "../envs/torch.yaml"
+            threads: res("train_upsampler", "threads")
+            resources:
+                **slurm_resources("train_upsampler"),
+                mem_mb=res("train_upsampler", "mem_mb"),
+                runtime=res("train_upsampler", "runtime"),
+            params:
+                launcher=launcher,
+                flags=training_flags(UPSAMPLE["model"]),
+                out_dir=subpath(output.model, parent=True),
+                device=config["device"],
+            shell:
+                "{params.launcher:q} -m adm train-upsampler --data {input.train:q}"
+                " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
+                " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
+
+    elif "/" not in UPSAMPLE["checkpoint"]:
+
+        localrules:
+            download_upsampler,
+
+        rule download_upsampler:
+            output:
+                out("pretrained/upsampler.pt"),
+            log:
+                logfile("download_upsampler.log"),
+            conda:
+                "../envs/tensorflow.yaml"
+            params:
+                url=config["checkpoints"]["base_url"].rstrip("/")
+                + "/"
+                + UPSAMPLE["checkpoint"],
+                sha256=UPSAMPLE["checkpoint_sha256"],
+            script:
+                "../scripts/download.py"
+
+    if IMAGENET:
+
+        localrules:
+            download_upsample_reference,
+
+        rule download_upsample_reference:
+            output:
+                out("upsample/reference/ref.npz"),
+            log:
+                logfile("upsample/reference.log"),
+            conda:
+                "../envs/tensorflow.yaml"
+            params:
+                url=UPSAMPLE["reference"]["url"],
+                sha256=UPSAMPLE["reference"]["sha256"],
+            script:
+                "../scripts/download.py"
+
+    # Demo only: the base model's 8x8 samples made 4x4 as the upsampler was trained (area).
+    rule downsample_samples:
+        input:
+            out("samples/scale{scale}.npz"),
+        output:
+            out("upsample/lowres/scale{scale}.npz"),
+        log:
+            logfile("upsample/downsample/scale{scale}.log"),
+        conda:
+            "../envs/torch.yaml"
+        params:
+            size=UP_LOW,
+        script:
+            "../scripts/downsample.py"
+
+    rule upsample:
+        input:
+            model=upsampler_checkpoint(),
+            low_res=upsample_low_res,
+        output:
+            out("upsample/samples/scale{scale}/shard{shard}.npz"),
+        log:
+            logfile("upsample/sample/scale{scale}_shard{shard}.log"),
+        benchmark:
+            benchfile("upsample/scale{scale}_shard{shard}.tsv")
+        conda:
+            "../envs/torch.yaml"
+        threads: res("upsample", "threads")
+        resources:
+            **slurm_resources("upsample"),
+            mem_mb=res("upsample", "mem_mb"),
+            runtime=res("upsample", "runtime"),
+        params:
+            python=python(),
+            presets=upsampler_flags(),
+            num_shards=UPSAMPLE["num_shards"],
+            seed=UPSAMPLE["seed"],
+            respacing=respacing_spec(UPSAMPLE),
+            batch_size=UPSAMPLE["batch_size"],
+            precision=UPSAMPLE["precision"],
+            device=config["device"],
+        shell:
+            "{params.python:q} -m adm upsample --model {input.model:q} {params.presets:q}"
+            " --low-res {input.low_res:q} --shard {wildcards.shard:q}"
+            " --num-shards {params.num_shards:q} --seed {params.seed:q}"
+            " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
+            " --precision {params.precision:q} --device {params.device:q}"
+            " --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+
+    rule merge_upsampled:
+        input:
+            expand(
+                out("upsample/samples/scale{{scale}}/shard{shard}.npz"),
+                shard=UP_SHARDS,
+            ),
+        output:
+            out("upsample/samples/scale{scale}.npz"),
+        log:
+            logfile("upsample/merge/scale{scale}.log"),
+        benchmark:
+            benchfile("upsample_merge/scale{scale}.tsv")
+        conda:
+            "../envs/torch.yaml"
+        resources:
+            mem_mb=res("upsample", "mem_mb"),
+        params:
+            python=python(),
+            num_samples=SAMPLING["num_samples"],
+        shell:
+            "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+            " {input:q} > {log:q} 2>&1"
+
+    rule evaluate_upsampled:
+        input:
+            unpack(evaluator_inputs),
+            ref=upsample_reference(),
+            samples=out("upsample/samples/scale{scale}.npz"),
+        output:
+            out("upsample/metrics/scale{scale}.json"),
+        log:
+            logfile("upsample/evaluate/scale{scale}.log"),
+        benchmark:
+            benchfile("upsample_evaluate/scale{scale}.tsv")
+        conda:
+            "../envs/tensorflow.yaml"
+        threads: res("evaluate", "threads")
+        resources:
+            **slurm_resources("evaluate"),
+            mem_mb=res("evaluate", "mem_mb"),
+            runtime=res("evaluate", "runtime"),
+        params:
+            python=python(),
+            flags=evaluator_flags(),
+        shell:
+            "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+            " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+
+    rule upsample_table:
+        input:
+            base=expand(out("metrics/scale{scale}.json"), scale=UP_SCALES),
+            upsampled=expand(out("upsample/metrics/scale{scale}.json"), scale=UP_SCALES),
+        output:
+            csv=report(
+                out("upsample/upsample_table.csv"),
+                caption="../report/upsample_table.rst",
+                category="Upsampling",
+            ),
+            md=out("upsample/upsample_table.md"),
+        log:
+            logfile("upsample/table.log"),
+        conda:
+            "../envs/torch.yaml"
+        params:
+            arrangement=upsample_arrangement(),
+        script:
+            "../scripts/upsample_table.py"
+
+    rule upsample_grid:
+        input:
+            out("upsample/samples/scale{scale}.npz"),
+        output:
+            out("upsample/grids/scale{scale}.png"),
+        log:
+            logfile("upsample/grids/scale{scale}.log"),
+        conda:
+            "../envs/torch.yaml"
+        params:
+            num_images=config["grids"]["num_images"],
+            columns=config["grids"]["columns"],
+        script:
+            "../scripts/sample_grid.py"
+
+    rule lowres_grid:
+        input:
+            out("upsample/lowres/scale{scale}.npz"),
+        output:
+            out("upsample/grids/lowres_scale{scale}.png"),
+        log:
+            logfile("upsample/grids/lowres_scale{scale}.log"),
+        conda:
+            "../envs/torch.yaml"
+        params:
+            num_images=config["grids"]["num_images"],
+            columns=config["grids"]["columns"],
+        script:
+            "../scripts/sample_grid.py"
