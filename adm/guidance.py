@@ -164,7 +164,9 @@ def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, lear
         if y is None:
             raise ValueError("classifier-free guidance needs class labels y")
         if y is not checked[0]:
-            if bool((y == null_label).any()):
+            # once per label tensor (one read-back per batch, not per step); a "meta" tensor
+            # holds no values (shape-only runs): nothing to check
+            if y.device.type != "meta" and bool((y == null_label).any()):
                 raise ValueError(f"labels include the null class {null_label}: classifier-free guidance "
                                  f"guides towards a real class, never the null one")
             checked[0] = y

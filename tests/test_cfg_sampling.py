@@ -191,3 +191,40 @@ def test_a_label_dropout_run_samples_with_cfg_end_to_end(tmp_path):
     assert cli.main(["sample", "--model", str(tmp_path / "run" / "ema.pt"), "--guidance", "cfg", "--scale", "3",
                      "--num-samples", "2", "--respacing", "3", "--no-progress", "--out", str(tmp_path / "s.npz")]) == 0
     assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 16, 16, 3)
+
+
+def test_cfg_step_loop_reads_back_nothing_and_an_interval_one_timestep_per_step(demo_nets):
+    # On an accelerator a read-back is a host-device sync (tests/test_sampling_sync.py runs the
+    # networks on the data-less "meta" device under a dispatch guard). Full-interval CFG must add
+    # none per step; with an interval, the timestep is read once per step by design: it decides
+    # whether the unconditional forward runs at all, which costs far more than the sync.
+    import copy
+
+    from test_sampling_sync import HostDeviceGuard
+
+    from adm.guidance import step_sigmas
+    from adm.precision import FastPath, sampling_model_fn
+    from adm.sampling import ddpm_sample
+
+    unet = copy.deepcopy(demo_nets[0]).to("meta")
+    unet.validate_labels = lambda y: None  # the once-per-batch range check is not the step loop
+    net_fn = sampling_model_fn(unet, FastPath(), "meta")
+    schedule = respace(make_schedule("cosine", 1000), "4")
+    sig = step_sigmas(schedule)
+    y = torch.arange(3, device="meta")
+    for interval, reads in ((None, 0), ((float(sig[1]), float(sig[-2])), len(schedule))):
+        guided = classifier_free_guidance(net_fn, 1.5, 10, True, make_schedule("cosine", 1000), interval)
+        noise = torch.randn(3, 3, 8, 8, device="meta")
+        try:
+            ddpm_sample(guided, noise, schedule, y, None, sample_generators(0, range(3)))  # caches filled
+        except NotImplementedError:  # meta has no values: the interval's read-back cannot run there
+            assert interval is not None
+        with HostDeviceGuard() as guard:
+            try:
+                ddpm_sample(guided, noise, schedule, y, None, sample_generators(0, range(3)))
+            except NotImplementedError:
+                pass
+        if interval is None:
+            assert guard.events == [], sorted(set(guard.events))
+        else:  # the first read-back is refused on meta: one per step would follow on a real device
+            assert guard.events and all("meta -> cpu" in e for e in guard.events), guard.events
