@@ -128,19 +128,24 @@ def flops_per_image_step(unet, clf, device) -> dict:
     return out
 
 
-def syncs_per_step(unet, clf, device) -> int | None:
+def syncs_per_step(unet, clf, device) -> dict | None:
+    """Host-device syncs (torch.cuda sync debug warnings) per sampler step: a 3-step run minus a
+    1-step run, halved, so the once-per-batch ones (x_T's copy, the label check) cancel."""
     if device.type != "cuda":
         return None
     model_fn, cond_fn = sampler_fns(unet, clf, FastPath(), device)
-    run_sampler(model_fn, cond_fn, 2, 1, device, unet.cfg.image_size, unet.cfg.num_classes)
+    run_sampler(model_fn, cond_fn, 2, 1, device, unet.cfg.image_size, unet.cfg.num_classes)  # warm caches
+    counts = {}
     torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            run_sampler(model_fn, cond_fn, 2, 2, device, unet.cfg.image_size, unet.cfg.num_classes)
+        for steps in (1, 3):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                run_sampler(model_fn, cond_fn, 2, steps, device, unet.cfg.image_size, unet.cfg.num_classes)
+            counts[steps] = len(caught)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    return len(caught) // 2
+    return {"per_step": (counts[3] - counts[1]) / 2, "run_1_step": counts[1], "run_3_steps": counts[3]}
 
 
 def drift(unet, clf, size, device, modes) -> dict:
@@ -164,8 +169,8 @@ def agreement(unet, clf, size, device) -> dict:
         for dev in (device, torch.device("cpu")):
             model_fn, cond_fn = sampler_fns(unet.to(dev), clf.to(dev), FastPath(), dev)
             outs.append(run_sampler(model_fn, cond_fn, n, steps, dev, hw, unet.cfg.num_classes).cpu())
+    finally:  # whatever failed, the later parts get their networks back on the device
         unet.to(device), clf.to(device)
-    finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {"max_abs": (outs[0] - outs[1]).abs().max().item(), "steps": steps, "batch": n,
             "devices": [device.type, "cpu"]}
@@ -207,15 +212,24 @@ def project(speeds: dict, unguided: dict | None) -> dict:
     return {"gpu_hours_by_mode": out, "image_steps": guided + plain, **TABLE1}
 
 
+SAVE = []  # [callable]: writes the report as it stands (set by main)
+
+
 def guarded(report: dict, key: str, deadline: float, fn):
+    """report[key] = fn(), or the reason it is missing; then the files are rewritten, so a crash,
+    a kill by the shell's timeout or a poisoned CUDA context later loses no finished part."""
     if time.time() > deadline:
         report[key] = {"skipped": "time budget spent"}
-        return
-    try:
-        report[key] = fn()
-    except Exception as e:  # noqa: BLE001 - the check records every failure and goes on
-        report[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    else:
+        try:
+            report[key] = fn()
+        except Exception as e:  # noqa: BLE001 - the check records every failure and goes on
+            report[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # an OOM's leftovers must not starve the next part
     print(f"{key}: {json.dumps(report[key], default=str)[:300]}", flush=True)
+    for save in SAVE:
+        save()
 
 
 def main(argv=None) -> int:
@@ -240,10 +254,20 @@ def main(argv=None) -> int:
          "presets": [size["unet"], size["clf"]], "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
          "note": ("DRY RUN on CPU with the tiny-test presets (no GPU was at hand): proves the script runs end to end; "
                   "its numbers say nothing about a GPU." if a.dry else "ImageNet-128 presets, random weights")}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "gpu_dry" if a.dry else "gpu"
+    r["speed"] = {}
+
+    def finish():
+        derive(r, name if cuda else None, start)
+        (out / f"{stem}.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
+        (out / f"{stem}.md").write_text(markdown(r))
+
+    SAVE[:] = [finish]
     unet, clf = networks(size, device)
     guarded(r, "flops", deadline, lambda: flops_per_image_step(unet, clf, device))
     modes = ["fp32", "bf16"] + (["fp16"] if cuda else [])
-    r["speed"] = {}
     for mode in modes:
         n = size["speed_batch"].get(mode, size["speed_batch"]["default"])
         guarded(r["speed"], mode, deadline, lambda: speed(unet, clf, FastPath(precision=mode), n, size["steps"], device))
@@ -264,25 +288,24 @@ def main(argv=None) -> int:
     guarded(r, "syncs_per_step", deadline, lambda: syncs_per_step(unet, clf, device))
     guarded(r, "drift_vs_fp32", deadline, lambda: drift(unet, clf, size, device, [m for m in modes if m != "fp32"]))
     guarded(r, "agreement_vs_cpu_fp32", deadline, lambda: agreement(unet, clf, size, device))
-    peaks = peak_of(name) if cuda else None
+    finish()
+    print(markdown(r))
+    return 0
+
+
+def derive(r: dict, device_name: str | None, start: float) -> None:
+    """Achieved TFLOP/s, share of peak and the projection from whatever parts have finished."""
+    peaks = peak_of(device_name) if device_name else None
     flops = r.get("flops", {}).get("guided_step")
     r["achieved"] = {}
     for mode, s in r["speed"].items():
         if flops and "image_steps_per_s" in s:
             tflops = flops * s["image_steps_per_s"] / 1e12
-            base = mode.split("_")[0]
-            idx = {"fp32": 1 if torch.backends.cudnn.allow_tf32 else 0, "bf16": 2, "fp16": 3}[base]
+            idx = {"fp32": 1 if torch.backends.cudnn.allow_tf32 else 0, "bf16": 2, "fp16": 3}[mode.split("_")[0]]
             peak = peaks[idx] if peaks else None
             r["achieved"][mode] = {"tflops": tflops, "peak_tflops": peak, "share_of_peak": tflops / peak if peak else None}
     r["projection"] = project(r["speed"], r.get("unguided"))
     r["wall_s"] = time.time() - start
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "gpu_dry" if a.dry else "gpu"
-    (out / f"{stem}.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(markdown(r))
-    print(markdown(r))
-    return 0
 
 
 def markdown(r: dict) -> str:
