@@ -116,6 +116,12 @@ def test_smoke_end_to_end(smoke):
         assert f"scale {s}" in html
     for sub in ("sample", "evaluate"):
         assert len(list((run / "benchmarks" / sub).glob("*.tsv"))) >= len(scales)
+    # guidance arms and the second seed set (workflow/rules/arms.smk; tests/test_workflow_arms.py)
+    for arm, seed in (("interval", 0), ("interval", 1), ("cfg", 0), ("cfg", 1), ("classifier", 1)):
+        assert (run / f"arms/{arm}/seed{seed}/metrics/scale1.json").is_file(), (arm, seed)
+    assert not (run / "arms/classifier/seed0").exists()  # seed 0 of the sweep is Table 1 itself
+    assert (run / "cfg_model/ema.pt").is_file() and " ± " in (run / "comparison.md").read_text()
+    assert "Guidance methods compared" in html
     assert elapsed < 300
 
 
@@ -138,7 +144,8 @@ def test_deleted_shard_reruns_only_its_descendants(smoke):
     assert res.returncode == 0, res.stderr[-2000:]
     counts = job_counts(res.stdout + res.stderr)
     assert counts == {"sample": 1, "merge_shards": 1, "evaluate": 1, "sample_grid": 1, "table1": 1,
-                      "trend_plots": 1, "report_html": 1, "publish_report": 1, "default": 1, "total": 9}
+                      "trend_plots": 1, "comparison": 1, "tradeoff_plots": 1, "report_html": 1,
+                      "publish_report": 1, "default": 1, "total": 11}
     jobs = re.findall(r"wildcards: (scale=[\d.]+(?:, shard=\d+)?)", res.stdout)
     assert sorted(jobs) == ["scale=1", "scale=1", "scale=1", "scale=1, shard=1"]
     # and for real: the re-made shard is the same images (noise depends on seed and index only)
