@@ -51,7 +51,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
-def qkv_attention(qkv: torch.Tensor, num_heads: int, new_order: bool) -> torch.Tensor:
+def qkv_attention(qkv: torch.Tensor, num_heads: int, new_order: bool, fused: bool = False) -> torch.Tensor:
     """Multi-head self-attention over T tokens from packed projections: (N, 3·H·C, T) -> (N, H·C, T).
 
     legacy order: channels are laid out [head][q|k|v][C]; new order: [q|k|v][head][C].
@@ -64,6 +64,11 @@ def qkv_attention(qkv: torch.Tensor, num_heads: int, new_order: bool) -> torch.T
     else:
         q, k, v = qkv.reshape(n * num_heads, 3 * ch, length).split(ch, dim=1)  # each (N·H, C, T)
     q, k, v = (z.reshape(n, num_heads, ch, length).transpose(-1, -2) for z in (q, k, v))  # (N, H, T, C)
+    if fused:
+        # The fused kernels (CPU flash; CUDA flash / mem-efficient) need unit stride in C: on the
+        # transposed views above SDPA silently runs its math path (bmm + softmax), 2x slower
+        # forward + backward at T = 1024 on CPU. Off by default: it rounds differently (~1e-6).
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, C)
     return out.transpose(-1, -2).reshape(n, num_heads * ch, length)  # (N, H·C, T)
 
@@ -188,6 +193,7 @@ class AttentionBlock(nn.Module):
         self.norm = normalization(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+        self.fused_attention = False  # see qkv_attention; set by adm.precision.FastPath
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _maybe_checkpoint(self._forward, self.use_checkpoint, x)
@@ -195,7 +201,7 @@ class AttentionBlock(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, *spatial = x.shape
         x = x.reshape(n, c, -1)  # (N, C, T = H·W)
-        h = qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.new_order)  # (N, C, T)
+        h = qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.new_order, self.fused_attention)  # (N, C, T)
         return (x + self.proj_out(h)).reshape(n, c, *spatial)
 
 
@@ -211,11 +217,12 @@ class AttentionPool2d(nn.Module):
         self.qkv_proj = nn.Conv1d(channels, 3 * channels, 1)
         self.c_proj = nn.Conv1d(channels, out_channels, 1)
         self.num_heads = heads_for(channels, 1, head_channels)
+        self.fused_attention = False  # see qkv_attention; set by adm.precision.FastPath
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         x = x.reshape(n, c, -1)  # (N, C, HW)
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)  # (N, C, HW+1)
         x = x + self.positional_embedding[None].to(x.dtype)
-        x = qkv_attention(self.qkv_proj(x), self.num_heads, new_order=True)  # (N, C, HW+1)
+        x = qkv_attention(self.qkv_proj(x), self.num_heads, True, self.fused_attention)  # (N, C, HW+1)
         return self.c_proj(x)[:, :, 0]  # the mean token's output: (N, K)

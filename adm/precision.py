@@ -95,6 +95,7 @@ class FastPath:
     channels_last: bool = False   # NHWC weights and activations (tensor-core friendly on CUDA)
     compile: bool = False         # torch.compile both forwards; the first batch pays the compile
     classifier_fp16: bool = False  # OpenAI's --classifier_use_fp16 (CUDA; off in the README's command)
+    fused_attention: bool = False  # SDPA's fused kernels on contiguous heads (adm.nn.qkv_attention)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -108,6 +109,12 @@ def _freeze(net: nn.Module) -> nn.Module:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+def _attention(net: nn.Module, fused: bool) -> None:
+    for m in net.modules():
+        if hasattr(m, "fused_attention"):
+            m.fused_attention = fused
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -125,6 +132,7 @@ def sampling_model_fn(model: nn.Module, fast: FastPath, device_type: str):
         model.convert_to_fp16()
     if fast.channels_last:
         model.to(memory_format=torch.channels_last)
+    _attention(model, fast.fused_attention)
     model.check_label_values = False
     forward = torch.compile(model, dynamic=False) if fast.compile else model
     amp = "bf16" if fast.precision == "bf16" else "fp32"  # fp16 is the converted torso, not autocast
@@ -152,6 +160,7 @@ def sampling_classifier_fn(classifier: nn.Module, fast: FastPath, device_type: s
         classifier.convert_to_fp16()
     if fast.channels_last:
         classifier.to(memory_format=torch.channels_last)
+    _attention(classifier, fast.fused_attention)
     forward = torch.compile(classifier, dynamic=False) if fast.compile else classifier
     amp = "bf16" if fast.precision == "bf16" else "fp32"
 

@@ -158,3 +158,35 @@ def test_rss_probe_sees_a_torch_allocation():
     big = 64 * 2 ** 20
     seen = batch_memory.peak_bytes(lambda: torch.ones(big // 4).sum(), torch.device("cpu"))
     assert seen >= 0.9 * big
+
+
+# ---------------------------------------------------------------- fused attention
+
+
+def _sdpa_kernels(fn):
+    with torch.profiler.profile() as prof:
+        fn()
+    return {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+
+
+def test_fused_attention_runs_the_fused_kernel_and_only_rounds():
+    from adm.nn import qkv_attention
+
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(2, 3 * 64, 256, generator=g).requires_grad_(True)  # 2 heads of 32, T = 256
+    kernels = {f: _sdpa_kernels(lambda f=f: qkv_attention(qkv, 2, True, fused=f).sum().backward()) for f in (False, True)}
+    assert "aten::_scaled_dot_product_attention_math" in kernels[False]  # the default path, unchanged
+    assert "aten::_scaled_dot_product_attention_math" not in kernels[True]
+    assert any("flash" in k for k in kernels[True])
+    for order in (True, False):
+        a, b = (qkv_attention(qkv.detach(), 2, order, fused=f) for f in (False, True))
+        assert (a - b).abs().max() < 1e-5
+
+
+def test_fused_attention_fast_path_is_opt_in_and_stays_close(demo_nets):
+    plain, unet = _run(*demo_nets, FastPath())
+    fused, unet_f = _run(*demo_nets, FastPath(fused_attention=True))
+    blocks = [m for m in unet_f.modules() if hasattr(m, "fused_attention")]
+    assert blocks and all(m.fused_attention for m in blocks)
+    assert not any(m.fused_attention for m in unet.modules() if hasattr(m, "fused_attention"))
+    assert (plain - fused).abs().max() < 1e-4
