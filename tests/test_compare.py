@@ -74,6 +74,7 @@ def test_rows_keep_arm_order_and_sort_scales(entries):
     assert rows[2]["label"] == "interval: classifier guidance, σ ∈ (0.28, 5.42]"
     assert rows[0]["label"] == "classifier: classifier guidance (full interval)"
     assert rows[3]["label"] == "cfg: classifier-free guidance (w)"
+    assert compare.arm_label("c", "cfg", [0.28, float("inf")]) == "c: classifier-free guidance (w), σ ∈ (0.28, inf]"
     assert (rows[2]["interval_lo"], rows[2]["interval_hi"]) == (0.28, 5.42)
 
 

@@ -102,6 +102,16 @@ def test_arm_jobs_carry_their_guidance(tmp_path):
     assert "--label-dropout 0.1" in train and "--restart-on-change" in train
 
 
+def test_cfg_in_an_interval(tmp_path):
+    """The interval applies to classifier-free guidance too (plain conditional outside it)."""
+    cfg = smoke_cfg()
+    cfg["guidance_arms"] = [{"name": "cfgi", "method": "cfg", "interval": [0.5, 3.0], "scales": [2.0]}]
+    jobs = dry_jobs(tmp_path, write(tmp_path / "c.yaml", cfg))
+    cmds = [c for o, (rule, c) in jobs.items() if rule == "arm_sample" and "/arms/cfgi/" in o]
+    assert cmds and all("--guidance cfg --guidance-interval 0.5 3.0" in c and "--classifier" not in c
+                        for c in cmds)
+
+
 def imagenet_with_arms() -> dict:
     """config/imagenet128.yaml with its commented-out issue-11 block switched on, as a user would."""
     text = re.sub(r"(?m)^(\s*)# ((?:guidance_arms|cfg_model|seeds|seed_scales):|  - \{name)", r"\1\2",
@@ -159,7 +169,7 @@ def arm(**kw):
     ({"guidance_arms": [arm(name="classifier")]}, "guidance_arms: the name 'classifier' is the Table 1"),
     ({"guidance_arms": [arm(), arm()]}, "guidance_arms: names must be unique"),
     ({"guidance_arms": [arm(interval=[2.0, 1.0])]}, "guidance_arms.a.interval needs a finite LO < HI"),
-    ({"guidance_arms": [arm(method="cfg", interval=[0.1, 1.0])]}, "guidance_arms.a.interval is for method classifier only"),
+    ({"guidance_arms": [arm(method="cfg", interval=[1.0, 1.0])]}, "guidance_arms.a.interval needs a finite LO < HI"),
     ({"guidance_arms": [arm(scales=[1.0, 1])]}, "guidance_arms.a.scales has duplicates"),
     ({"guidance_arms": [arm(scales=[-1.0])]}, "guidance_arms.0.scales.0: -1.0 is less than the minimum of 0"),
     ({"guidance_arms": [arm(method="pag")]}, "guidance_arms.0.method: 'pag' is not one of"),

@@ -28,12 +28,11 @@ SPREAD_NOTE = ("mean ± sd across seed sets (sample standard deviation, n − 1)
 
 def arm_label(arm: str, method: str, interval) -> str:
     """Legend / table name of an arm: the method in words, the interval in sigma units."""
-    if method == "cfg":
-        return f"{arm}: classifier-free guidance (w)"
+    name = "classifier-free guidance (w)" if method == "cfg" else "classifier guidance"
     if not interval:
-        return f"{arm}: classifier guidance (full interval)"
+        return f"{arm}: {name}" + ("" if method == "cfg" else " (full interval)")
     lo, hi = (float(v) for v in interval)
-    return f"{arm}: classifier guidance, σ ∈ ({lo:g}, {hi:g}]"
+    return f"{arm}: {name}, σ ∈ ({lo:g}, {hi:g}]"
 
 
 def load_entries(entries: Iterable[Mapping]) -> list[dict]:

@@ -101,11 +101,12 @@ def arm_sample_inputs(wildcards):
 
 
 def guidance_flags(wildcards, input):
-    """`--classifier C [--guidance-interval LO HI]`, or `--guidance cfg` (no classifier)."""
+    """`--classifier C` or `--guidance cfg` (no classifier), then `--guidance-interval LO HI`."""
     arm = arm_config(wildcards.arm)
     if arm["method"] == "cfg":
-        return flag_values("--guidance", "cfg")
-    flags = flag_values("--classifier", input.classifier)
+        flags = flag_values("--guidance", "cfg")
+    else:
+        flags = flag_values("--classifier", input.classifier)
     if arm.get("interval"):
         flags += flag_values("--guidance-interval", [float(v) for v in arm["interval"]])
     return flags

@@ -148,7 +148,7 @@ def check_seeds(cfg):
 
 
 def check_arm(arm, cfg):
-    """One guidance arm: finite distinct scales, an interval lo < hi for classifier arms only,
+    """One guidance arm: finite distinct scales, an interval lo < hi,
     and a CFG model that can exist (none is released: pretrained runs cannot have one)
     """
     where = f"guidance_arms.{arm['name']}"
@@ -159,8 +159,6 @@ def check_arm(arm, cfg):
         raise ConfigError(f"{where}.scales has duplicates: {scales}")
     if "interval" in arm:
         lo, hi = arm["interval"]
-        if arm["method"] != "classifier":
-            raise ConfigError(f"{where}.interval is for method classifier only")
         if not math.isfinite(lo) or not lo < hi:
             raise ConfigError(
                 f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}"
