@@ -83,9 +83,10 @@ def write_config(path: Path, base: Path, **changes) -> Path:
 # ---------------------------------------------------------------- smoke config, end to end
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
-    """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH."""
+    """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH
+    (session scope: one run for every module that uses it, test_workflow_arms too)."""
     workdir = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
     res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=1200)
