@@ -68,6 +68,7 @@ VARIANTS = {  # name -> FastPath (None: our networks called directly, as before 
     "ours_fp32_plain": None,
     "ours_channels_last": FastPath(channels_last=True),
     "ours_bf16": FastPath(precision="bf16"),
+    "ours_fused_attention": FastPath(fused_attention=True),
 }
 
 
