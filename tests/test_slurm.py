@@ -39,6 +39,7 @@ GPU_SMOKE = {
         **{r: {"threads": 1} for r in ("prepare_data", "featurenet")},
     },
     "sampling": {"scales": [1.0]},
+    "upsample": {"enabled": False},  # its rules' requests: tests/test_upsample_dag.py
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

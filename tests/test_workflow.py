@@ -123,6 +123,19 @@ def test_smoke_end_to_end(smoke):
     assert not (run / "arms/classifier/seed0").exists()  # seed 0 of the sweep is Table 1 itself
     assert (run / "cfg_model/ema.pt").is_file() and " ± " in (run / "comparison.md").read_text()
     assert "Guidance methods compared" in html
+    # the upsampling stage (upsample.smk), demo arrangement, scale 10: every rule of it ran
+    up = run / "upsample"
+    for path in ("model/ema.pt", "model/model.pt", "model/log.csv", "lowres/scale10.npz", "samples/scale10.npz",
+                 "samples/scale10/shard0.npz", "samples/scale10/shard1.npz", "metrics/scale10.json",
+                 "grids/scale10.png", "grids/lowres_scale10.png", "upsample_table.csv"):
+        assert (up / path).is_file(), path
+    with np.load(up / "lowres/scale10.npz") as low, np.load(up / "samples/scale10.npz") as high:
+        assert low["arr_0"].shape == (16, 4, 4, 3) and high["arr_0"].shape == (16, 8, 8, 3)
+        np.testing.assert_array_equal(low["arr_1"], high["arr_1"])
+    table = (up / "upsample_table.md").read_text()
+    label = "demo arrangement: base samples downsampled 8→4 then upsampled 4→8; not the paper's 128→512"
+    assert label in table and "| 10 | base | 8x8 |" in table and "| 10 | upsampled 4→8 | 8x8 |" in table
+    assert "Upsampling stage (ADM-G + ADM-U)" in html and label.replace("'", "&#x27;") in html
     assert elapsed < 300
 
 
