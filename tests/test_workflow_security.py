@@ -54,7 +54,8 @@ def hostile(marker: Path) -> dict[str, str]:
 
 
 # Fields whose value may be any path: the schema cannot refuse `$(...)` there, so quoting must hold.
-FREE_PATHS = {"imagenet_dir", "checkpoints.diffusion", "checkpoints.classifier", "evaluation.cache_dir"}
+FREE_PATHS = {"imagenet_dir", "checkpoints.diffusion", "checkpoints.classifier", "evaluation.cache_dir",
+              "upsample.checkpoint"}
 
 
 def string_fields(schema: dict, prefix: str = "") -> list[str]:
@@ -231,7 +232,8 @@ def test_hostile_paths_stay_one_argument(tmp_path):
     rec = recorder(tmp_path)
     configs = {
         "train": dict(pretrained=False, imagenet_dir=str(folder), data__heldout_fraction=0.5),
-        "pretrained": dict(pretrained=True, checkpoints__diffusion=str(ckpt), evaluation__cache_dir=str(cache)),
+        "pretrained": dict(pretrained=True, checkpoints__diffusion=str(ckpt), evaluation__cache_dir=str(cache),
+                           upsample__enabled=True, upsample__checkpoint=str(ckpt)),  # its --model too
     }
     # flag -> the path it must carry intact; the first of each must appear (the cache dir may
     # reach a download script instead of a command line)
