@@ -1,6 +1,7 @@
 # Guidance arms and seed sets (issue 11), the helpers of arms.smk's rules: the classifier-guidance
-# sweep re-run at the other seeds of sampling.seeds, and every configured arm (classifier guidance in a limited sigma interval,
-# classifier-free guidance of a model trained with label dropout) at every seed, each as
+# sweep re-run at the other seeds of sampling.seeds, and every configured arm (classifier guidance
+# in a limited sigma interval, classifier-free guidance of a model trained with label dropout) at
+# every seed, each as
 #   results/<run>/arms/<arm>/seed<S>/{samples,metrics}/scale<s>...
 # The first seed's classifier-guidance outputs ARE the Table 1 files (samples/, metrics/): they are
 # never re-made here. With no arms and one seed, nothing in this file adds a job or an output.
