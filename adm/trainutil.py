@@ -73,7 +73,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "demo-digits-classifier": TrainConfig(steps=500, batch_size=128, lr=2e-3, weight_decay=0.05,
                                           lr_anneal_steps=500, save_interval=200, log_interval=50,
                                           eval_interval=100, random_flip=False),
-    # The 4x4 -> 8x8 demo upsampler (adm/train_upsampler.py), ~140 CPU-s on one thread. Measured
+    # The 4x4 -> 8x8 demo upsampler (adm/train_upsampler.py), 120 CPU-s on one thread. Measured
     # against the base samples' FID 19 at scale 1: 200 steps x 32 gave FID 136 (raw weights), 400 x
     # 64 gave 66 (raw) / 80 (EMA 0.99, still holding the init): so short a run wants a fast EMA.
     "demo-upsample": TrainConfig(steps=400, batch_size=64, lr=2e-3, ema_rates=(0.95,),

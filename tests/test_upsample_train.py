@@ -6,7 +6,8 @@ What each test catches (mutants tried by hand, see the helper's report):
 - the condition taken from other images than the loss target     -> test_loss_is_conditioned_on_the_same_images
 - a resumed run that differs from an uninterrupted one           -> test_resume_equals_an_uninterrupted_run
 - a checkpoint of another low-res size or a base model continued -> test_another_low_res_size_is_refused
-- the upsample program reading the low-res size as image_size/4  -> test_trained_upsampler_runs_without_low_res_flag
+- the upsample program reading the low-res size as image_size/4  -> test_trained_upsampler_runs_without_low_res_flag,
+  test_low_res_size_order_flag_json_preset_ratio (JSON ignored, preset ignored)
 """
 
 from __future__ import annotations
@@ -156,3 +157,25 @@ def test_trained_upsampler_runs_without_low_res_flag(data, tmp_path):
     r = _cli("train-upsampler", "--data", str(tmp_path / "d8.npz"), "--out-dir", str(tmp_path / "x"),
              "--model-preset", "demo-digits", "--steps", "1", "--no-progress")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not a super-resolution preset" in r.stderr
+
+
+def test_low_res_size_order_flag_json_preset_ratio(tmp_path):
+    """--low-res-size, else the checkpoint JSON's low_res_size, else the preset's (by name or by an
+    equal config), else image_size / 4: demo-upsample (8x8 from 4x4) is not OpenAI's 4x."""
+    import dataclasses
+    import json
+
+    from adm.checkpoints import save_model
+    from adm.unet import build_model
+    from adm.upsample import expected_low_res_size
+
+    cfg = get_preset("demo-upsample")
+    save_model(build_model(cfg), cfg, tmp_path / "a.pt")  # a JSON without low_res_size
+    assert expected_low_res_size(8, None, cfg, tmp_path / "a.pt") == 4  # the preset, by its config
+    assert expected_low_res_size(8, None, None, None, "demo-upsample") == 4  # by its name
+    other = dataclasses.replace(cfg, model_channels=64)
+    assert expected_low_res_size(8, None, other, None) == 2  # no preset: OpenAI's ratio
+    side = tmp_path / "a.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "low_res_size": 2}))
+    assert expected_low_res_size(8, None, cfg, tmp_path / "a.pt") == 2  # the JSON before the preset
+    assert expected_low_res_size(8, 1, cfg, tmp_path / "a.pt") == 1  # the flag before all
