@@ -83,10 +83,9 @@ def write_config(path: Path, base: Path, **changes) -> Path:
 # ---------------------------------------------------------------- smoke config, end to end
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH
-    (session scope: one run for every module that uses it, test_workflow_arms too)."""
+    """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH."""
     workdir = tmp_path_factory.mktemp("smoke")
     start = time.monotonic()
     res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=1200)
@@ -137,6 +136,40 @@ def test_smoke_end_to_end(smoke):
     assert label in table and "| 10 | base | 8x8 |" in table and "| 10 | upsampled 4→8 | 8x8 |" in table
     assert "Upsampling stage (ADM-G + ADM-U)" in html and label.replace("'", "&#x27;") in html
     assert elapsed < 300
+
+
+@pytest.mark.slow
+def test_table1_bytes_do_not_depend_on_the_arms(smoke, tmp_path):
+    """Table 1 with every guidance arm on equals Table 1 without the new keys (tests/test_workflow_arms.py)."""
+    from test_workflow_arms import check_table1_without_arms
+
+    check_table1_without_arms(smoke[0], tmp_path)
+
+
+@pytest.mark.slow
+def test_upsample_job_with_a_wrong_checkpoint_fails_in_one_line(smoke, tmp_path):
+    """Bad input reaching the upsampling stage (here a base model where its checkpoint is) stops
+    that job with ONE error line in its log, no traceback, no shard, and Snakemake names the log."""
+    import shutil
+
+    from adm.checkpoints import save_model
+    from adm.presets import get_preset
+    from adm.unet import build_model
+
+    copy = tmp_path / "w"
+    shutil.copytree(smoke[0], copy, symlinks=True)  # the session's run stays as it is
+    base = get_preset("demo-digits")
+    save_model(build_model(base), base, copy / "results/smoke/upsample/model/ema.pt",
+               diffusion=get_preset("demo-digits", "diffusion"))
+    shard = "results/smoke/upsample/samples/scale10/shard0.npz"
+    (copy / shard).unlink()
+    res = snakemake(copy, shard, "--cores", "1", "--configfile", str(SMOKE), "--rerun-triggers", "mtime")
+    assert res.returncode != 0 and not (copy / shard).exists()
+    log_name = "results/smoke/logs/upsample/sample/scale10_shard0.log"
+    assert log_name in res.stdout + res.stderr
+    lines = (copy / log_name).read_text().strip().splitlines()
+    assert "Traceback" not in "\n".join(lines) and lines[-1].startswith("error: ")
+    assert "not a super-resolution model" in lines[-1] and sum(l.startswith("error:") for l in lines) == 1
 
 
 @pytest.mark.slow
