@@ -229,10 +229,10 @@ def check_upsample(cfg):
 def check_config(cfg):
     """Cross-field checks the schema cannot express; raises ConfigError with one line."""
     check_scales(cfg)
-    check_seeds(cfg)
-    check_arms(cfg)
     check_sources(cfg)
     check_models(cfg)
+    check_seeds(cfg)
+    check_arms(cfg)
     check_upsample(cfg)
 
 
