@@ -2,92 +2,12 @@
 # samples of upsample.scales -> (demo: area-downsampled to the upsampler's low-res size) ->
 # upsample(scale, shard) -> merge -> evaluate at the high resolution -> upsample_table + grids at
 # both resolutions -> a report section. Outputs under results/<run>/upsample/. With the stage off
-# no rule here is defined and every other output is unchanged.
+# no rule here is defined and every other output is unchanged. Paths and helpers: upsample_common.smk.
 #
 # The demo arrangement (digits): the base model makes 8x8 samples, so they are downsampled 8->4
 # and the 4->8 demo upsampler brings them back; evaluated against the same 8x8 reference. It is
 # labelled as such in the table and the report. ImageNet: the 128x128 samples go straight into
 # the 128->512 upsampler and are evaluated against OpenAI's 512 reference batch.
-
-UPSAMPLE = config["upsample"]
-UPSAMPLE_ON = UPSAMPLE["enabled"]
-UP_PRESET = UPSAMPLE["model"]["preset"]
-UP_LOW = UPSAMPLER_LOW_RES[UP_PRESET]
-UP_HIGH = get_preset(UP_PRESET).image_size
-UP_DOWNSAMPLE = UP_LOW != config["image_size"]  # the demo arrangement
-UP_SCALES = [scale_name(s) for s in UPSAMPLE["scales"]] if UPSAMPLE_ON else []
-UP_SHARDS = list(range(UPSAMPLE["num_shards"]))
-
-
-def upsampler_checkpoint():
-    """Trained here (upsample/model/ema.pt), downloaded (pretrained/upsampler.pt) or a local path."""
-    if not UPSAMPLE["pretrained"]:
-        return out("upsample/model/ema.pt")
-    value = UPSAMPLE["checkpoint"]
-    return value if "/" in value else out("pretrained/upsampler.pt")
-
-
-def upsampler_flags():
-    """OpenAI's released file carries no JSON: name its preset (config and low-res size)."""
-    return flag_values("--model-preset", UP_PRESET) if UPSAMPLE["pretrained"] else []
-
-
-def upsample_low_res(wildcards):
-    """What the upsampler reads: the base samples, or (demo) their area-downsampled copies."""
-    if UP_DOWNSAMPLE:
-        return out(f"upsample/lowres/scale{wildcards.scale}.npz")
-    return out(f"samples/scale{wildcards.scale}.npz")
-
-
-def upsample_reference():
-    """The reference batch at the high resolution (the demo's is its own 8x8 one)."""
-    return out("upsample/reference/ref.npz") if IMAGENET else out("reference/ref.npz")
-
-
-def upsample_targets():
-    """final_targets' share: the table, the grids and every shard (a deleted shard re-runs)."""
-    if not UPSAMPLE_ON:
-        return []
-    shards = expand(
-        out("upsample/samples/scale{scale}/shard{shard}.npz"),
-        scale=UP_SCALES,
-        shard=UP_SHARDS,
-    )
-    return [out("upsample/upsample_table.md"), *upsample_grids(), *shards]
-
-
-def upsample_grids():
-    """Grids at both resolutions: the low-res input (demo) and the upsampled output per scale."""
-    grids = expand(out("upsample/grids/scale{scale}.png"), scale=UP_SCALES)
-    if UP_DOWNSAMPLE:
-        grids += expand(out("upsample/grids/lowres_scale{scale}.png"), scale=UP_SCALES)
-    return grids
-
-
-def upsample_report_inputs(wildcards):
-    """report_html's extra inputs (none when the stage is off)."""
-    if not UPSAMPLE_ON:
-        return {}
-    return {
-        "upsample_table": out("upsample/upsample_table.csv"),
-        "upsample_base": expand(out("metrics/scale{scale}.json"), scale=UP_SCALES),
-        "upsample_metrics": expand(
-            out("upsample/metrics/scale{scale}.json"), scale=UP_SCALES
-        ),
-        "upsample_base_grids": expand(out("grids/scale{scale}.png"), scale=UP_SCALES),
-        "upsample_grids": upsample_grids(),
-    }
-
-
-def upsample_arrangement():
-    """The sizes the report and table label (adm.report.upsample.Arrangement fields)."""
-    return {
-        "base_size": config["image_size"],
-        "low_size": UP_LOW,
-        "high_size": UP_HIGH,
-        "compare_paper": IMAGENET and config["image_size"] == 128 and UP_HIGH == 512,
-    }
-
 
 if UPSAMPLE_ON:
 
@@ -127,7 +47,7 @@ if UPSAMPLE_ON:
                 " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
                 " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
-    elif "/" not in UPSAMPLE["checkpoint"]:
+    elif not local_upsampler():
 
         localrules:
             download_upsampler,

@@ -197,33 +197,53 @@ def check_upsample(cfg):
     sampled = [scale_name(s) for s in cfg["sampling"]["scales"]]
     missing = [s for s in up["scales"] if scale_name(s) not in sampled]
     if missing:
-        raise ConfigError(f"upsample.scales {missing} are not among sampling.scales {cfg['sampling']['scales']}")
+        raise ConfigError(
+            f"upsample.scales {missing} are not among sampling.scales {cfg['sampling']['scales']}"
+        )
     if len({scale_name(s) for s in up["scales"]}) != len(up["scales"]):
         raise ConfigError(f"upsample.scales has duplicates: {up['scales']}")
-    preset, size, imagenet = up["model"]["preset"], cfg["image_size"], cfg["dataset"] == "imagenet"
+    preset, size, imagenet = (
+        up["model"]["preset"],
+        cfg["image_size"],
+        cfg["dataset"] == "imagenet",
+    )
     hi, lo = get_preset(preset).image_size, UPSAMPLER_LOW_RES[preset]
     if imagenet and lo != size:
-        raise ConfigError(f"upsample.model.preset {preset!r} takes {lo}x{lo} images, but the base samples are {size}x{size} (image_size)")
-    if not imagenet and (hi != size or size % lo):  # demo: base samples downsampled to lo, upsampled back
-        raise ConfigError(f"upsample.model.preset {preset!r} makes {hi}x{hi} from {lo}x{lo}, but the digits demo "
-                          f"downsamples its {size}x{size} samples and needs them upsampled back to {size}x{size}")
+        raise ConfigError(
+            f"upsample.model.preset {preset!r} takes {lo}x{lo} images, but the base samples are {size}x{size} (image_size)"
+        )
+    if not imagenet and (
+        hi != size or size % lo
+    ):  # demo: base samples downsampled to lo, upsampled back
+        raise ConfigError(
+            f"upsample.model.preset {preset!r} makes {hi}x{hi} from {lo}x{lo}, but the digits demo "
+            f"downsamples its {size}x{size} samples and needs them upsampled back to {size}x{size}"
+        )
     if up["pretrained"] and not imagenet:
-        raise ConfigError("upsample.pretrained: true needs dataset: imagenet (no released demo upsampler)")
+        raise ConfigError(
+            "upsample.pretrained: true needs dataset: imagenet (no released demo upsampler)"
+        )
     if imagenet and not up["pretrained"]:
-        raise ConfigError(f"upsample.pretrained: false would train the upsampler on {hi}x{hi} ImageNet images, which this "
-                          f"DAG does not prepare (it prepares image_size {size}); set upsample.pretrained: true with a "
-                          f"released file or your own `adm train-upsampler` checkpoint as upsample.checkpoint")
+        raise ConfigError(
+            f"upsample.pretrained: false would train the upsampler on {hi}x{hi} ImageNet images, which this "
+            f"DAG does not prepare (it prepares image_size {size}); set upsample.pretrained: true with a "
+            f"released file or your own `adm train-upsampler` checkpoint as upsample.checkpoint"
+        )
     value = up["checkpoint"]
     if up["pretrained"] and "/" in value and not Path(value).is_file():
         raise ConfigError(f"upsample.checkpoint: no such file {value!r}")
     if up["num_shards"] > cfg["sampling"]["num_samples"]:
-        raise ConfigError(f"upsample.num_shards ({up['num_shards']}) > sampling.num_samples ({cfg['sampling']['num_samples']})")
+        raise ConfigError(
+            f"upsample.num_shards ({up['num_shards']}) > sampling.num_samples ({cfg['sampling']['num_samples']})"
+        )
     steps = DIFFUSION_PRESETS[preset].diffusion_steps
     try:
         space_timesteps(steps, respacing_spec(up))
     except ValueError:
-        raise ConfigError(f"upsample.steps: {up['sampler']} cannot take {up['steps']} steps from the {steps}-step "
-                          f"diffusion of {preset!r}") from None
+        raise ConfigError(
+            f"upsample.steps: {up['sampler']} cannot take {up['steps']} steps from the {steps}-step "
+            f"diffusion of {preset!r}"
+        ) from None
 
 
 def check_config(cfg):
