@@ -31,7 +31,9 @@ SMOKE = ROOT / ".test" / "config" / "config.yaml"
 SCRIPTS = ROOT / "tests" / "slurm"
 PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
 GPU_RULES = {"train_diffusion", "train_classifier", "sample", "evaluate"}
-CPU_RULES = {"prepare_data", "build_reference", "featurenet", "merge_shards"}
+CPU_RULES = {"prepare_data", "build_reference", "featurenet", "merge_shards", "arm_merge"}
+# the guidance arms' jobs take the resources of sample, evaluate and train_diffusion (arms.smk)
+ARM_GPU_RULES = {"arm_sample", "arm_evaluate", "train_cfg_model"}
 # the smoke config with one GPU per GPU rule and a smaller sweep (1 scale x 2 shards)
 GPU_SMOKE = {
     "resources": {
@@ -115,10 +117,10 @@ def test_gpu_request_form(tmp_path, monkeypatch, slurm, expected):
     """Exactly one GPU flag in the configured form on each GPU rule, none on CPU rules."""
     jobs = dry_run_jobs(tmp_path, GPU_SMOKE, {"slurm": slurm})
     rules = {rule for rule, _, _ in jobs}
-    assert GPU_RULES | CPU_RULES <= rules
+    assert GPU_RULES | ARM_GPU_RULES | CPU_RULES <= rules
     for rule, resources, threads in jobs:
         flags = gpu_flags(sbatch_call(resources, threads, monkeypatch))
-        assert flags == ([expected] if rule in GPU_RULES else []), (rule, resources)
+        assert flags == ([expected] if rule in GPU_RULES | ARM_GPU_RULES else []), (rule, resources)
 
 
 def test_multi_gpu_training_in_gres_form(tmp_path, monkeypatch):
@@ -127,7 +129,9 @@ def test_multi_gpu_training_in_gres_form(tmp_path, monkeypatch):
            "resources": {"train_diffusion": {"gpu": 2}, "train_classifier": {"gpu": 2}}}
     shell = []
     jobs = {rule: (r, t) for rule, r, t in dry_run_jobs(tmp_path, GPU_SMOKE, cfg, shell=shell)}
-    assert shell[0].count("torch.distributed.run --standalone --nproc_per_node 2 -m adm train-") == 2
+    # train_diffusion, train_classifier and train_cfg_model (train_diffusion's resources)
+    assert shell[0].count("torch.distributed.run --standalone --nproc_per_node 2 -m adm train-") == 3
+    assert gpu_flags(sbatch_call(*jobs["train_cfg_model"], monkeypatch)) == ["--gres=gpu:2"]
     assert gpu_flags(sbatch_call(*jobs["train_diffusion"], monkeypatch)) == ["--gres=gpu:2"]
 
 
@@ -139,7 +143,7 @@ def test_partition_account_cpus_per_gpu_per_rule(tmp_path, monkeypatch):
     }}
     for rule, resources, threads in dry_run_jobs(tmp_path, GPU_SMOKE, cfg):
         call = sbatch_call(resources, threads, monkeypatch)
-        if rule == "sample":
+        if rule in ("sample", "arm_sample"):
             assert " -p gpu " in call and " -A proj1 " in call and "--cpus-per-gpu=4" in call
             assert "--cpus-per-task" not in call
         elif rule == "prepare_data":
