@@ -15,12 +15,12 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
+from .table import _digits, _fmt  # the number formatting of Table 1, shared
 
 SPREAD_NOTE = ("mean ± sd across seed sets (sample standard deviation, n − 1), with the min–max range; "
                "in brackets the first seed's value and its 95% bootstrap interval")
@@ -90,16 +90,6 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
             row.update({f"{m}_{k}": v for k, v in summary.items()})
         rows.append(row)
     return rows
-
-
-def _fmt(x, digits: int) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.{digits}f}"
-
-
-def _digits(metric: str) -> int:
-    return 2 if metric in ("fid", "sfid", "inception_score") else 3
 
 
 def metric_cell(row: dict, m: str) -> str:
