@@ -31,7 +31,7 @@ SMOKE = ROOT / ".test" / "config" / "config.yaml"
 SCRIPTS = ROOT / "tests" / "slurm"
 PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
 GPU_RULES = {"train_diffusion", "train_classifier", "sample", "evaluate"}
-CPU_RULES = {"prepare_data", "build_reference", "featurenet", "merge_shards", "arm_merge"}
+CPU_RULES = {"prepare_data", "build_reference", "featurenet", "merge_shards"}
 # the guidance arms' jobs take the resources of sample, evaluate and train_diffusion (arms.smk)
 ARM_GPU_RULES = {"arm_sample", "arm_evaluate", "train_cfg_model"}
 # the smoke config with one GPU per GPU rule and a smaller sweep (1 scale x 2 shards)
@@ -43,6 +43,8 @@ GPU_SMOKE = {
     "sampling": {"scales": [1.0]},
     "upsample": {"enabled": False},  # its rules' requests: tests/test_upsample_dag.py
 }
+# the real-cluster runs: the Table 1 jobs only (the arms' requests are checked by the dry runs above)
+CLUSTER_SMOKE = {**GPU_SMOKE, "guidance_arms": [], "sampling": {"scales": [1.0], "seeds": [0]}}
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -117,7 +119,7 @@ def test_gpu_request_form(tmp_path, monkeypatch, slurm, expected):
     """Exactly one GPU flag in the configured form on each GPU rule, none on CPU rules."""
     jobs = dry_run_jobs(tmp_path, GPU_SMOKE, {"slurm": slurm})
     rules = {rule for rule, _, _ in jobs}
-    assert GPU_RULES | ARM_GPU_RULES | CPU_RULES <= rules
+    assert GPU_RULES | ARM_GPU_RULES | CPU_RULES | {"arm_merge"} <= rules
     for rule, resources, threads in jobs:
         flags = gpu_flags(sbatch_call(resources, threads, monkeypatch))
         assert flags == ([expected] if rule in GPU_RULES | ARM_GPU_RULES else []), (rule, resources)
@@ -253,7 +255,7 @@ def cluster_runs(cluster, tmp_path_factory):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     start = time.monotonic()
     with open(workdir / "run1.log", "w") as log:
-        proc = subprocess.Popen(snakemake(workdir, *fast, configs=(GPU_SMOKE,)), cwd=ROOT, env=env,
+        proc = subprocess.Popen(snakemake(workdir, *fast, configs=(CLUSTER_SMOKE,)), cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             killed = kill_while_running(proc, "rule_sample_wildcards_1_1", timeout=900)
@@ -265,7 +267,7 @@ def cluster_runs(cluster, tmp_path_factory):
     shards = {p.name: digest(p) for p in (workdir / "results/smoke/samples/scale1").glob("*.npz")}
     models = {p.name: digest(p) for p in (workdir / "results/smoke").glob("*/*.pt")}
     res = run(snakemake(workdir, *fast, "--rerun-incomplete",
-                        configs=(GPU_SMOKE, {"slurm": {"gpu_request": "gres", "gpu_model": "fake"}})),
+                        configs=(CLUSTER_SMOKE, {"slurm": {"gpu_request": "gres", "gpu_model": "fake"}})),
               timeout=900)
     second = SimpleNamespace(returncode=res.returncode, output=res.stdout + res.stderr,
                              jobs={k: v for k, v in cluster_jobs().items() if k not in first.jobs})
