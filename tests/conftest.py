@@ -104,3 +104,18 @@ def tiny_saved_nets(tmp_path_factory):
     save_model(unet, get_preset("tiny-test"), d / "ema.pt", diffusion=get_preset("tiny-test", "diffusion"))
     save_model(clf, get_preset("tiny-test-classifier"), d / "clf.pt")
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """40 random 16x16 images with labels 0..9 (the tiny-test presets' size), drawn from
+    default_rng(0): images first, then labels. tests/test_label_dropout.py's golden weights were
+    trained on exactly these bytes: keep the draw as it is."""
+    import numpy as np
+
+    from adm.data import save_npz
+
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    rng = np.random.default_rng(0)
+    save_npz(path, rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 40))
+    return path

@@ -14,7 +14,6 @@ from adm import cli
 from adm import train_diffusion as td
 from adm.checkpoints import load_model
 from adm.config import to_dict
-from adm.data import save_npz
 from adm.presets import get_preset
 from adm.resume import run_settings
 from adm.trainutil import TrainConfig, label_dropout_mask, resolve_train_config, with_null_class
@@ -32,12 +31,9 @@ GOLDEN_EMA_JSON = "d8e298937d0419fb77a868a14922a4a50ff0ce99705fe29756eea6d045747
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """40 random 16x16 images, labels 0..9 (the golden's data: default_rng(0), in this order)."""
-    path = tmp_path_factory.mktemp("data") / "d.npz"
-    rng = np.random.default_rng(0)
-    save_npz(path, rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 40))
-    return path
+def data(tiny_data):
+    """The golden's data: conftest's tiny_data (default_rng(0): images, then labels)."""
+    return tiny_data
 
 
 def _train(data, out, preset="tiny-test", **overrides):

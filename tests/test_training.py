@@ -8,13 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from adm import cli
 from adm.checkpoints import load_model
-from adm.data import save_npz
 from adm.presets import get_preset
 from adm.train_classifier import train_classifier
 from adm.train_diffusion import train_diffusion
@@ -24,13 +22,6 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """40 random 16×16 images with labels 0..9 (the tiny-test presets' size)."""
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    rng = np.random.default_rng(0)
-    save_npz(path, rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 40))
-    return path
 
 
 def _states_equal(a: dict, b: dict) -> bool:
