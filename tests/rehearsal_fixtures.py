@@ -11,13 +11,18 @@ files of the same kinds that no network has to provide:
   `mu`/`sigma` (2048) and `mu_s`/`sigma_s` (7*17*17 = 2023) computed from those images with the
   served graph (by `python -m evaluations.reference --build-from ... --graph`);
 - a frozen graph with Inception-v3's tensor names (`evaluations.standin`), whose numbers mean
-  nothing: results computed with it must say the graph is not verified Inception.
+  nothing: results computed with it must say the graph is not verified Inception;
+- only when asked (`upsample=True`, `--upsample`): the 128->512 upsampler (`upsample128-512`,
+  `128_512_upsampler.pt`) with seeded random weights in the same format, and a VIRTUAL-style
+  512x512 reference batch (`VIRTUAL_imagenet512.npz`) with statistics from the same graph, for
+  the opt-in rehearsal of the upsampling stage (tests/test_rehearsal_upsample.py). Without it the
+  tree, its files and their bytes are those of the default rehearsal.
 
 `FileServer` serves a folder over HTTP on 127.0.0.1 in a thread, with byte ranges (as the blob
 store does, so a resumed download is really resumed) and one route that answers HTML with status
 200, as a captive portal or an error page would.
 
-By hand:  python tests/rehearsal_fixtures.py DIR [--port 8642]   (build DIR, then serve it)
+By hand:  python tests/rehearsal_fixtures.py DIR [--port 8642] [--upsample]   (build DIR, then serve it)
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ DIFFUSION_FILE = "128x128_diffusion.pt"
 CLASSIFIER_FILE = "128x128_classifier.pt"
 REFERENCE_PATH = "diffusion/jul-2021/ref_batches/imagenet/128/VIRTUAL_imagenet128_labeled.npz"
 GRAPH_PATH = "diffusion/jul-2021/ref_batches/classify_image_graph_def.pb"
+UPSAMPLER_FILE = "128_512_upsampler.pt"  # config/imagenet128.yaml upsample.checkpoint
+UPSAMPLE_REFERENCE_PATH = "diffusion/jul-2021/ref_batches/imagenet/512/VIRTUAL_imagenet512.npz"
 HTML_PATH = "portal/login.html"  # any path under portal/ answers this page with status 200
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Sign in to continue</body></html>\n"
 
@@ -146,10 +153,12 @@ def _run_python(args: list[str]) -> None:
         raise RuntimeError(f"{args[:3]} failed:\n{res.stderr[-3000:]}")
 
 
-def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int = 0) -> dict:
+def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int = 0,
+                      upsample: bool = False) -> dict:
     """Every file the paper config downloads, under `root` at OpenAI's relative paths.
     Returns {name: {"path": relative path, "sha256": ...}} for diffusion, classifier, reference,
-    graph."""
+    graph and, with `upsample`, upsampler and upsample_reference (built after the others, so the
+    default four are the same bytes either way)."""
     root = Path(root)
     files = {
         "graph": GRAPH_PATH,
@@ -163,6 +172,13 @@ def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int =
     sha["diffusion"] = write_openai_checkpoint("imagenet128-cond", root / files["diffusion"], seed)
     sha["classifier"] = write_openai_checkpoint("imagenet128-classifier", root / files["classifier"],
                                                 seed + 1)
+    if upsample:
+        files["upsampler"] = f"{CHECKPOINT_DIR}/{UPSAMPLER_FILE}"
+        files["upsample_reference"] = UPSAMPLE_REFERENCE_PATH
+        sha["upsampler"] = write_openai_checkpoint("upsample128-512", root / files["upsampler"],
+                                                   seed + 2)
+        sha["upsample_reference"] = write_reference_batch(
+            root / UPSAMPLE_REFERENCE_PATH, root / GRAPH_PATH, ref_images, 512, seed + 2)
     return {name: {"path": rel, "sha256": sha[name]} for name, rel in files.items()}
 
 
@@ -243,9 +259,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="build the rehearsal's served files, then serve them")
     ap.add_argument("root")
     ap.add_argument("--port", type=int, default=8642)
+    ap.add_argument("--upsample", action="store_true",
+                    help="also the 128->512 upsampler and the 512 reference (config/rehearsal_upsample.yaml)")
     args = ap.parse_args()
-    if not (Path(args.root) / REFERENCE_PATH).exists():
-        for name, info in build_served_tree(args.root).items():
+    wanted = UPSAMPLE_REFERENCE_PATH if args.upsample else REFERENCE_PATH
+    if not (Path(args.root) / wanted).exists():
+        for name, info in build_served_tree(args.root, upsample=args.upsample).items():
             print(f"{name}: {info['path']} sha256 {info['sha256']}")
     with FileServer(args.root, args.port) as server:
         print(f"serving {args.root} at {server.url} (Ctrl-C stops)")
