@@ -182,3 +182,48 @@ def test_unconditional_upsampler_needs_no_labels(tmp_path, randomise):
     out = _run(tmp_path, tmp_path / "out.npz")
     assert out["arr_0"].shape == (3, 16, 16, 3) and out["arr_1"].tolist() == [0, 0, 0]
     assert json.loads((tmp_path / "out.json").read_text())["num_classes"] is None
+
+
+# ---------------------------------------------------------------- the bicubic baseline (interpolate_npz)
+
+
+def _bicubic_reference(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize in float64 with torch's bicubic, then round half to even and clip: what the
+    baseline must write (written out here, not imported, so a change in either is seen)."""
+    x = torch.nn.functional.interpolate(torch.from_numpy(images.astype(np.float64)).permute(0, 3, 1, 2),
+                                        size=(size, size), mode="bicubic", align_corners=False)
+    return np.clip(np.rint(x.permute(0, 2, 3, 1).numpy()), 0, 255).astype(np.uint8)
+
+
+def test_interpolation_baseline_rounds_clips_and_keeps_labels(tmp_path):
+    from adm.upsample import interpolate_npz
+
+    rng = np.random.default_rng(3)
+    low = rng.integers(0, 256, (N, 4, 4, 3), dtype=np.uint8)
+    low[0] = 128  # a flat image stays flat at the same level
+    low[1] = np.indices((4, 4)).sum(0)[..., None] % 2 * 255  # a 0/255 checkerboard: bicubic overshoots
+    labels = rng.integers(0, 10, N)
+    np.savez(tmp_path / "low.npz", arr_0=low, arr_1=labels)
+    info = interpolate_npz(tmp_path / "low.npz", tmp_path / "out.npz", 16, chunk=3)  # chunks 3+3+1
+    with np.load(tmp_path / "out.npz") as f:
+        out, out_labels = f["arr_0"], f["arr_1"]
+    assert out.shape == (N, 16, 16, 3) and out.dtype == np.uint8 and out_labels.tolist() == labels.tolist()
+    assert (out[0] == 128).all()
+    assert out[1].min() == 0 and out[1].max() == 255  # clipped, not wrapped around by the uint8 cast
+    assert np.array_equal(out, _bicubic_reference(low, 16))
+    assert info["from_size"] == 4 and info["image_size"] == 16 and "bicubic" in info["method"]
+    assert json.loads((tmp_path / "out.json").read_text())["n"] == N
+
+
+def test_interpolation_baseline_bad_input_writes_nothing(tmp_path):
+    from adm.upsample import UpsampleError, interpolate_npz
+
+    np.savez(tmp_path / "float.npz", arr_0=np.zeros((2, 4, 4, 3), np.float32))
+    np.savez(tmp_path / "big.npz", arr_0=np.zeros((2, 32, 32, 3), np.uint8))
+    for src, size, message in (("float.npz", 16, "must be uint8"), ("big.npz", 16, "larger than the 16x16"),
+                               ("absent.npz", 16, "not found")):
+        with pytest.raises(UpsampleError, match=message):
+            interpolate_npz(tmp_path / src, tmp_path / "out.npz", size)
+        assert not (tmp_path / "out.npz").exists() and not (tmp_path / "out.json").exists()
+    with pytest.raises(UpsampleError, match="not one of bicubic, bilinear"):
+        interpolate_npz(tmp_path / "big.npz", tmp_path / "out.npz", 64, mode="lanczos")

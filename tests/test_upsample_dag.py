@@ -2,6 +2,7 @@
 
 What each test catches (mutants tried by hand, see the helper's report):
 - the table losing the base row beside an upsampled scale, or the demo label  -> test_rows_*
+- the bicubic baseline row missing, misplaced or unlabelled                   -> test_rows_with_the_bicubic_*
 - a paper row anywhere but the ImageNet 128 -> 512 setting, or with numbers not checked -> test_paper_row_*
 - the stage's rules defined or its outputs requested while it is off          -> test_stage_off_*
 - the paper config not passing the released file's preset / 512 reference    -> test_imagenet_upsample_dry_run
@@ -50,6 +51,22 @@ def test_rows_put_the_base_row_beside_each_upsampled_scale(tmp_path):
     assert "not the paper&#x27;s 128→512" in html and 'src="data:x"' in html and PAPER_LABEL not in html
 
 
+def test_rows_with_the_bicubic_baseline_between_base_and_upsampled(tmp_path):
+    base, up, bicubic = {1.0: _doc(19.0), 10.0: _doc(30.0)}, {10.0: _doc(33.0)}, {10.0: _doc(40.0)}
+    rows = upsample_rows(base, up, PAPER_ARR, bicubic)
+    assert [(r["scale"], r["stage"], r["fid"]) for r in rows] == [
+        (10.0, "base", 30.0), (10.0, "bicubic 128→512 (baseline, no network)", 40.0),
+        (10.0, "upsampled 128→512", 33.0), (None, PAPER_LABEL, 3.85)]
+    write_upsample_table(base, up, PAPER_ARR, tmp_path / "t.csv", tmp_path / "t.md", interpolated=bicubic)
+    md = (tmp_path / "t.md").read_text()
+    assert "| 10 | bicubic 128→512 (baseline, no network) | 512x512 | 40.00 [39.00, 41.00] |" in md
+    assert "inputs resized by bicubic interpolation and evaluated the same way" in md
+    html = section_html(base, up, PAPER_ARR, [], lambda p: "data:x", interpolated=bicubic)
+    assert "bicubic 128→512 (baseline, no network)" in html and "40.00" in html
+    write_upsample_table(base, up, PAPER_ARR, tmp_path / "t.csv", tmp_path / "t.md")  # none: no row, no note
+    assert "bicubic" not in (tmp_path / "t.md").read_text()
+
+
 def test_paper_row_only_for_128_to_512_and_fid_only(tmp_path):
     up = {1.0: _doc(5.0, net="inception-v3-2015")}
     rows = upsample_rows({1.0: _doc(3.0, net="inception-v3-2015")}, up, PAPER_ARR)
@@ -75,7 +92,8 @@ def _dry(tmp_path, cfg):
 
 
 UPSAMPLE_RULES = {"train_upsampler", "download_upsampler", "downsample_samples", "upsample", "merge_upsampled",
-                  "download_upsample_reference", "evaluate_upsampled", "upsample_table", "upsample_grid", "lowres_grid"}
+                  "download_upsample_reference", "evaluate_upsampled", "upsample_table", "upsample_grid", "lowres_grid",
+                  "interpolate_lowres", "evaluate_interpolated"}
 
 
 def test_stage_off_runs_and_requests_nothing_of_it(tmp_path):
@@ -84,6 +102,7 @@ def test_stage_off_runs_and_requests_nothing_of_it(tmp_path):
     out, counts = _dry(tmp_path, SMOKE)  # on: every rule of the demo arrangement
     assert UPSAMPLE_RULES - {"download_upsampler", "download_upsample_reference"} <= set(counts)
     assert counts["upsample"] == 2 and counts["train_upsampler"] == 1
+    assert counts["evaluate_interpolated"] == counts["evaluate_upsampled"]  # one baseline per scale
     assert "-m adm train-upsampler" in out and "--model-preset demo-upsample" in out
 
 
@@ -94,6 +113,7 @@ def test_imagenet_upsample_dry_run(tmp_path):
     assert "train_upsampler" not in counts and "downsample_samples" not in counts
     shards = yaml.safe_load(IMAGENET.read_text())["upsample"]["num_shards"]
     assert counts["upsample"] == shards * len(yaml.safe_load(IMAGENET.read_text())["upsample"]["scales"])
+    assert counts["interpolate_lowres"] == counts["evaluate_interpolated"] == counts["evaluate_upsampled"]
     cmd = re.search(r"-m adm upsample .*", out).group(0)
     assert "--model-preset upsample128-512" in cmd and "/samples/scale1.npz" in cmd and "--respacing 250" in cmd
     assert "results/imagenet128/pretrained/upsampler.pt" in cmd
@@ -106,13 +126,13 @@ def test_slurm_requests(tmp_path, monkeypatch):
     cfg = {**GPU_SMOKE, "upsample": {"enabled": True, "scales": [1.0]},
            "resources": {**GPU_SMOKE["resources"], "train_upsampler": {"gpu": 1}, "upsample": {"gpu": 1}}}
     jobs = dry_run_jobs(tmp_path, cfg)
-    gpu = {"train_upsampler", "upsample", "evaluate_upsampled"}
+    gpu = {"train_upsampler", "upsample", "evaluate_upsampled", "evaluate_interpolated"}
     seen = set()
     for rule, resources, threads in jobs:
         if rule in UPSAMPLE_RULES:
             seen.add(rule)
             assert gpu_flags(sbatch_call(resources, threads, monkeypatch)) == (["--gpus=1"] if rule in gpu else []), rule
-    assert gpu | {"merge_upsampled", "downsample_samples"} <= seen
+    assert gpu | {"merge_upsampled", "downsample_samples", "interpolate_lowres"} <= seen
 
 
 @pytest.mark.parametrize("changes,message", [

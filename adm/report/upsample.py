@@ -1,8 +1,9 @@
 """The upsampling stage's table (upsample_table.{csv,md}) and its report section (ADM-G + ADM-U).
 
-Each upsampled guidance scale gets two rows built from the same metrics-JSON shape as Table 1:
-the plain base samples at that scale (the Table 1 row) and the same samples after the upsampler.
-For the ImageNet 128 -> 512 configuration the paper's ADM-G + ADM-U row is added.
+Each upsampled guidance scale gets rows built from the same metrics-JSON shape as Table 1: the
+plain base samples at that scale (the Table 1 row), the upsampler's low-res inputs resized by
+bicubic interpolation (the baseline, no network; when the run made it) and the same inputs after
+the upsampler. For the ImageNet 128 -> 512 configuration the paper's ADM-G + ADM-U row is added.
 """
 
 from __future__ import annotations
@@ -48,14 +49,25 @@ class Arrangement:
         return f"base samples ({self.base_size}x{self.base_size}) upsampled {self.low_size}→{self.high_size}"
 
 
-def upsample_rows(base: Mapping[float, dict], upsampled: Mapping[float, dict], arr: Arrangement) -> list[dict]:
-    """Per upsampled scale: the base row then the upsampled row; the paper's row last when comparing."""
+def baseline_label(arr: Arrangement) -> str:
+    return f"bicubic {arr.low_size}→{arr.high_size} (baseline, no network)"
+
+
+def upsample_rows(base: Mapping[float, dict], upsampled: Mapping[float, dict], arr: Arrangement,
+                  interpolated: Mapping[float, dict] | None = None) -> list[dict]:
+    """Per upsampled scale: the base row, the bicubic baseline's (if given), the upsampled row;
+    the paper's row last when comparing."""
     rows = []
     base_rows = {r["scale"]: r for r in table_rows({s: base[s] for s in upsampled if s in base}, False)}
+    interpolated = interpolated or {}
+    bicubic_rows = {r["scale"]: r for r in table_rows({s: interpolated[s] for s in upsampled if s in interpolated},
+                                                      False)}
     for row in table_rows(upsampled, False):
         s = row["scale"]
         if s in base_rows:
             rows.append({**base_rows[s], "stage": "base", "resolution": arr.base_size})
+        if s in bicubic_rows:
+            rows.append({**bicubic_rows[s], "stage": baseline_label(arr), "resolution": arr.high_size})
         rows.append({**row, "stage": f"upsampled {arr.low_size}→{arr.high_size}", "resolution": arr.high_size})
     if arr.compare_paper:
         paper = {"scale": None, "stage": PAPER_LABEL, "resolution": 512, "n_samples": 50000, "feature_network": None}
@@ -75,8 +87,12 @@ def cells(row: dict) -> list[str]:
     return [scale, row["stage"], f"{row['resolution']}x{row['resolution']}", *metric_cells]
 
 
-def notes(upsampled: Mapping[float, dict], arr: Arrangement) -> list[str]:
+def notes(upsampled: Mapping[float, dict], arr: Arrangement, baseline: bool = False) -> list[str]:
     lines = [arr.label()]
+    if baseline:
+        lines.append(f"{baseline_label(arr)}: the upsampler's own {arr.low_size}x{arr.low_size} inputs resized by "
+                     f"bicubic interpolation and evaluated the same way; the learned upsampler adds something "
+                     f"only where it scores better than this row")
     if is_demo(upsampled):
         lines.append(DEMO_BANNER)
     elif is_unverified(upsampled):
@@ -86,14 +102,14 @@ def notes(upsampled: Mapping[float, dict], arr: Arrangement) -> list[str]:
 
 
 def write_upsample_table(base: Mapping[float, dict], upsampled: Mapping[float, dict], arr: Arrangement,
-                         csv_path, md_path) -> list[dict]:
+                         csv_path, md_path, interpolated: Mapping[float, dict] | None = None) -> list[dict]:
     """upsample_table.csv (one row per line of the table, raw values) and .md (notes + table)."""
-    rows = upsample_rows(base, upsampled, arr)
+    rows = upsample_rows(base, upsampled, arr, interpolated)
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    md = [f"_{n}_\n" for n in notes(upsampled, arr)]
+    md = [f"_{n}_\n" for n in notes(upsampled, arr, bool(interpolated))]
     md.append("| " + " | ".join(header()) + " |")
     md.append("|" + "|".join(["---:"] + [":---"] + ["---:"] * (len(header()) - 2)) + "|")
     md += ["| " + " | ".join(cells(r)) + " |" for r in rows]
@@ -102,14 +118,14 @@ def write_upsample_table(base: Mapping[float, dict], upsampled: Mapping[float, d
 
 
 def section_html(base: Mapping[float, dict], upsampled: Mapping[float, dict], arr: Arrangement,
-                 grids: list[tuple[str, Path]], data_uri) -> str:
+                 grids: list[tuple[str, Path]], data_uri, interpolated: Mapping[float, dict] | None = None) -> str:
     """The report's upsampling section: what it shows, the table, and grids at both resolutions."""
-    rows = upsample_rows(base, upsampled, arr)
+    rows = upsample_rows(base, upsampled, arr, interpolated)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header())
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>" for r in rows)
     figs = "".join(f'<figure><img alt="{html.escape(c)}" src="{data_uri(p)}"><figcaption>{html.escape(c)}</figcaption>'
                    f"</figure>" for c, p in grids)
-    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes(upsampled, arr))
+    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes(upsampled, arr, bool(interpolated)))
     return (f"<h2>Upsampling stage (ADM-G + ADM-U)</h2>"
             f'<div class="banner">{html.escape(arr.label())}</div>{text}'
             f'<table class="table1"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -134,7 +150,8 @@ def upsample_files(inputs, config: Mapping) -> dict | None:
         return None
     return {"base_metrics": list(inputs.get("upsample_base")), "upsampled_metrics": list(inputs.get("upsample_metrics")),
             "base_grids": list(inputs.get("upsample_base_grids")), "grids": list(inputs.get("upsample_grids")),
-            "arrangement": arrangement_of(config)}
+            "arrangement": arrangement_of(config),
+            "interpolated_metrics": list(inputs.get("upsample_interpolated") or [])}
 
 
 def _grid_list(base_grids, grids, arr: Arrangement) -> list[tuple[str, Path]]:
@@ -152,8 +169,9 @@ def _grid_list(base_grids, grids, arr: Arrangement) -> list[tuple[str, Path]]:
     return [(f"{caption}, scale {s:g}", p) for s in sorted(by_scale) for _, caption, p in sorted(by_scale[s])]
 
 
-def section_from_files(base_metrics, upsampled_metrics, base_grids, grids, arrangement: Arrangement, data_uri) -> str:
+def section_from_files(base_metrics, upsampled_metrics, base_grids, grids, arrangement: Arrangement, data_uri,
+                       interpolated_metrics=()) -> str:
     from .table import load_metrics
 
     return section_html(load_metrics(base_metrics), load_metrics(upsampled_metrics), arrangement,
-                        _grid_list(base_grids, grids, arrangement), data_uri)
+                        _grid_list(base_grids, grids, arrangement), data_uri, load_metrics(interpolated_metrics))

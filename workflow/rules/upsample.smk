@@ -7,7 +7,8 @@
 # The demo arrangement (digits): the base model makes 8x8 samples, so they are downsampled 8->4
 # and the 4->8 demo upsampler brings them back; evaluated against the same 8x8 reference. It is
 # labelled as such in the table and the report. ImageNet: the 128x128 samples go straight into
-# the 128->512 upsampler and are evaluated against OpenAI's 512 reference batch.
+# the 128->512 upsampler and are evaluated against OpenAI's 512 reference batch. Either way the
+# same low-res inputs are also resized by bicubic interpolation and evaluated: the baseline row.
 
 if UPSAMPLE_ON:
 
@@ -182,10 +183,60 @@ if UPSAMPLE_ON:
             "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
             " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
+    # The baseline beside it: the same low-res inputs resized by bicubic interpolation (no
+    # network), evaluated against the same reference, so the table shows whether the learned
+    # upsampler beats interpolation. One cheap job and one evaluation per upsampled scale.
+    rule interpolate_lowres:
+        input:
+            upsample_low_res,
+        output:
+            out("upsample/bicubic/scale{scale}.npz"),
+        log:
+            logfile("upsample/bicubic/scale{scale}.log"),
+        benchmark:
+            benchfile("upsample_bicubic/scale{scale}.tsv")
+        conda:
+            "../envs/torch.yaml"
+        resources:
+            mem_mb=res("upsample", "mem_mb"),
+        params:
+            size=UP_HIGH,
+            mode=UP_BASELINE,
+        script:
+            "../scripts/interpolate.py"
+
+    rule evaluate_interpolated:
+        input:
+            unpack(evaluator_inputs),
+            ref=upsample_reference(),
+            samples=out("upsample/bicubic/scale{scale}.npz"),
+        output:
+            out("upsample/bicubic_metrics/scale{scale}.json"),
+        log:
+            logfile("upsample/bicubic_evaluate/scale{scale}.log"),
+        benchmark:
+            benchfile("upsample_bicubic_evaluate/scale{scale}.tsv")
+        conda:
+            "../envs/tensorflow.yaml"
+        threads: res("evaluate", "threads")
+        resources:
+            **slurm_resources("evaluate"),
+            mem_mb=res("evaluate", "mem_mb"),
+            runtime=res("evaluate", "runtime"),
+        params:
+            python=python(),
+            flags=evaluator_flags(),
+        shell:
+            "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+            " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+
     rule upsample_table:
         input:
             base=expand(out("metrics/scale{scale}.json"), scale=UP_SCALES),
             upsampled=expand(out("upsample/metrics/scale{scale}.json"), scale=UP_SCALES),
+            interpolated=expand(
+                out("upsample/bicubic_metrics/scale{scale}.json"), scale=UP_SCALES
+            ),
         output:
             csv=report(
                 out("upsample/upsample_table.csv"),

@@ -10,6 +10,7 @@ UP_HIGH = get_preset(UP_PRESET).image_size
 UP_DOWNSAMPLE = UP_LOW != config["image_size"]  # the demo arrangement
 UP_SCALES = [scale_name(s) for s in UPSAMPLE["scales"]] if UPSAMPLE_ON else []
 UP_SHARDS = list(range(UPSAMPLE["num_shards"]))
+UP_BASELINE = "bicubic"  # adm.upsample.interpolate_npz: the table's interpolation row
 
 
 def upsampler_checkpoint():
@@ -71,6 +72,9 @@ def upsample_report_inputs(wildcards):
         "upsample_base": expand(out("metrics/scale{scale}.json"), scale=UP_SCALES),
         "upsample_metrics": expand(
             out("upsample/metrics/scale{scale}.json"), scale=UP_SCALES
+        ),
+        "upsample_interpolated": expand(
+            out("upsample/bicubic_metrics/scale{scale}.json"), scale=UP_SCALES
         ),
         "upsample_base_grids": expand(out("grids/scale{scale}.png"), scale=UP_SCALES),
         "upsample_grids": upsample_grids(),
