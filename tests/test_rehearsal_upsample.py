@@ -4,8 +4,8 @@ config/imagenet128.yaml + config/rehearsal.yaml + config/rehearsal_upsample.yaml
 rehearsal (tests/test_rehearsal.py) with the paper's upsample stage switched on for its one scale,
 fed by a random-weight `upsample128-512` network in OpenAI's format (`128_512_upsampler.pt`) and a
 VIRTUAL-style 512x512 reference batch, both served from 127.0.0.1 and fetched by the download
-rules with pinned sha256s. 4 images x 1 step of the 512x512 network cost ~530 CPU-seconds (about
-132 per image-step, bench/out/upsample.md), so the end-to-end run is skipped unless
+rules with pinned sha256s. 4 images x 2 steps of the 512x512 network cost ~1060 CPU-seconds
+(about 132 per image-step, bench/out/upsample.md), so the end-to-end run is skipped unless
 ADM_BENCH_REHEARSAL_UPSAMPLE=1; the config guard and the dry run below always run (seconds).
 """
 
@@ -30,7 +30,8 @@ OVERLAY = tr.ROOT / "config" / "rehearsal_upsample.yaml"
 CONFIGS = (tr.PAPER, tr.REHEARSAL, OVERLAY)
 ENV_FLAG = "ADM_BENCH_REHEARSAL_UPSAMPLE"
 STAGE_RULES = {"download_upsampler", "download_upsample_reference", "upsample", "merge_upsampled",
-               "evaluate_upsampled", "upsample_table", "upsample_grid"}
+               "evaluate_upsampled", "interpolate_lowres", "evaluate_interpolated", "upsample_table",
+               "upsample_grid"}
 
 # What the overlay may change: switch the paper's stage on, where its 512 reference comes from,
 # and sizes. Presets, checkpoint, pretrained, sampler, batch size, precision, scales: the paper's.
@@ -40,8 +41,8 @@ ALLOWED_CHANGES = re.compile(
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 opt_in = pytest.mark.skipif(
     os.environ.get(ENV_FLAG) != "1",
-    reason=f"opt-in: {ENV_FLAG}=1 pytest tests/test_rehearsal_upsample.py (4 images x 1 step of the "
-           f"128->512 upsampler, ~530 CPU-s; ~15 min wall with the rest of the rehearsal on 2 cores)")
+    reason=f"opt-in: {ENV_FLAG}=1 pytest tests/test_rehearsal_upsample.py (4 images x 2 steps of the "
+           f"128->512 upsampler, ~1060 CPU-s; ~20 min wall with the rest of the rehearsal on 2 cores)")
 
 
 def test_overlay_switches_the_stage_on_and_changes_only_sources_and_sizes():
@@ -127,12 +128,18 @@ def test_upsampled_samples_are_512_with_the_base_labels(rehearsal):
         assert np.array_equal(up["arr_1"], base["arr_1"])  # image i keeps low-res image i's label
         assert up["arr_0"].std() > 0
     shard = json.loads((run / "upsample/samples/scale1/shard1.json").read_text())
-    assert shard["steps"] == 1 and shard["low_res_size"] == 128 and shard["first_index"] == 2
+    assert shard["steps"] == 2 and shard["low_res_size"] == 128 and shard["first_index"] == 2
     assert shard["config"]["model_preset"] == "upsample128-512"
     doc = json.loads((run / "upsample/metrics/scale1.json").read_text())
     assert doc["image_size"] == 512 and doc["n_samples"] == 4 and doc["n_ref"] == 16
     assert doc["ref_stats_source"] == "npz"
     assert doc["feature_network"] != "inception-v3-2015"
+    with np.load(run / "samples/scale1.npz") as base, \
+            np.load(run / "upsample/bicubic/scale1.npz") as bicubic:  # the baseline: same inputs, no network
+        assert bicubic["arr_0"].shape == (4, 512, 512, 3)
+        assert np.array_equal(bicubic["arr_1"], base["arr_1"])
+    doc = json.loads((run / "upsample/bicubic_metrics/scale1.json").read_text())
+    assert doc["image_size"] == 512 and doc["n_samples"] == 4 and doc["ref_stats_source"] == "npz"
 
 
 @opt_in
@@ -145,13 +152,16 @@ def test_upsample_table_and_report_beside_the_paper(rehearsal):
     run = workdir / "results" / tr.RUN
     table = (run / "upsample/upsample_table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 1 |")]
-    assert [r.split(" | ")[1:3] for r in rows] == [["base", "128x128"],
-                                                   ["upsampled 128→512", "512x512"]], table
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["base", "128x128"], ["bicubic 128→512 (baseline, no network)", "512x512"],
+        ["upsampled 128→512", "512x512"]], table
     paper_row = next(line for line in table.splitlines() if PAPER_LABEL in line)
     assert "| 3.85 |" in paper_row, paper_row
     assert "unverified feature graph" in table
     page = (workdir / "results" / "report.html").read_text()
-    section = page[page.index("Upsampling stage (ADM-G + ADM-U)"):]
+    start = page.index("Upsampling stage (ADM-G + ADM-U)")
+    end = page.find("<h2", start)
+    section = page[start:end if end > 0 else None]  # to the next section
     text = re.sub(r'src="data:[^"]*"', "", section)  # base64 images could spell any word
     assert html.escape(PAPER_LABEL) in text and "3.85" in text
     assert "unverified feature graph" in text and html.escape(UNVERIFIED_BANNER) in page
