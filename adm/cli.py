@@ -128,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32",
                    help="fp32 exact (default); fp16 the paper's (CUDA); bf16 autocast; auto: fp16 on cuda, else fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile both networks (costs minutes up front)")
+    p.add_argument("--fast", nargs="?", const="fast", default="exact", metavar="MODE",
+                   help="named fast path: exact (default; equal to the reference), fast (bare --fast: fused "
+                        "attention, rounding-level changes), compiled (fast + torch.compile); see docs/sampling.md")
+    p.add_argument("--channels-last", action="store_true", help="NHWC layout for both networks (rounding only)")
+    p.add_argument("--fused-attention", action="store_true", help="SDPA's fused attention kernels (rounding only)")
     p.add_argument("--out", required=True)
     p.add_argument("--model-preset")
     p.add_argument("--classifier-preset")
@@ -252,6 +257,7 @@ def cmd_sample(a) -> None:
                        batch_size=a.batch_size, labels=a.labels, model_preset=a.model_preset,
                        classifier_preset=a.classifier_preset, diffusion_preset=a.diffusion_preset,
                        clip_denoised=a.clip_denoised, precision=a.precision, compile=a.compile,
+                       fast=a.fast, channels_last=a.channels_last, fused_attention=a.fused_attention,
                        guidance_interval=a.guidance_interval, guidance=a.guidance)
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")

@@ -103,6 +103,31 @@ class FastPath:
                              f"got {self.precision!r}")
 
 
+# Named fast-path sets (`adm sample --fast MODE`, config `sampling.fast`): each turns on FastPath
+# fields by name; bench/bench_sampling.py measures every one against the reference sampler.
+FAST_MODES: dict[str, dict[str, bool]] = {
+    "exact": {},  # the default: every x_0 byte-equal to the reference trajectory
+    # the kernels that measured faster on CPU with no compile cost; they change x_0 only by
+    # rounding (bench/out/sampling.md: max |dx0| vs the reference, and bf16_demo.md: the metrics)
+    "fast": {"fused_attention": True},
+    # plus torch.compile of both networks (inductor): pays only where a process samples for
+    # longer than the compile takes (minutes on a CPU; see sampling.md)
+    "compiled": {"fused_attention": True, "compile": True},
+}
+
+
+def check_fast_mode(mode: str) -> str:
+    if mode not in FAST_MODES:
+        raise ValueError(f"--fast must be one of {', '.join(FAST_MODES)}, got {mode!r}")
+    return mode
+
+
+def fast_path(mode: str, precision: str, **fields: bool) -> FastPath:
+    """The FastPath of a named mode; `fields` (channels_last=True, ...) turn further fields on."""
+    return FastPath(precision=precision, **{**FAST_MODES[check_fast_mode(mode)],
+                                            **{k: v for k, v in fields.items() if v}})
+
+
 def _freeze(net: nn.Module) -> nn.Module:
     # Sampling never trains: no weight needs a gradient, the classifier's gradient is w.r.t. x only.
     net.eval()

@@ -45,6 +45,10 @@ class SampleConfig:
     clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
     precision: str = "fp32"           # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
     compile: bool = False             # torch.compile both networks (pays only on long runs; see bench/)
+    fast: str = "exact"               # named fast path (adm.precision.FAST_MODES): exact (bytes equal to the
+                                      # reference) | fast (fused attention) | compiled (fast + torch.compile)
+    channels_last: bool = False       # NHWC weights and activations on top of the mode (rounding only)
+    fused_attention: bool = False     # SDPA's fused attention kernels on top of the mode (rounding only)
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
                                       # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
     guidance: str = "classifier"      # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
@@ -69,6 +73,9 @@ class SampleConfig:
             from adm.guidance import check_interval
 
             object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
+        from adm.precision import check_fast_mode
+
+        check_fast_mode(self.fast)
         if self.labels not in ("uniform", "balanced"):
             raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
 
@@ -145,7 +152,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
     from adm.batch_memory import guided_step, out_of_memory_message, probe_batch_size
     from adm.guidance import classifier_guidance, limited_interval
-    from adm.precision import FastPath, resolve_sampling_precision, sampling_classifier_fn, sampling_model_fn
+    from adm.precision import fast_path, resolve_sampling_precision, sampling_classifier_fn, sampling_model_fn
     from adm.rng import randn_per_sample, sample_generators, sample_labels
     from adm.sampling import ddim_sample, ddpm_sample, to_uint8
     from adm.schedule import make_schedule, respace
@@ -157,7 +164,8 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     base_schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
     schedule = respace(base_schedule, spec)
     num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
-    fast = FastPath(precision=resolve_sampling_precision(cfg.precision, dev.type), compile=cfg.compile)
+    fast = fast_path(cfg.fast, resolve_sampling_precision(cfg.precision, dev.type), compile=cfg.compile,
+                     channels_last=cfg.channels_last, fused_attention=cfg.fused_attention)
     classifier_fn = sampling_classifier_fn(classifier, fast, dev.type) if classifier is not None else None
     full_cond_fn = classifier_guidance(classifier_fn, cfg.scale) if classifier is not None else None
     # sigma bounds are looked up at the ORIGINAL timestep in the training schedule; a full
@@ -209,6 +217,6 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
                "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes}
     write_json(Path(cfg.out).with_suffix(".json"), {
         "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
-        "precision": fast.precision, "batch_size": batch_size, "batch_probe": probe, "guidance": guidance_record(cfg),
+        "precision": fast.precision, "fast_path": dataclasses.asdict(fast), "batch_size": batch_size, "batch_probe": probe, "guidance": guidance_record(cfg),
         "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
     return summary

@@ -59,8 +59,14 @@ def test_bf16_really_runs_in_bf16_and_stays_close(demo_nets):
     plain, _ = _run(*demo_nets, None)
     bf16, _ = _run(*demo_nets, FastPath(precision="bf16"))
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
-    diff = (plain - bf16).abs().max().item()
-    assert 0 < diff < 0.1  # bf16 has an 8-bit mantissa: not bit-equal, yet the same images
+    diff = (plain - bf16).abs()
+    # bf16 has an 8-bit mantissa: not bit-equal, yet the same images. A rare pixel may jump: at
+    # t = 999, x_0_hat = sqrt(1/alpha_bar) x_t - sqrt(1/alpha_bar - 1) eps multiplies eps's rounding
+    # by ~2e4 (cosine schedule) and the clamp sends it to the other end of [-1, 1] (bench/out/sampling.md,
+    # "Why bf16's x_0 drift ..."): one value of the 1152 here. The typical sample moves by ~5e-3.
+    assert diff.max() > 0
+    assert diff.flatten(1).max(dim=1).values.median() < 0.05
+    assert (diff > 0.1).float().mean() < 0.01
 
 
 def test_label_range_checked_once_per_batch_not_per_step(demo_nets, monkeypatch):
@@ -190,3 +196,42 @@ def test_fused_attention_fast_path_is_opt_in_and_stays_close(demo_nets):
     assert blocks and all(m.fused_attention for m in blocks)
     assert not any(m.fused_attention for m in unet.modules() if hasattr(m, "fused_attention"))
     assert (plain - fused).abs().max() < 1e-4
+
+
+# ---------------------------------------------------------------- named fast paths (--fast)
+
+
+def test_fast_modes_turn_on_their_fields_and_exact_is_the_default_fastpath():
+    from adm.precision import FAST_MODES, fast_path
+
+    assert fast_path("exact", "fp32") == FastPath() and FAST_MODES["exact"] == {}
+    assert fast_path("fast", "fp32") == FastPath(fused_attention=True)
+    assert fast_path("compiled", "bf16") == FastPath(precision="bf16", fused_attention=True, compile=True)
+    # a field given on top turns on; a False one never turns a mode's field off
+    assert fast_path("fast", "fp32", channels_last=True, fused_attention=False) == \
+        FastPath(fused_attention=True, channels_last=True)
+    with pytest.raises(ValueError, match="--fast must be one of exact, fast, compiled, got 'turbo'"):
+        fast_path("turbo", "fp32")
+
+
+def test_bad_fast_mode_is_one_line_and_writes_nothing(nets, tmp_path, capsys):
+    assert cli.main(_argv(nets, tmp_path / "s.npz", "--fast", "turbo")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fast must be one of" in err[0] and "'turbo'" in err[0]
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_fast_flag_samples_the_same_images_up_to_rounding_and_exact_keeps_the_bytes(nets, tmp_path):
+    runs = {"default": (), "exact": ("--fast", "exact"), "fast": ("--fast",),
+            "fused": ("--fused-attention",), "cl": ("--fast", "--channels-last")}
+    for name, flags in runs.items():
+        assert cli.main(_argv(nets, tmp_path / f"{name}.npz", *flags)) == 0
+    images = {k: np.load(tmp_path / f"{k}.npz")["arr_0"].astype(int) for k in runs}
+    paths = {k: json.loads((tmp_path / f"{k}.json").read_text())["fast_path"] for k in runs}
+    assert np.array_equal(images["default"], images["exact"])  # the default's bytes are exact mode's
+    assert paths["default"] == paths["exact"] == {**paths["default"], "fused_attention": False, "compile": False}
+    assert paths["fast"]["fused_attention"] and not paths["fast"]["channels_last"]
+    assert paths["fused"] == paths["fast"]  # the bare flag reaches the same FastPath
+    assert paths["cl"]["channels_last"] and paths["cl"]["fused_attention"]
+    for k in ("fast", "cl"):  # rounding-level changes only: a uint8 level at most
+        assert np.abs(images[k] - images["default"]).max() <= 1
