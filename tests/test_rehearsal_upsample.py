@@ -4,8 +4,9 @@ config/imagenet128.yaml + config/rehearsal.yaml + config/rehearsal_upsample.yaml
 rehearsal (tests/test_rehearsal.py) with the paper's upsample stage switched on for its one scale,
 fed by a random-weight `upsample128-512` network in OpenAI's format (`128_512_upsampler.pt`) and a
 VIRTUAL-style 512x512 reference batch, both served from 127.0.0.1 and fetched by the download
-rules with pinned sha256s. 4 images x 2 steps of the 512x512 network cost ~1060 CPU-seconds
-(about 132 per image-step, bench/out/upsample.md), so the end-to-end run is skipped unless
+rules with pinned sha256s. 4 images x 2 steps of the 512x512 network cost 620 CPU-seconds
+(measured 2026-12-03, README.md; 22 min wall for the whole module on the shared 2-core machine),
+so the end-to-end run is skipped unless
 ADM_BENCH_REHEARSAL_UPSAMPLE=1; the config guard and the dry run below always run (seconds).
 """
 
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 opt_in = pytest.mark.skipif(
     os.environ.get(ENV_FLAG) != "1",
     reason=f"opt-in: {ENV_FLAG}=1 pytest tests/test_rehearsal_upsample.py (4 images x 2 steps of the "
-           f"128->512 upsampler, ~1060 CPU-s; ~20 min wall with the rest of the rehearsal on 2 cores)")
+           f"128->512 upsampler, ~620 CPU-s; ~22 min wall with the rest of the rehearsal on 2 cores)")
 
 
 def test_overlay_switches_the_stage_on_and_changes_only_sources_and_sizes():
