@@ -119,3 +119,21 @@ def tiny_data(tmp_path_factory):
     rng = np.random.default_rng(0)
     save_npz(path, rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 40))
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke DAG (.test/config/config.yaml), started as `.venv/bin/snakemake` with a failing
+    `python` first on PATH; (workdir, seconds). Session-scoped: tests/test_workflow.py and
+    tests/test_workflow_rerun.py read the same run."""
+    import time
+
+    from test_workflow import SMOKE, venv_snakemake
+
+    workdir = tmp_path_factory.mktemp("smoke")
+    start = time.monotonic()
+    res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=1200)
+    elapsed = time.monotonic() - start
+    assert res.returncode == 0, res.stderr[-4000:]
+    print(f"smoke workflow: {elapsed:.0f} s")
+    return workdir, elapsed

@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,16 +82,7 @@ def write_config(path: Path, base: Path, **changes) -> Path:
 # ---------------------------------------------------------------- smoke config, end to end
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke DAG, started as `.venv/bin/snakemake` with a failing `python` first on PATH."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    start = time.monotonic()
-    res = venv_snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE), timeout=1200)
-    elapsed = time.monotonic() - start
-    assert res.returncode == 0, res.stderr[-4000:]
-    print(f"smoke workflow: {elapsed:.0f} s")
-    return workdir, elapsed
+# the `smoke` fixture (the smoke DAG, run once per session) lives in tests/conftest.py
 
 
 @pytest.mark.slow
@@ -139,11 +129,11 @@ def test_smoke_end_to_end(smoke):
 
 
 @pytest.mark.slow
-def test_table1_bytes_do_not_depend_on_the_arms(smoke, tmp_path):
-    """Table 1 with every guidance arm on equals Table 1 without the new keys (tests/test_workflow_arms.py)."""
-    from test_workflow_arms import check_table1_without_arms
+def test_arms_are_compared_in_the_report(smoke):
+    """comparison.md, the trade-off plots and the report section of the arms (tests/test_workflow_arms.py)."""
+    from test_workflow_arms import check_comparison
 
-    check_table1_without_arms(smoke[0], tmp_path)
+    check_comparison(smoke[0])
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@ their paths, commands and bytes when the new keys are off; each arm's jobs carry
 flags; the configs that cannot run end with one line.
 
 The end-to-end run of every new rule is the smoke DAG of tests/test_workflow.py (its config has a
-tiny version of each arm); its test_table1_bytes_do_not_depend_on_the_arms calls
-check_table1_without_arms below on that run (one smoke DAG for both files).
+tiny version of each arm); its test_arms_are_compared_in_the_report calls
+check_comparison below on that run (one smoke DAG for every file).
 """
 
 from __future__ import annotations
@@ -194,17 +194,10 @@ def test_cfg_with_released_checkpoints_is_refused(tmp_path):
 # ---------------------------------------------------------------- on the real smoke DAG (test_workflow.py)
 
 
-def check_table1_without_arms(workdir: Path, tmp_path: Path) -> None:
-    """Table 1 of the smoke DAG in `workdir` (every arm on) equals that of the same config without
-    the new keys, byte for byte; the comparison has every arm with the seed spread."""
-    base = write(tmp_path / "base.yaml", without_arms(smoke_cfg()))
-    # targets first: --configfile takes every value after it
-    res = snakemake(tmp_path, "results/smoke/table1.md", "results/smoke/table1.csv", "results/smoke/table1.tex",
-                    "--cores", "2", "--configfile", str(base), timeout=900)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    for name in ("table1.md", "table1.csv", "table1.tex"):
-        assert (tmp_path / "results/smoke" / name).read_bytes() == (workdir / "results/smoke" / name).read_bytes(), name
-    assert not (tmp_path / "results/smoke/arms").exists()
+def check_comparison(workdir: Path) -> None:
+    """The smoke DAG in `workdir` (every arm on) compared every arm, with the seed spread, in the
+    table, the trade-off plots and the report. (Its Table 1 bytes equal those of the same config
+    without the new keys: tests/test_workflow_rerun.py's test_table1_bytes_do_not_depend_on_the_arms.)"""
     run = workdir / "results/smoke"
     md = (run / "comparison.md").read_text()
     cfg = smoke_cfg()
