@@ -68,8 +68,16 @@ def qkv_attention(qkv: torch.Tensor, num_heads: int, new_order: bool, fused: boo
         # The fused kernels (CPU flash; CUDA flash / mem-efficient) need unit stride in C: on the
         # transposed views above SDPA silently runs its math path (bmm + softmax), 2x slower
         # forward + backward at T = 1024 on CPU. Off by default: it rounds differently (~1e-6).
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    out = F.scaled_dot_product_attention(q, k, v)  # (N, H, T, C)
+        out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # (N, H, T, C)
+    else:
+        # The exact path: SDPA's math path op for op (each of q and kᵀ scaled by sqrt(1/sqrt(C)),
+        # as OpenAI scales both by C^(-1/4)), without its _safe_softmax guard for fully masked
+        # rows (an all + where over the (T, T) weights that no unmasked attention needs; ~7% of
+        # the 64x64 step, bench/out/step_profile.md). The same kernels, so the same bytes.
+        s = math.sqrt(1.0 / math.sqrt(ch))
+        logits = torch.matmul(q * s, k.transpose(-2, -1) * s)  # (N, H, T, T)
+        weights = torch.softmax(logits.float(), dim=-1).to(logits.dtype)  # in float32, as OpenAI's fp16 mode
+        out = torch.matmul(weights, v)  # (N, H, T, C)
     return out.transpose(-1, -2).reshape(n, num_heads * ch, length)  # (N, H·C, T)
 
 

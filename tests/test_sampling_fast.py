@@ -181,7 +181,7 @@ def test_fused_attention_runs_the_fused_kernel_and_only_rounds():
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(2, 3 * 64, 256, generator=g).requires_grad_(True)  # 2 heads of 32, T = 256
     kernels = {f: _sdpa_kernels(lambda f=f: qkv_attention(qkv, 2, True, fused=f).sum().backward()) for f in (False, True)}
-    assert "aten::_scaled_dot_product_attention_math" in kernels[False]  # the default path, unchanged
+    assert not kernels[False]  # the exact path: SDPA's math path op for op, without SDPA's guard
     assert "aten::_scaled_dot_product_attention_math" not in kernels[True]
     assert any("flash" in k for k in kernels[True])
     for order in (True, False):
@@ -235,3 +235,29 @@ def test_fast_flag_samples_the_same_images_up_to_rounding_and_exact_keeps_the_by
     assert paths["cl"]["channels_last"] and paths["cl"]["fused_attention"]
     for k in ("fast", "cl"):  # rounding-level changes only: a uint8 level at most
         assert np.abs(images[k] - images["default"]).max() <= 1
+
+
+def test_exact_attention_is_sdpas_math_path_byte_for_byte():
+    """The exact path spells out SDPA's math path without its masked-row guard: the same bytes,
+    forward and gradient, so exact mode's samples stay the reference's (test_parity_sampling*.py)."""
+    import torch.nn.functional as F
+
+    from adm.nn import qkv_attention
+
+    g = torch.Generator().manual_seed(1)
+    for heads, ch, length in ((2, 32, 64), (1, 8, 65), (4, 16, 16)):  # 65: the classifier's pooled HW + 1
+        qkv = torch.randn(3, 3 * heads * ch, length, generator=g)
+        for order in (True, False):
+            x1, x2 = qkv.clone().requires_grad_(True), qkv.clone().requires_grad_(True)
+            ours = qkv_attention(x1, heads, order, fused=False)
+            n = 3
+            if order:
+                q, k, v = (z.reshape(n * heads, ch, length) for z in x2.chunk(3, dim=1))
+            else:
+                q, k, v = x2.reshape(n * heads, 3 * ch, length).split(ch, dim=1)
+            q, k, v = (z.reshape(n, heads, ch, length).transpose(-1, -2) for z in (q, k, v))
+            sdpa = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(n, heads * ch, length)
+            assert torch.equal(ours, sdpa)
+            w = torch.randn(ours.shape, generator=g)
+            (ours * w).sum().backward(), (sdpa * w).sum().backward()
+            assert torch.equal(x1.grad, x2.grad)
