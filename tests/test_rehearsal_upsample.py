@@ -167,6 +167,7 @@ def test_upsample_table_and_report_beside_the_paper(rehearsal):
     assert html.escape(PAPER_LABEL) in text and "3.85" in text
     assert "unverified feature graph" in text and html.escape(UNVERIFIED_BANNER) in page
     assert "base samples (128x128) upsampled 128→512" in text
+    assert "<td>bicubic 128→512 (baseline, no network)</td>" in text
     assert "demo" not in text.lower()  # the paper's arrangement, not the digits demo's
     for caption in ("base 128x128, scale 1", "upsampled 512x512, scale 1"):
         assert f"<figcaption>{caption}</figcaption>" in text, caption
