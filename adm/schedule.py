@@ -180,7 +180,13 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
             kept.append(start + round(cur))
             cur += stride
         start += size
-    return sorted(set(kept))
+    kept = sorted(set(kept))
+    if kept == [0] and num_steps > 1:
+        # One step at t = 0: the sampler would start from pure noise at the step whose posterior
+        # variance is 0 (log 0 = -inf in the learned-range variance, eq. 15), i.e. return noise.
+        raise ValueError(f"respacing {spec!r} keeps only t = 0, where sampling would start from pure "
+                         "noise and never leave it: take 2 steps or more")
+    return kept
 
 
 def respace(schedule: Schedule, spec: str | int) -> Schedule:

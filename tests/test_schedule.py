@@ -62,3 +62,13 @@ def test_respacing_errors():
         space_timesteps(1000, "ddim999")
     with pytest.raises(ValueError):
         space_timesteps(10, "20")
+
+
+def test_a_respacing_that_keeps_only_t0_is_refused():
+    """DDPM "1" of 1000 keeps t = 0 alone: posterior variance 0 there (log -inf in the learned
+    range), the sampler would return its starting noise; found in the upsampling rehearsal as NaN
+    images. Two steps keep t = 0 and t = T - 1."""
+    with pytest.raises(ValueError, match="keeps only t = 0"):
+        space_timesteps(1000, "1")
+    assert space_timesteps(1000, "2") == [0, 999]
+    assert space_timesteps(1, "1") == [0]  # a one-step diffusion is its own full schedule

@@ -270,6 +270,8 @@ def test_hostile_paths_stay_one_argument(tmp_path):
     ({"steps": 1001}, "invalid config: sampling.steps: ddpm cannot take 1001 steps from the 1000-step diffusion"),
     ({"steps": 999, "sampler": "ddim"}, "invalid config: sampling.steps: ddim cannot take 999 steps"),
     ({"steps": 0}, "invalid config: sampling.steps: 0 is less than the minimum of 1"),
+    ({"steps": 1}, "invalid config: sampling.steps: ddpm cannot take 1 steps from the 1000-step diffusion "
+                   "of 'demo-digits': respacing '1' keeps only t = 0"),
 ])
 def test_impossible_sampling_steps(tmp_path, sampling, message):
     cfg = write_config(tmp_path / "c.yaml", SMOKE, **{f"sampling__{k}": v for k, v in sampling.items()})

@@ -99,10 +99,10 @@ def check_models(cfg):
     spec = respacing_spec(cfg["sampling"])
     try:
         space_timesteps(steps, spec)
-    except ValueError:
+    except ValueError as err:
         raise ConfigError(
             f"sampling.steps: {cfg['sampling']['sampler']} cannot take "
-            f"{cfg['sampling']['steps']} steps from the {steps}-step diffusion of {diffusion!r}"
+            f"{cfg['sampling']['steps']} steps from the {steps}-step diffusion of {diffusion!r}: {err}"
         ) from None
 
 
@@ -239,10 +239,10 @@ def check_upsample(cfg):
     steps = DIFFUSION_PRESETS[preset].diffusion_steps
     try:
         space_timesteps(steps, respacing_spec(up))
-    except ValueError:
+    except ValueError as err:
         raise ConfigError(
             f"upsample.steps: {up['sampler']} cannot take {up['steps']} steps from the {steps}-step "
-            f"diffusion of {preset!r}"
+            f"diffusion of {preset!r}: {err}"
         ) from None
 
 
