@@ -199,7 +199,11 @@ def printed_commands(output: str) -> list[str]:
 
 def run_recorded(command: str, workdir: Path, rec: Path) -> list[str]:
     """Run one printed command in bash with the interpreter swapped for the recorder."""
-    head = shlex.quote(sys.executable)
+    # the rules' interpreter: the venv's python, in the workflow's own spelling (pytest may run as
+    # .venv/bin/python3.11 or .venv/bin/python; see test_another_spelling_of_the_interpreter...)
+    interpreter = shlex.split(command)[0]
+    assert Path(interpreter).parent == Path(sys.executable).parent, command
+    head = shlex.quote(interpreter)
     assert command.startswith(head + " "), command
     argv_out = workdir / "argv.bin"
     argv_out.unlink(missing_ok=True)
