@@ -7,8 +7,9 @@ its images moved from the run's own (uint8 pixel differences: the same samples, 
 
     .venv/bin/python bench/bench_bf16_demo.py --run-dir results/demo --scales 0 1 10 [--mode bf16]
 
-MODE: bf16 (`--precision bf16`, both networks under autocast) or a fast path of
-adm.precision.FAST_MODES other than exact (`--fast fast`, `--fast compiled`). Writes
+MODE: bf16 (`--precision bf16`, both networks under autocast), a fast path of
+adm.precision.FAST_MODES other than exact (`--fast fast`, `--fast compiled`), or bf16-<fast path>
+(`--precision bf16 --fast fast`). Writes
 bench/out/{MODE}_demo.{json,md}. bf16 on a CPU without native bf16 (AVX2) is emulated and slow
 (see sampling.md): the point here is fidelity, not speed.
 """
@@ -49,9 +50,11 @@ def mode_flags(mode: str) -> list[str]:
 
     if mode == "bf16":
         return ["--precision", "bf16"]
-    if mode in FAST_MODES and mode != "exact":
-        return ["--precision", "fp32", "--fast", mode]
-    sys.exit(f"bench_bf16_demo: --mode must be bf16 or one of {[m for m in FAST_MODES if m != 'exact']}, got {mode!r}")
+    precision, _, fast = mode.rpartition("-")  # "bf16-fast": bf16 with a fast path
+    if fast in FAST_MODES and fast != "exact" and precision in ("", "bf16"):
+        return ["--precision", precision or "fp32", "--fast", fast]
+    sys.exit(f"bench_bf16_demo: --mode must be bf16, a fast path of {[m for m in FAST_MODES if m != 'exact']} "
+             f"or bf16-<fast path>, got {mode!r}")
 
 
 def pixel_change(run_dir: Path, name: str, samples: Path) -> dict:
@@ -132,7 +135,7 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=Path("results/demo"))
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 10.0])
     p.add_argument("--bootstrap", type=int, default=10)
-    p.add_argument("--mode", default="bf16", help="bf16 or a fast path of adm.precision.FAST_MODES (fast, compiled)")
+    p.add_argument("--mode", default="bf16", help="bf16, a fast path of adm.precision.FAST_MODES (fast, compiled), or bf16-fast")
     a = p.parse_args()
     run_dir, mode = a.run_dir, a.mode
     mode_flags(mode)  # a bad mode is refused before anything runs
