@@ -208,3 +208,22 @@ def check_comparison(workdir: Path) -> None:
         assert (run / f"plots/{name}.png").is_file() and (run / f"plots/{name}.svg").is_file()
     html = (run / "report.html").read_text()
     assert "Guidance methods compared" in html and "classifier-free guidance" in html
+
+
+def test_fast_mode_reaches_every_sampling_job_and_the_default_adds_no_flag(tmp_path):
+    """sampling.fast threads `--fast MODE` to the Table 1 and the arm sampling jobs; at the exact
+    default no flag appears, so commands (and Snakemake's rerun triggers) are those of runs made
+    before the option existed."""
+    default = dry_jobs(tmp_path / "a", SMOKE)
+    cfg = smoke_cfg()
+    cfg["sampling"]["fast"] = "fast"
+    fast = dry_jobs(tmp_path / "b", write(tmp_path / "fast.yaml", cfg))
+    sampling = {o for o, (rule, _) in default.items() if rule in ("sample", "arm_sample")}
+    assert {rule for o, (rule, _) in default.items() if o in sampling} == {"sample", "arm_sample"}
+    for outputs in sampling:
+        assert "--fast" not in default[outputs][1], outputs
+        words = default[outputs][1].split()  # (an empty flag list leaves a double space)
+        at = words.index("--scale")
+        assert fast[outputs][1].split() == words[:at] + ["--fast", "fast"] + words[at:], outputs
+    others = [o for o in default if o not in sampling and default[o][0] != "upsample_sample"]
+    assert all(fast[o] == default[o] for o in others if o in fast)

@@ -28,8 +28,7 @@ rule arm_sample:
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
         precision=SAMPLING["precision"],
-        fast=SAMPLING["fast"],
-        presets=preset_flags(),
+        presets=sampler_flags(),
         device=config["device"],
     shell:
         "{params.python:q} -m adm sample --model {input.model:q} {params.guidance:q}"
@@ -38,7 +37,6 @@ rule arm_sample:
         " --num-shards {params.num_shards:q} --seed {wildcards.seed:q}"
         " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
         " --labels {params.labels:q} --precision {params.precision:q}"
-        " --fast {params.fast:q}"
         " --device {params.device:q} --threads {threads:q}"
         " --out {output:q} > {log:q} 2>&1"
 

@@ -178,6 +178,16 @@ def preset_flags():
     )
 
 
+def sampler_flags():
+    """The preset names (preset_flags) plus `--fast MODE` when sampling.fast is not the exact
+    default. At the default no flag is added, so the sampling command and its parameters stay
+    those of runs made before the option existed: Snakemake's code and params rerun triggers
+    re-sample nothing in an existing results folder, and a changed mode does re-sample.
+    """
+    mode = SAMPLING["fast"]
+    return preset_flags() + ([] if mode == "exact" else flag_values("--fast", mode))
+
+
 def featurenet_flags():
     """`--seed S` plus `--epochs` / `--min-accuracy` when the config sets them."""
     c = config["featurenet"]

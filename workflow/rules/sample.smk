@@ -29,8 +29,7 @@ rule sample:
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
         precision=SAMPLING["precision"],
-        fast=SAMPLING["fast"],
-        presets=preset_flags(),
+        presets=sampler_flags(),
         device=config["device"],
     shell:
         "{params.python:q} -m adm sample --model {input.model:q}"
@@ -39,7 +38,6 @@ rule sample:
         " --num-shards {params.num_shards:q} --seed {params.seed:q}"
         " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
         " --labels {params.labels:q} --precision {params.precision:q}"
-        " --fast {params.fast:q}"
         " --device {params.device:q} --threads {threads:q}"
         " --out {output:q} > {log:q} 2>&1"
 
