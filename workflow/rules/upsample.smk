@@ -205,7 +205,7 @@ if UPSAMPLE_ON:
         script:
             "../scripts/interpolate.py"
 
-    rule evaluate_interpolated:
+    use rule evaluate_upsampled as evaluate_interpolated with:
         input:
             unpack(evaluator_inputs),
             ref=upsample_reference(),
@@ -216,19 +216,6 @@ if UPSAMPLE_ON:
             logfile("upsample/bicubic_evaluate/scale{scale}.log"),
         benchmark:
             benchfile("upsample_bicubic_evaluate/scale{scale}.tsv")
-        conda:
-            "../envs/tensorflow.yaml"
-        threads: res("evaluate", "threads")
-        resources:
-            **slurm_resources("evaluate"),
-            mem_mb=res("evaluate", "mem_mb"),
-            runtime=res("evaluate", "runtime"),
-        params:
-            python=python(),
-            flags=evaluator_flags(),
-        shell:
-            "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
-            " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
     rule upsample_table:
         input:
