@@ -36,7 +36,8 @@ def snakemake(workdir: Path, *args: str, timeout: float = 300) -> subprocess.Com
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def venv_snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def venv_snakemake(workdir: Path, *args: str, timeout: float = 600,
+                   in_place: bool = False) -> subprocess.CompletedProcess:
     """Run the venv's `snakemake` script WITHOUT activating the venv, with a PATH whose first
     `python` / `python3` is another interpreter (one that fails, like a system Python without
     PIL): the rules must still run the venv's interpreter (issue 14)."""
@@ -49,8 +50,9 @@ def venv_snakemake(workdir: Path, *args: str, timeout: float = 600) -> subproces
     rest = [p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin]
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env["PATH"] = os.pathsep.join([str(fake), *rest])
-    cmd = [str(Path(venv_bin) / "snakemake"), *args, "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir)]
+    cmd = [str(Path(venv_bin) / "snakemake"), *args]
+    if not in_place:  # in_place: `workdir` is a copy of the repository, run as a user runs it
+        cmd += ["--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -97,6 +99,10 @@ def test_smoke_end_to_end(smoke):
             assert (run / f"samples/scale{s}/shard{k}.npz").is_file()
     for ext in ("csv", "md", "tex"):
         assert "demo feature network" in (run / f"table1.{ext}").read_text().replace("---", "—")
+    # the resolved config beside the results: the smoke config and the schema's defaults, no demo key
+    from test_config_resolution import layered
+
+    assert yaml.safe_load((run / "config.yaml").read_text()) == layered(workdir, [".test/config/config.yaml"])
     for name in ("fid_sfid", "inception_score", "precision_recall"):
         assert (run / f"plots/{name}.png").is_file() and (run / f"plots/{name}.svg").is_file()
     html = (workdir / "results" / "report.html").read_text()

@@ -28,30 +28,17 @@ from pathlib import Path
 
 import pytest
 
-from test_workflow import ROOT
+from conftest import fresh_clone
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 TABLES = ("table1.md", "table1.csv", "table1.tex")
 
 
-def copy_repo(dest: Path) -> Path:
-    """The tracked files (and untracked, not ignored ones) of the repository, without results."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
-
-
 def run(repo: Path, *targets: str, context: str = "") -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     # Table 1 jobs only: the guidance arms and the upsampling stage add ~40 jobs to each of the two
     # DAG runs; their rerun after a deleted shard is tests/test_workflow.py's deleted-shard test.
-    # (Switched off, not removed: a removed key would fall back to config/config.yaml's value.)
     (repo / "table1_only.yaml").write_text(
         "guidance_arms: []\nsampling: {seeds: [0]}\nupsample: {enabled: false}\n")
     cmd = [sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--configfile",
@@ -94,7 +81,7 @@ def published(run_dir: Path) -> dict[str, object]:
 def table1_only(tmp_path_factory):
     """The smoke DAG without the arms and the upsampling stage, in a copy of the repository;
     (repository, its run folder, the published bytes after the first run)."""
-    repo = copy_repo(tmp_path_factory.mktemp("rerun") / "repo")
+    repo = fresh_clone(tmp_path_factory.mktemp("rerun") / "repo")
     run(repo)
     run_dir = repo / "results" / "smoke"
     return repo, run_dir, published(run_dir)

@@ -105,3 +105,24 @@ def format_seconds(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def config_yaml(config: dict) -> str:
+    """The resolved config as YAML, keys in the order the config has them, with a header that
+    says what it is. Loading it back gives the same dict; `--configfile` of it reruns the same DAG."""
+    import yaml
+
+    header = (
+        "# The resolved config of this run: the config file(s) given, the command line's\n"
+        "# overrides and the schema's defaults. `snakemake --configfile <this file>` runs it again.\n"
+    )
+    return header + yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True)
+
+
+def _plain(value):
+    """Snakemake's config nodes as plain dicts and lists (safe_dump refuses subclasses)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

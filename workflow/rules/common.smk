@@ -241,6 +241,7 @@ def final_targets():
     )
     return [
         out("table1.md"),
+        out("config.yaml"),  # the resolved config, beside the results
         out("report.html"),
         "results/report.html",
         *shards,

@@ -1,6 +1,19 @@
 # Table 1, trend plots, sample grids and the self-contained report.html (adm/report, torch-free).
 
 
+rule resolved_config:
+    output:
+        out("config.yaml"),
+    log:
+        logfile("resolved_config.log"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        config=config,  # a changed config rewrites the file (Snakemake's params trigger)
+    script:
+        "../scripts/resolved_config.py"
+
+
 rule table1:
     input:
         expand(out("metrics/scale{scale}.json"), scale=SCALES),

@@ -265,6 +265,10 @@ def exit_with(message):
 if str(config.get("pretrained")).lower() in ("true", "false"):
     config["pretrained"] = str(config["pretrained"]).lower() == "true"
 
+# `--config print_config=1`: print the resolved config (the file(s) given, the command line's
+# overrides and the schema's defaults) and stop before any job, so a user can see what would run.
+PRINT_CONFIG = str(config.pop("print_config", "")).lower() in ("1", "true", "yes")
+
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as exc:

@@ -1,0 +1,12 @@
+# Unpack the rule and write the resolved config beside the results (adm.report.runinfo.config_yaml).
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
+sys.stderr = open(snakemake.log[0], "w")
+
+from adm.atomic import atomic_write  # noqa: E402
+from adm.report.runinfo import config_yaml  # noqa: E402
+
+text = config_yaml(dict(snakemake.params.config))
+atomic_write(snakemake.output[0], lambda f: f.write(text), binary=False)
