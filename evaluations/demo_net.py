@@ -169,8 +169,18 @@ def build_demo_net(train_npz, heldout_npz, out, seed: int = 0, threads: int = 1,
     return report
 
 
+EXAMPLES = """\
+example:
+  # train on the demo digits, freeze to a GraphDef (and graph.json: held-out accuracy)
+  python -m evaluations.demo_net --train data/train.npz --heldout data/heldout.npz \\
+      --out featurenet/graph.pb
+"""
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluations.demo_net", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m evaluations.demo_net",
+                                 description=__doc__.split("\n")[0], epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", required=True)
     ap.add_argument("--out", required=True)

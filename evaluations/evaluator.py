@@ -1,7 +1,9 @@
 """Evaluate a sample batch against a reference batch: IS, FID, sFID, precision, recall.
 
-    python -m evaluations.evaluator REF.npz SAMPLE.npz [--graph PATH | --cache-dir DIR]
+    adm-eval REF.npz SAMPLE.npz [--graph PATH | --cache-dir DIR]
         [--out metrics.json] [--feature-cache DIR] [--label-demo]
+
+``adm-eval`` is the console script; ``python -m evaluations.evaluator`` is the same program.
 
 Same algorithm and printed wording as OpenAI's ``evaluations/evaluator.py``; on top of it a
 feature cache, bootstrap confidence intervals and a JSON record. The record names the feature
@@ -223,9 +225,29 @@ def write_json_atomic(path: str | Path, obj: dict) -> None:
     atomic.write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=True) + "\n")
 
 
+EXAMPLES = """\
+examples:
+  # a sample batch against OpenAI's ImageNet 128x128 reference batch; the reference and
+  # (without --graph) the Inception graph are downloaded once into ~/.cache/adm-bench
+  python -m evaluations.reference --download imagenet128
+  adm-eval ~/.cache/adm-bench/VIRTUAL_imagenet128_labeled.npz samples_50000x128x128x3.npz
+
+  # one scale of a guidance sweep: JSON record, reference features computed once per sweep
+  adm-eval ~/.cache/adm-bench/VIRTUAL_imagenet128_labeled.npz samples/scale1.0.npz \\
+      --feature-cache features/ --out metrics/scale1.0.json
+
+  # the demo pipeline's own feature network (numbers labelled "demo")
+  adm-eval reference/ref.npz samples/scale1.0.npz --graph featurenet/graph.pb --label-demo
+"""
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m evaluations.evaluator",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="adm-eval", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n")[0] + "\n\n"
+        "The same program runs as 'python -m evaluations.evaluator'. It prints OpenAI's lines\n"
+        "(Inception Score, FID, sFID, Precision, Recall); --out also writes them, their\n"
+        "intervals and the run's provenance as JSON.")
     ap.add_argument("ref_batch", help="reference npz (arr_0 uint8 NHWC; optional mu/sigma/mu_s/sigma_s)")
     ap.add_argument("sample_batch", help="sample npz (arr_0 uint8 NHWC)")
     src = ap.add_mutually_exclusive_group()
@@ -252,8 +274,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Entry point of both ``adm-eval`` and ``python -m evaluations.evaluator``."""
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Floating-point trouble (overflow, invalid, underflow) is reported, never silent, in
+    # every entry point; errstate instead of seterr leaves callers of evaluate() as they were.
+    with np.errstate(all="warn"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.ref_batch, args.sample_batch, args.graph, args.cache_dir,
                           args.feature_cache, args.label_demo, args.graph_sha256,
@@ -270,5 +300,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    np.seterr(all="warn")
     sys.exit(main())

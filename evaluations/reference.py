@@ -52,9 +52,21 @@ def fetch_reference(name: str, cache_dir=None, expected_sha256: str | None = Non
     return download(REFERENCE_URLS[name], cache_dir or default_cache_dir(), expected_sha256)
 
 
+EXAMPLES = """\
+examples:
+  # OpenAI's ImageNet 128x128 reference batch, downloaded once into ~/.cache/adm-bench
+  python -m evaluations.reference --download imagenet128
+
+  # a reference batch from held-out images, with statistics of the demo feature network
+  python -m evaluations.reference --build-from data/heldout.npz --out reference/ref.npz \\
+      --graph featurenet/graph.pb
+"""
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluations.reference",
-                                 description=__doc__.split("\n")[0])
+                                 description=__doc__.split("\n")[0], epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--build-from", help="held-out npz (arr_0 uint8 NHWC, optional arr_1)")
     mode.add_argument("--download", choices=sorted(REFERENCE_URLS), help="OpenAI reference batch")
