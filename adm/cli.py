@@ -1,7 +1,10 @@
-"""`python -m adm <command>`: argument parsing only; every command calls one library function.
+"""`adm <command>` (alias `python -m adm <command>`): argument parsing only; every command calls
+one library function.
 
 User errors (bad paths, presets, sizes, shard sets) print one line `error: ...` and exit 2
 without a traceback; a diverged training run exits 3 after keeping its last good checkpoint.
+Every parser carries an examples epilog; docs/cli.md is generated from the --help texts
+(`python docs/gen_cli.py`).
 """
 
 from __future__ import annotations
@@ -63,13 +66,147 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
                    help="discard a checkpoint in --out-dir trained with other settings (default: refuse it)")
 
 
+# Help texts: descriptions and examples keep their line breaks (RawDescriptionHelpFormatter);
+# docs/cli.md is generated from them (python docs/gen_cli.py), tests/test_cli_docs.py parses
+# every example so a renamed flag cannot leave a stale one.
+_RAW = argparse.RawDescriptionHelpFormatter
+_TEXTS = {
+    "adm": ("""\
+Train, sample, upsample and merge ADM diffusion models (Dhariwal & Nichol 2021). Each command
+parses its flags and calls one library function. `python -m adm` is the same program (an alias).
+User errors print one line "error: ..." and exit 2; a diverged training run exits 3.""", """\
+examples:
+  # the digits demo on CPU: data, a diffusion model (800 steps), 500 unguided samples
+  adm prepare-data --dataset digits --out-train data/train.npz --out-heldout data/heldout.npz
+  adm train-diffusion --data data/train.npz --out-dir models/diffusion --model-preset demo-digits
+  adm sample --model models/diffusion/ema.pt --num-samples 500 --respacing 25 --out samples.npz
+
+  # each command's flags and examples
+  adm <command> --help
+"""),
+    "prepare-data": ("""\
+Write training images (and optionally a held-out split) as npz: arr_0 uint8 [N,H,W,3], arr_1
+int64 labels. digits: scikit-learn's 1,797 8x8 digits. imagenet: decode + center-crop every image
+of a folder (one subfolder per class; label = sorted folder names) once into an uncompressed npz
+that training memory-maps; --threads decode processes; a killed run resumes.""", """\
+examples:
+  # the demo's data: 8x8 digits, 20% held out (reference batch, classifier accuracy)
+  adm prepare-data --dataset digits --out-train data/train.npz --out-heldout data/heldout.npz
+
+  # ImageNet at 128x128, 1% held out, 8 decode processes
+  adm prepare-data --dataset imagenet --data-dir /data/imagenet/train --image-size 128 \\
+      --out-train data/train.npz --out-heldout data/heldout.npz --heldout-fraction 0.01 \\
+      --threads 8
+"""),
+    "train-diffusion": ("""\
+Train the diffusion UNet on L_hybrid = L_simple + 0.001 L_vlb (Nichol & Dhariwal 2021). Writes
+ema.pt (the first EMA rate), ema_<rate>.pt and log.csv to --out-dir; the same command resumes from
+its checkpoint.pt. Hyperparameters come from the training preset (--train-preset, default: the
+model preset's name when a training preset has it); each flag below overrides one of them.
+Several GPUs: launch with torchrun (python -m torch.distributed.run), one process per GPU.""", """\
+examples:
+  # the demo model on 8x8 digits (training preset demo-digits: 800 steps)
+  adm train-diffusion --data data/train.npz --out-dir models/diffusion --model-preset demo-digits
+
+  # a model for classifier-free guidance: each label dropped with probability 0.1
+  adm train-diffusion --data data/train.npz --out-dir models/cfg --model-preset demo-digits \\
+      --label-dropout 0.1
+
+  # ImageNet 128x128 on 8 GPUs with the paper's hyperparameters (global batch 256)
+  python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-diffusion \\
+      --data data/train.npz --out-dir models/diffusion --model-preset imagenet128-cond \\
+      --train-preset imagenet128 --device cuda
+"""),
+    "train-upsampler": ("""\
+Train a super-resolution UNet; its low-res condition is each training image area-downsampled to
+--low-res-size (default: the preset's). Writes ema.pt, ema_<rate>.pt, model.pt and log.csv to
+--out-dir and resumes like train-diffusion; train-diffusion's training flags apply.""", """\
+examples:
+  # the demo's 4x4 -> 8x8 upsampler (training preset demo-upsample: 400 steps)
+  adm train-upsampler --data data/train.npz --out-dir models/upsampler \\
+      --model-preset demo-upsample
+
+  # the same for longer, on two CPU threads
+  adm train-upsampler --data data/train.npz --out-dir models/upsampler-2k \\
+      --model-preset demo-upsample --steps 2000 --lr-anneal-steps 2000 --threads 2
+"""),
+    "train-classifier": ("""\
+Train the noisy-image classifier p(y | x_t, t) that guides sampling. Writes model.pt and log.csv
+to --out-dir (with --heldout, accuracy on held-out images); resumes like train-diffusion.""", """\
+examples:
+  # the demo's classifier, with the demo config's shorter schedule (300 steps)
+  adm train-classifier --data data/train.npz --heldout data/heldout.npz \\
+      --out-dir models/classifier --model-preset demo-digits-classifier \\
+      --steps 300 --lr-anneal-steps 300
+
+  # ImageNet 128x128 on 8 GPUs (training preset imagenet128-classifier: 300k steps, lr 3e-4)
+  python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-classifier \\
+      --data data/train.npz --heldout data/heldout.npz --out-dir models/classifier \\
+      --model-preset imagenet128-classifier --device cuda
+"""),
+    "sample": ("""\
+Guided DDPM/DDIM samples for one shard: shard k of n holds sample indices [k*N//n, (k+1)*N//n),
+and image i's noise and label depend on (--seed, i) only, so the merged shards do not depend on
+the shard count or batch size. Writes arr_0 uint8 [n,H,W,3], arr_1 labels and the indices to
+--out, the resolved config as JSON beside it. OpenAI's checkpoints carry no JSON: name presets.""",
+               """\
+examples:
+  # the demo model guided by its classifier at scale 1.0, 25 DDPM steps
+  adm sample --model models/diffusion/ema.pt --classifier models/classifier/model.pt \\
+      --scale 1.0 --respacing 25 --num-samples 500 --out samples/scale1.0.npz
+
+  # Table 1's ImageNet 128x128: OpenAI's 128x128_diffusion.pt and 128x128_classifier.pt,
+  # scale 1.0, 250 steps, fp16 on the GPU; shard 0 of 10 of 50,000 samples
+  adm sample --model 128x128_diffusion.pt --model-preset imagenet128-cond \\
+      --classifier 128x128_classifier.pt --classifier-preset imagenet128-classifier \\
+      --scale 1.0 --respacing 250 --num-samples 50000 --shard 0 --num-shards 10 \\
+      --batch-size 250 --precision auto --device cuda --out samples/scale1.0/shard0.npz
+
+  # classifier-free guidance of a model trained with --label-dropout: w = 2, 25 DDIM steps
+  adm sample --model models/cfg/ema.pt --guidance cfg --scale 2.0 --respacing ddim25 \\
+      --num-samples 500 --out samples/cfg2.0.npz
+"""),
+    "upsample": ("""\
+Super-resolution samples of a low-res npz, for one shard (indices as in sample); image i's noise
+depends on (--seed, i) only. Writes the same npz format at the model's resolution, the resolved
+config as JSON beside it. OpenAI's upsampler carries no JSON: name its preset.""", """\
+examples:
+  # the demo upsampler on 4x4 images (8x8 samples area-downsampled), 25 DDPM steps
+  adm upsample --model models/upsampler/ema.pt --low-res samples4x4.npz --respacing 25 \\
+      --out upsampled.npz
+
+  # OpenAI's 128 -> 512 upsampler on merged 128x128 samples: shard 0 of 50, fp16 on the GPU
+  adm upsample --model 128_512_upsampler.pt --model-preset upsample128-512 \\
+      --low-res samples/scale1.0.npz --shard 0 --num-shards 50 --batch-size 16 \\
+      --precision auto --device cuda --out upsampled/scale1.0/shard0.npz
+"""),
+    "merge": ("""\
+Concatenate sample shards in global-index order into one npz (arr_0 images, arr_1 labels).
+Every index 0..N-1 must appear exactly once; the shards may be given in any order.""", """\
+examples:
+  # the two shards of a 500-sample run
+  adm merge --out samples/scale1.0.npz --num-samples 500 \\
+      samples/scale1.0/shard0.npz samples/scale1.0/shard1.npz
+
+  # ten ImageNet shards (the shell expands the glob); labels must lie in 0..999
+  adm merge --out samples/scale1.0.npz --num-samples 50000 --num-classes 1000 \\
+      samples/scale1.0/shard*.npz
+"""),
+}
+
+
+def _sub(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand parser with its description and examples (line breaks kept)."""
+    description, epilog = _TEXTS[name]
+    return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=_RAW)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m adm", description=__doc__.splitlines()[0])
+    description, epilog = _TEXTS["adm"]
+    parser = argparse.ArgumentParser(prog="adm", description=description, epilog=epilog, formatter_class=_RAW)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare-data", help="digits demo or an ImageNet-style folder → npz",
-                       description="imagenet: decode + center-crop every image once into an uncompressed npz "
-                                   "that training memory-maps; --threads decode processes; a killed run resumes")
+    p = _sub(sub, "prepare-data", help="digits demo or an ImageNet-style folder → npz")
     p.add_argument("--dataset", choices=("digits", "imagenet"), required=True)
     p.add_argument("--data-dir", help="image folder (imagenet): one folder per class; label = sorted folder names")
     p.add_argument("--image-size", type=int, help="crop size (imagenet)")
@@ -79,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _common(p)
 
-    p = sub.add_parser("train-diffusion", help="train the diffusion UNet on L_hybrid")
+    p = _sub(sub, "train-diffusion", help="train the diffusion UNet on L_hybrid")
     p.add_argument("--data", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-preset", required=True)
@@ -90,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_flags(p)
     _common(p)
 
-    p = sub.add_parser("train-upsampler", help="train a super-resolution UNet (low-res: area-downsampled training images)")
+    p = _sub(sub, "train-upsampler", help="train a super-resolution UNet (low-res: area-downsampled training images)")
     p.add_argument("--data", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-preset", required=True, help="a super-resolution preset (e.g. demo-upsample)")
@@ -99,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_flags(p)
     _common(p)
 
-    p = sub.add_parser("train-classifier", help="train the noisy-image classifier")
+    p = _sub(sub, "train-classifier", help="train the noisy-image classifier")
     p.add_argument("--data", required=True)
     p.add_argument("--heldout", help="held-out npz for accuracy (recommended)")
     p.add_argument("--out-dir", required=True)
@@ -108,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _optim_flags(p)
     _common(p)
 
-    p = sub.add_parser("sample", help="guided DDPM/DDIM samples for one shard")
+    p = _sub(sub, "sample", help="guided DDPM/DDIM samples for one shard")
     p.add_argument("--model", required=True)
     p.add_argument("--classifier")
     p.add_argument("--scale", type=float, default=0.0,
@@ -140,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
     _common(p)
 
-    p = sub.add_parser("upsample", help="super-resolution samples of a low-res npz, for one shard")
+    p = _sub(sub, "upsample", help="super-resolution samples of a low-res npz, for one shard")
     p.add_argument("--model", required=True, help="super-resolution checkpoint")
     p.add_argument("--low-res", required=True, help="npz: arr_0 uint8 [N,h,w,3], arr_1 labels (as merge writes)")
     p.add_argument("--shard", type=int, default=0)
@@ -156,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
     _common(p)
 
-    p = sub.add_parser("merge", help="concatenate sample shards by global index")
+    p = _sub(sub, "merge", help="concatenate sample shards by global index")
     p.add_argument("--out", required=True)
     p.add_argument("--num-samples", type=int, required=True)
     p.add_argument("--num-classes", type=int, help="labels must lie in 0..C-1 (default: from the shards' JSON)")
@@ -166,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare_data(a) -> None:
-    from adm.data import prepare_digits, write_json
-    from adm.diskdata import prepare_folder
     from pathlib import Path
+
+    from adm.data.datasets import prepare_digits
+    from adm.data.ondisk import prepare_folder
+    from adm.fileio import write_json
 
     if a.dataset == "digits":
         a.heldout_fraction = 0.2 if a.heldout_fraction is None else a.heldout_fraction
@@ -183,8 +322,8 @@ def cmd_prepare_data(a) -> None:
 
 
 def _train_setup(a):
-    from adm.presets import get_preset
-    from adm.trainutil import TRAIN_PRESETS, resolve_train_config
+    from adm.nets.presets import get_preset
+    from adm.training.presets import TRAIN_PRESETS, resolve_train_config
 
     model_cfg = get_preset(a.model_preset)
     diffusion_cfg = get_preset(a.diffusion_preset or a.model_preset, kind="diffusion")
@@ -199,9 +338,9 @@ def _train_setup(a):
 
 
 def cmd_train_diffusion(a) -> None:
-    from adm import dist
-    from adm.config import UNetConfig
-    from adm.train_diffusion import train_diffusion
+    from adm.nets.config import UNetConfig
+    from adm.training import distributed as dist
+    from adm.training.diffusion import train_diffusion
 
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, UNetConfig):
@@ -214,9 +353,9 @@ def cmd_train_diffusion(a) -> None:
 
 
 def cmd_train_upsampler(a) -> None:
-    from adm import dist
-    from adm.presets import preset_low_res_size
-    from adm.train_upsampler import train_upsampler
+    from adm.nets.presets import preset_low_res_size
+    from adm.training import distributed as dist
+    from adm.training.upsampler import train_upsampler
 
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     low = a.low_res_size or preset_low_res_size(a.model_preset)
@@ -231,9 +370,9 @@ def cmd_train_upsampler(a) -> None:
 
 
 def cmd_train_classifier(a) -> None:
-    from adm import dist
-    from adm.config import ClassifierConfig
-    from adm.train_classifier import train_classifier
+    from adm.nets.config import ClassifierConfig
+    from adm.training import distributed as dist
+    from adm.training.classifier import train_classifier
 
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, ClassifierConfig):
@@ -250,7 +389,7 @@ def cmd_train_classifier(a) -> None:
 
 
 def cmd_sample(a) -> None:
-    from adm.sample import SampleConfig, sample_shard
+    from adm.programs.sample import SampleConfig, sample_shard
 
     cfg = SampleConfig(model=a.model, out=a.out, num_samples=a.num_samples, classifier=a.classifier, scale=a.scale,
                        shard=a.shard, num_shards=a.num_shards, seed=a.seed, respacing=a.respacing,
@@ -264,7 +403,7 @@ def cmd_sample(a) -> None:
 
 
 def cmd_upsample(a) -> None:
-    from adm.upsample import UpsampleConfig, upsample_shard
+    from adm.programs.upsample import UpsampleConfig, upsample_shard
 
     cfg = UpsampleConfig(model=a.model, low_res=a.low_res, out=a.out, shard=a.shard, num_shards=a.num_shards,
                          seed=a.seed, respacing=a.respacing, batch_size=a.batch_size, low_res_size=a.low_res_size,
@@ -275,7 +414,7 @@ def cmd_upsample(a) -> None:
 
 
 def cmd_merge(a) -> None:
-    from adm.shards import merge_shards
+    from adm.programs.shards import merge_shards
 
     out = merge_shards(a.shards, a.out, a.num_samples, a.progress, num_classes=a.num_classes)
     print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")

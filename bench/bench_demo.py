@@ -10,30 +10,24 @@ PNG per scale (bench/out/grids/scale{S}.png; the same sample indices, hence seed
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import resource
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from adm.data import prepare_digits  # noqa: E402
-from adm.presets import get_preset  # noqa: E402
+from common import cpu_name, peak_rss_mb, timed, write_report  # noqa: E402
+
+from adm.data.datasets import prepare_digits  # noqa: E402
+from adm.nets.presets import get_preset  # noqa: E402
+from adm.programs.sample import SampleConfig, sample_shard  # noqa: E402
 from adm.report.grids import write_grid  # noqa: E402
-from adm.sample import SampleConfig, sample_shard  # noqa: E402
-from adm.train_classifier import train_classifier  # noqa: E402
-from adm.train_diffusion import train_diffusion  # noqa: E402
-from adm.trainutil import resolve_train_config  # noqa: E402
+from adm.training.classifier import train_classifier  # noqa: E402
+from adm.training.diffusion import train_diffusion  # noqa: E402
+from adm.training.presets import resolve_train_config  # noqa: E402
 
 SCALES = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0)  # config/config.yaml's sweep
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def main(argv=None) -> int:
@@ -51,27 +45,24 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"threads": a.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+    result = {"threads": a.threads, "torch": torch.__version__, "machine": cpu_name(),
               "timings_s": {}}
-    t = time.time()
-    prepare_digits(out / "data/train.npz", out / "data/heldout.npz", 0.2, 0)
-    result["timings_s"]["prepare_data"] = time.time() - t
+    _, result["timings_s"]["prepare_data"] = timed(prepare_digits, out / "data/train.npz", out / "data/heldout.npz",
+                                                   0.2, 0)
 
     dcfg = resolve_train_config("demo-digits", steps=a.diffusion_steps)
     if not (a.reuse and (out / "diffusion/ema.pt").exists()):
-        t = time.time()
-        d = train_diffusion(out / "data/train.npz", out / "diffusion", get_preset("demo-digits"),
-                            get_preset("demo-digits", "diffusion"), dcfg)
-        result["timings_s"]["train_diffusion"] = time.time() - t
+        d, result["timings_s"]["train_diffusion"] = timed(
+            train_diffusion, out / "data/train.npz", out / "diffusion", get_preset("demo-digits"),
+            get_preset("demo-digits", "diffusion"), dcfg)
         result["diffusion"] = {"steps": dcfg.steps, "batch_size": dcfg.batch_size, "lr": dcfg.lr,
                                "steps_per_s": d["steps_per_s"], "images_per_s": d["steps_per_s"] * dcfg.batch_size,
                                "params": sum(v.numel() for v in torch.load(out / "diffusion/ema.pt").values())}
     ccfg = resolve_train_config("demo-digits-classifier", steps=a.classifier_steps)
     if not (a.reuse and (out / "classifier/model.pt").exists()):
-        t = time.time()
-        c = train_classifier(out / "data/train.npz", out / "data/heldout.npz", out / "classifier",
-                             get_preset("demo-digits-classifier"), get_preset("demo-digits-classifier", "diffusion"), ccfg)
-        result["timings_s"]["train_classifier"] = time.time() - t
+        c, result["timings_s"]["train_classifier"] = timed(
+            train_classifier, out / "data/train.npz", out / "data/heldout.npz", out / "classifier",
+            get_preset("demo-digits-classifier"), get_preset("demo-digits-classifier", "diffusion"), ccfg)
         result["classifier"] = {"steps": ccfg.steps, "steps_per_s": c["steps_per_s"],
                                 **{k: c[k] for k in c if k.startswith("heldout")}}
     result["rss_after_training_mb"] = peak_rss_mb()
@@ -89,8 +80,7 @@ def main(argv=None) -> int:
     result["peak_rss_mb"] = peak_rss_mb()
     acc = result.get("classifier", {}).get("heldout_clean_acc@1")
     result["quality"] = {"classifier_heldout_clean_acc@1": acc, "meets_0.95": None if acc is None else acc >= 0.95}
-    (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "demo.md").write_text(markdown(result))
+    write_report(out, "demo", result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -18,32 +18,24 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
+
+from common import OUT, ROOT, cpu_name, peak_rss_mb, timed, write_report  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from evaluations import manifold, metrics  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out"
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
+def machine() -> str:
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def feature_pass(n_images: int, side: int) -> dict:
@@ -162,8 +154,7 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
 
 def _head_manifold(rev: str = "HEAD"):
     """evaluations/manifold.py as committed at ``rev`` (the implementation to compare with)."""
-    root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{rev}:evaluations/manifold.py"], cwd=root, check=True,
+    src = subprocess.run(["git", "show", f"{rev}:evaluations/manifold.py"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "manifold_head.py"
     path.write_text(src)
@@ -219,7 +210,7 @@ def uptime() -> str:
 
 def only_scale(args) -> dict:
     res = json.loads((OUT / "evaluator.json").read_text()) if (OUT / "evaluator.json").exists() \
-        else {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+        else {"machine": machine()}
     sec = {"uptime_before": uptime(), "rows": []}
     if args.before_n:
         before = f"before@{args.before_rev}" if args.before_rev else "before"
@@ -252,12 +243,10 @@ def main() -> None:
         return
     if args.only_scale:
         res = only_scale(args)
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "evaluator.json").write_text(json.dumps(res, indent=1))
-        (OUT / "evaluator.md").write_text(markdown(res))
+        write_report(OUT, "evaluator", res, markdown(res), indent=1)
         print(markdown(res))
         return
-    res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    res = {"machine": machine(),
            "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
     res["stats_pr"] = {
         f"naive (sqrtm, full fp16 blocks), N={args.n_naive}": stats_and_pr(args.n_naive, args.dim, True),
@@ -265,9 +254,7 @@ def main() -> None:
         f"ours, N={args.n}": stats_and_pr(args.n, args.dim, False),
     }
     res["load_after"] = os.getloadavg()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "evaluator.json").write_text(json.dumps(res, indent=1))
-    (OUT / "evaluator.md").write_text(markdown(res))
+    write_report(OUT, "evaluator", res, markdown(res), indent=1)
     print(markdown(res))
 
 

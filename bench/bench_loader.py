@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import mmap
 import os
 import platform
@@ -28,26 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from adm.data import to_float  # noqa: E402
-from adm.diskdata import open_dataset, write_images_npz  # noqa: E402
-from adm.trainutil import batch_indices  # noqa: E402
+from common import OUT, ROOT, count_flops, cpu_name, ram_gb, timed, write_report  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "out"
+from adm.data.datasets import to_float  # noqa: E402
+from adm.data.ondisk import open_dataset, write_images_npz  # noqa: E402
+from adm.training.draws import batch_indices  # noqa: E402
+
 SIZE, GLOBAL_BATCH = 128, 256       # the paper's 128x128 model and batch (Table 11)
 IMAGENET_TRAIN = 1_281_167          # ILSVRC-2012 training images
 # Dense tensor-core peaks from the vendors' datasheets (no sparsity), FLOP/s.
 PEAKS = {"A100 (fp16/bf16, 312 TFLOPS)": 312e12, "H100 SXM (bf16, 989 TFLOPS)": 989e12}
 MFU = 0.4                           # assumed model-FLOP utilisation of a well-tuned UNet step
 READERS = 8                         # reader threads of the "cold, threaded" rows
-
-
-def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem / 2**20, 1), "python": platform.python_version(),
-            "numpy": np.__version__, "loadavg_start": os.getloadavg()}
 
 
 def evict(images: np.memmap) -> None:
@@ -69,9 +62,9 @@ def write_dataset(path: Path, n: int) -> float:
         for _ in jobs:
             yield rng.integers(0, 256, img, dtype=np.uint8).tobytes()
 
-    t0 = time.perf_counter()
-    write_images_npz([Path(f"img{i}") for i in range(n)], rng.integers(0, 1000, n), SIZE, path, decode)
-    return n * img / 2**20 / (time.perf_counter() - t0)
+    _, seconds = timed(write_images_npz, [Path(f"img{i}") for i in range(n)], rng.integers(0, 1000, n), SIZE, path,
+                       decode)
+    return n * img / 2**20 / seconds
 
 
 def gather(images: np.memmap, idx: np.ndarray, pool=None) -> np.ndarray:
@@ -122,9 +115,8 @@ def prepare_rate(d: Path, count: int, workers: int) -> dict:
     for w in sorted({1, workers}):
         cmd = [sys.executable, "-m", "adm", "prepare-data", "--dataset", "imagenet", "--data-dir", str(src),
                "--image-size", str(SIZE), "--out-train", str(d / f"prep{w}.npz"), "--threads", str(w), "--no-progress"]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
-        dt = time.perf_counter() - t0  # includes the CLI's start-up and the decode pool's spawn
+        _, dt = timed(subprocess.run, cmd, check=True, capture_output=True, cwd=ROOT)
+        # dt includes the CLI's start-up and the decode pool's spawn
         rows[str(w)] = {"images_per_s": count / dt, "per_process": count / dt / w}
     return {"jpegs": count, "mean_kb": size / count / 1e3, "by_workers": rows}
 
@@ -132,22 +124,18 @@ def prepare_rate(d: Path, count: int, workers: int) -> dict:
 def gpu_demand() -> dict:
     """FLOPs of one 128x128 training image through imagenet128-cond, counted on the meta device."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from adm.presets import get_preset
-    from adm.unet import build_model
+    from adm.nets.build import build_model
+    from adm.nets.presets import get_preset
 
     with torch.device("meta"):
         model = build_model(get_preset("imagenet128-cond"))
     model.check_label_values = False  # label range checks need real values; meta tensors have none
     x, t, y = torch.empty(1, 3, SIZE, SIZE, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"), \
         torch.zeros(1, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as fwd:
-        model(x, t, y)
-    with FlopCounterMode(display=False) as both:
-        model(x, t, y).float().sum().backward()
-    train = both.get_total_flops()
-    return {"forward_gflop": fwd.get_total_flops() / 1e9, "train_gflop_per_image": train / 1e9,
+    forward = count_flops(lambda: model(x, t, y))
+    train = count_flops(lambda: model(x, t, y).float().sum().backward())
+    return {"forward_gflop": forward / 1e9, "train_gflop_per_image": train / 1e9,
             "mfu_assumed": MFU, "images_per_s": {k: peak * MFU / train for k, peak in PEAKS.items()},
             "images_per_s_at_100pct": {k: peak / train for k, peak in PEAKS.items()}}
 
@@ -203,7 +191,9 @@ def main() -> None:
     ap.add_argument("--no-flops", dest="flops", action="store_false", help="skip the UNet FLOP count (~30 s)")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: the system temp dir)")
     a = ap.parse_args()
-    r = {"machine": machine(), "n": a.n}
+    r = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "ram_gb": ram_gb(),
+                     "python": platform.python_version(), "numpy": np.__version__, "loadavg_start": os.getloadavg()},
+         "n": a.n}
     with tempfile.TemporaryDirectory(dir=a.tmp) as d:
         d = Path(d)
         r["write_mb_s"] = write_dataset(d / "train.npz", a.n)
@@ -220,9 +210,8 @@ def main() -> None:
                     "full": loader_rate(images, world, a.steps, cache == "cold", convert=True)}
         with ThreadPoolExecutor(READERS) as pool:
             r["cold_threaded"] = {str(w): loader_rate(images, w, a.steps, True, False, pool) for w in (1, 8)}
-        t0 = time.perf_counter()
-        hashlib.sha256(memoryview(np.ascontiguousarray(images)).cast("B")).hexdigest()
-        r["sha256_gb_s"] = images.nbytes / 1e9 / (time.perf_counter() - t0)
+        _, seconds = timed(hashlib.sha256, memoryview(np.ascontiguousarray(images)).cast("B"))  # a view: no copy
+        r["sha256_gb_s"] = images.nbytes / 1e9 / seconds
         del images
         p = prepare_rate(d, a.jpegs, a.workers)
         p["per_process_best"] = max(v["per_process"] for v in p["by_workers"].values())
@@ -231,9 +220,7 @@ def main() -> None:
     if a.flops:
         r["gpu"] = gpu_demand()
     r["loadavg_end"] = os.getloadavg()
-    OUT.mkdir(exist_ok=True)
-    (OUT / "loader.json").write_text(json.dumps(r, indent=2) + "\n")
-    (OUT / "loader.md").write_text(report_md(r))
+    write_report(OUT, "loader", r, report_md(r))
     print(report_md(r))
 
 

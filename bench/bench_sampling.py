@@ -20,29 +20,29 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from adm.batch_memory import _RSSPeak, affine_fit  # noqa: E402
-from adm.classifier import Classifier  # noqa: E402
-from adm.config import ClassifierConfig, UNetConfig  # noqa: E402
-from adm.guidance import classifier_guidance  # noqa: E402
-from adm.precision import FastPath, fast_path, sampling_classifier_fn, sampling_model_fn  # noqa: E402
-from adm.presets import get_preset  # noqa: E402
-from adm.rng import randn_per_sample, sample_generators  # noqa: E402
-from adm.sampling import ddpm_sample  # noqa: E402
-from adm.schedule import make_schedule, respace  # noqa: E402
-from adm.unet import UNet  # noqa: E402
+from common import bf16_drift_section, timed, timed_cpu, torch_machine, utc_stamp, write_report  # noqa: E402
+
+from adm.diffusion.schedule import make_schedule, respace  # noqa: E402
+from adm.nets.classifier import Classifier  # noqa: E402
+from adm.nets.config import ClassifierConfig, UNetConfig  # noqa: E402
+from adm.nets.presets import get_preset  # noqa: E402
+from adm.nets.unet import UNet  # noqa: E402
+from adm.sampling.batch_memory import _RSSPeak, affine_fit  # noqa: E402
+from adm.sampling.guidance import classifier_guidance  # noqa: E402
+from adm.sampling.precision import FastPath, fast_path, sampling_classifier_fn, sampling_model_fn  # noqa: E402
+from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
+from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
 # (b) a mid-size ADM: the ImageNet-64 architecture (4 levels, attention at 32/16/8, AdaGN,
 # BigGAN up/down) at width 64 instead of 192, with a classifier of the same width.
@@ -87,23 +87,6 @@ COMPILED = {
 }
 
 
-def machine() -> dict:
-    flags, model = set(), platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
-    return {"cpu": model, "cores": os.cpu_count(), "flags": {f: f in flags for f in wanted},
-            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
-            "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
-
-
 def randomise_(net: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
     """Non-zero weights (a fresh ADM outputs exactly 0, which would make every sampler agree)."""
     g = torch.Generator().manual_seed(seed)
@@ -131,6 +114,16 @@ def reference_nets(ucfg: UNetConfig, ccfg: ClassifierConfig):
         dropout=ccfg.dropout, channel_mult=ccfg.resolved_channel_mult, num_head_channels=ccfg.num_head_channels,
         use_scale_shift_norm=ccfg.use_scale_shift_norm, resblock_updown=ccfg.resblock_updown, pool=ccfg.pool)
     return randomise_(unet, 0), randomise_(clf, 1, std=0.1)
+
+
+def case_networks(ucfg: UNetConfig, ccfg: ClassifierConfig):
+    """(reference UNet, reference classifier, our UNet, our classifier), ours holding the same seeded
+    random weights, copied by OpenAI's key names."""
+    ref_unet, ref_clf = reference_nets(ucfg, ccfg)
+    unet, clf = UNet(ucfg).eval(), Classifier(ccfg).eval()
+    unet.load_state_dict(ref_unet.state_dict(), strict=True)
+    clf.load_state_dict(ref_clf.state_dict(), strict=True)
+    return ref_unet, ref_clf, unet, clf
 
 
 def reference_runner(ref_unet, ref_clf, schedule_name: str, spec: str, scale: float, n: int, hw: int):
@@ -174,10 +167,7 @@ def our_runner(unet, clf, fast: FastPath | None, schedule, scale: float):
 
 def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None = None) -> dict:
     ucfg, ccfg, sched_name, n, spec, scale = CASES[name]
-    ref_unet, ref_clf = reference_nets(ucfg, ccfg)
-    unet, clf = UNet(ucfg).eval(), Classifier(ccfg).eval()
-    unet.load_state_dict(ref_unet.state_dict(), strict=True)
-    clf.load_state_dict(ref_clf.state_dict(), strict=True)
+    ref_unet, ref_clf, unet, clf = case_networks(ucfg, ccfg)
     schedule = respace(make_schedule(sched_name, 1000), spec)
     hw, steps = ucfg.image_size, len(schedule)
     y = torch.arange(n) % ucfg.num_classes
@@ -192,10 +182,9 @@ def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None =
               "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default (may be warm)")}
     for k in (k for k in variants if k in COMPILED):  # the first call compiles: timed alone
         gens = sample_generators(0, range(n))
-        t0, c0 = time.perf_counter(), time.process_time()
-        runners[k](randn_per_sample(gens, (3, hw, hw)), y, gens)
-        result["compile_and_first_run_s"][k] = time.perf_counter() - t0
-        result["compile_and_first_run_cpu_s"][k] = time.process_time() - c0  # this process; inductor compiles in worker processes too
+        _, wall, cpu_s = timed_cpu(runners[k], randn_per_sample(gens, (3, hw, hw)), y, gens)
+        result["compile_and_first_run_s"][k] = wall
+        result["compile_and_first_run_cpu_s"][k] = cpu_s  # this process; inductor compiles in worker processes too
         print(f"{name} {k} compile + first run: {result['compile_and_first_run_s'][k]:.0f} s", flush=True)
     times: dict[str, list[float]] = {k: [] for k in runners}
     cpu: dict[str, list[float]] = {k: [] for k in runners}  # CPU seconds: far less sensitive to
@@ -206,10 +195,9 @@ def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None =
             gens = sample_generators(0, range(n))
             noise = randn_per_sample(gens, (3, hw, hw))
             with _RSSPeak() as mem:
-                t0, c0 = time.perf_counter(), time.process_time()
-                x0[k] = runners[k](noise, y, gens)
-                times[k].append(time.perf_counter() - t0)
-                cpu[k].append(time.process_time() - c0)
+                x0[k], wall, cpu_s = timed_cpu(runners[k], noise, y, gens)
+            times[k].append(wall)
+            cpu[k].append(cpu_s)
             peak[k] = max(peak.get(k, 0), mem.bytes)
             print(f"{name} {k} repeat {r}: {times[k][-1]:.2f} s", flush=True)
     ref_ips = n / statistics.median(times["reference"])
@@ -236,9 +224,7 @@ def probe_child(batch: int) -> int:
     cond_fn = classifier_guidance(sampling_classifier_fn(clf, FastPath(), "cpu"), 1.0)
     x, t, y = torch.randn(batch, 3, 128, 128), torch.full((batch,), 999), torch.zeros(batch, dtype=torch.int64)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    model_fn(x, t, y), cond_fn(x, t, y)
-    seconds = time.perf_counter() - t0
+    _, seconds = timed(lambda: (model_fn(x, t, y), cond_fn(x, t, y)))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"batch": batch, "peak_rise_bytes": after - before, "seconds": seconds}))
     return 0
@@ -288,17 +274,15 @@ def markdown(r: dict) -> str:
         lines += ["## Memory of the 128x128 model + classifier (one guided step, fp32 CPU)", "",
                   f"{mem['per_image_mb']:.0f} MB per image + {mem['fixed_mb']:.0f} MB fixed "
                   f"(probes: {[(p['batch'], round(p['peak_rise_bytes'] / 2 ** 20)) for p in mem['probes']]} MB)", ""]
-    if "bf16_drift" in r:  # measured by bench/bench_drift.py
-        from bench_drift import markdown as drift_markdown
-
-        lines += drift_markdown(r["bf16_drift"])
+    if "bf16_drift" in r:  # measured by bench/studies/bench_drift.py
+        lines += bf16_drift_section(r["bf16_drift"])
     lines += [r["verdict"], ""]
     return "\n".join(lines)
 
 
 def verdict(r: dict) -> str:
     """One paragraph from the figures: the exact default's and the fast mode's ratios per case, the
-    best variant, the 2x target (issue 9) and bf16's status."""
+    best variant, the 2x target and bf16's status."""
     parts = []
     for name, c in r["cases"].items():
         ours = {k: v for k, v in c["runs"].items() if k != "reference"}
@@ -312,8 +296,8 @@ def verdict(r: dict) -> str:
             "Compiled variants' ratios leave out the compile (listed under each table). ")
     met = [n for n, c in r["cases"].items()
            if max(v.get("ratio_cpu_time", v["ratio"]) for k, v in c["runs"].items() if k != "reference") >= 2.0]
-    text += (f"The 2.0x target (issue 9) is met in: {', '.join(met)}." if met else
-             "The 2.0x target (issue 9) is not met by any variant in any case on this CPU.")
+    text += (f"The 2.0x target is met in: {', '.join(met)}." if met else
+             "The 2.0x target is not met by any variant in any case on this CPU.")
     if not r["machine"]["native_bf16"]:
         text += (" This CPU has no native bf16 (no avx512_bf16 / amx_bf16): bf16 is emulated, so it is not "
                  "the CPU default.")
@@ -343,25 +327,21 @@ def main(argv=None) -> int:
     if a.render:
         r = json.loads((Path(a.out) / "sampling.json").read_text())
         r["verdict"] = verdict(r)
-        (Path(a.out) / "sampling.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
-        (Path(a.out) / "sampling.md").write_text(markdown(r))
+        write_report(a.out, "sampling", r, markdown(r))
         return 0
-    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+    r = {"date": utc_stamp(), "machine": torch_machine(),
          "load_start": os.getloadavg(), "cases": {}}
     if a.update and (Path(a.out) / "sampling.json").exists():  # keep the cases (and memory) not rerun
-        r = {**json.loads((Path(a.out) / "sampling.json").read_text()), "machine": machine(),
+        r = {**json.loads((Path(a.out) / "sampling.json").read_text()), "machine": torch_machine(),
              "date": r["date"], "load_start": r["load_start"]}
     for name in a.cases:
         r["cases"][name] = bench_case(name, a.repeats, a.compile, a.variants)
-        r["cases"][name]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        r["cases"][name]["date"] = utc_stamp()
     if a.memory_128:
         r["memory_128"] = memory_128(a.threads)
     r["load_end"] = os.getloadavg()
     r["verdict"] = verdict(r)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
-    (out / "sampling.md").write_text(markdown(r))
+    write_report(a.out, "sampling", r, markdown(r))
     print(markdown(r))
     return 0
 

@@ -4,7 +4,7 @@
 
 Builds `upsample128-512` (OpenAI's 128_512_upsampler.pt architecture) with random non-zero
 weights and times ONE sampler step through the upsample program's own path
-(adm.upsample.LowResBound + adm.precision.sampling_model_fn, fp32, inference_mode) with a
+(adm.programs.upsample.LowResBound + adm.sampling.precision.sampling_model_fn, fp32, inference_mode) with a
 one-step respaced DDPM schedule: one UNet forward at 512x512 with the bilinearly upsampled
 128x128 conditioning, plus the step's arithmetic. Wall time and the process's CPU time are both
 recorded: the machine is shared, so the CPU time over the threads is the figure least moved by
@@ -18,23 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from adm.batch_memory import _RSSPeak  # noqa: E402
-from adm.precision import FastPath, sampling_model_fn  # noqa: E402
-from adm.presets import get_preset  # noqa: E402
-from adm.rng import randn_per_sample  # noqa: E402
-from adm.sampling import ddpm_sample  # noqa: E402
-from adm.schedule import make_schedule, respace  # noqa: E402
-from adm.unet import UNet  # noqa: E402
-from adm.upsample import LowResBound, upsample_generators  # noqa: E402
+from common import count_flops, cpu_name, timed_cpu, utc_stamp, write_report  # noqa: E402
+
+from adm.diffusion.schedule import make_schedule, respace  # noqa: E402
+from adm.nets.presets import get_preset  # noqa: E402
+from adm.nets.unet import UNet  # noqa: E402
+from adm.programs.upsample import LowResBound, upsample_generators  # noqa: E402
+from adm.sampling.batch_memory import _RSSPeak  # noqa: E402
+from adm.sampling.precision import FastPath, sampling_model_fn  # noqa: E402
+from adm.sampling.rng import randn_per_sample  # noqa: E402
+from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
 PRESET = "upsample128-512"
 LOW = 128
@@ -46,27 +46,13 @@ GPUS = {"V100 (paper era)": 125e12, "A100": 312e12, "H100 SXM": 989e12}
 PEAK_SHARE = (0.25, 0.5)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def forward_flops(cfg, batch: int) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.device("meta"):
         net = UNet(cfg)
         x, low = torch.zeros(batch, 3, cfg.image_size, cfg.image_size), torch.zeros(batch, 3, LOW, LOW)
         t, y = torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.long)
     net.check_label_values = False  # the range check reads values, which meta tensors have none of
-    with FlopCounterMode(display=False) as counter:
-        net(x, t, y, low_res=low)
-    return counter.get_total_flops()
+    return count_flops(lambda: net(x, t, y, low_res=low))
 
 
 def timed_step(cfg, batch: int) -> dict:
@@ -84,10 +70,8 @@ def timed_step(cfg, batch: int) -> dict:
     # two steps (t = 999 and t = 0; a respacing of t = 0 alone is refused), timed together and
     # halved: the figures are per step, one forward + its update each
     schedule = respace(make_schedule("linear", 1000), "2")
-    wall0, cpu0 = time.perf_counter(), time.process_time()
     with _RSSPeak() as mem:
-        x0 = ddpm_sample(model_fn, noise, schedule, labels=labels, generators=gens)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        x0, wall, cpu = timed_cpu(ddpm_sample, model_fn, noise, schedule, labels=labels, generators=gens)
     assert bool(torch.isfinite(x0).all())
     steps = len(schedule)
     return {"wall_s": wall / steps, "cpu_s": cpu / steps, "peak_extra_rss_gib": mem.bytes / 2 ** 30}
@@ -150,17 +134,15 @@ def main() -> None:
         params = sum(p.numel() for p in UNet(cfg).parameters())
     load_before = os.getloadavg()[0]
     measured = [timed_step(cfg, a.batch) for _ in range(a.repeats)]
-    r = {"preset": PRESET, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_name(), "torch": torch.__version__, "threads": a.threads, "batch": a.batch,
+    r = {"preset": PRESET, "date": utc_stamp(), "cpu": cpu_name(), "torch": torch.__version__, "threads": a.threads,
+         "batch": a.batch,
          "params_m": params / 1e6, "tflop_per_image_step": flops / 1e12, "load_before": load_before,
          "load_after": os.getloadavg()[0], "measured": measured,
          "seconds_per_image_step_wall": min(s["wall_s"] for s in measured) / a.batch,
          "cpu_seconds_per_image_step": min(s["cpu_s"] for s in measured) / a.batch,
          "samples": SAMPLES, "steps": STEPS, "gpu_peak_flops": GPUS, "peak_share_assumed": PEAK_SHARE,
          "projection_gpu_hours": projection(flops)}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "upsample.json").write_text(json.dumps(r, indent=1) + "\n")
-    (out / "upsample.md").write_text(render(r))
+    write_report(a.out, "upsample", r, render(r), indent=1)
     print(render(r))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import warnings
@@ -25,17 +24,19 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from adm.batch_memory import guided_step, peak_bytes, probe_batch_size  # noqa: E402
-from adm.classifier import Classifier  # noqa: E402
-from adm.guidance import classifier_guidance  # noqa: E402
-from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn  # noqa: E402
-from adm.presets import get_preset  # noqa: E402
-from adm.rng import randn_per_sample, sample_generators  # noqa: E402
-from adm.sampling import ddpm_sample  # noqa: E402
-from adm.schedule import make_schedule, respace  # noqa: E402
-from adm.unet import UNet  # noqa: E402
+from common import count_flops, cpu_name, utc_stamp, write_report  # noqa: E402
+
+from adm.diffusion.schedule import make_schedule, respace  # noqa: E402
+from adm.nets.classifier import Classifier  # noqa: E402
+from adm.nets.presets import get_preset  # noqa: E402
+from adm.nets.unet import UNet  # noqa: E402
+from adm.sampling.batch_memory import guided_step, peak_bytes, probe_batch_size  # noqa: E402
+from adm.sampling.guidance import classifier_guidance  # noqa: E402
+from adm.sampling.precision import FastPath, sampling_classifier_fn, sampling_model_fn  # noqa: E402
+from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
+from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
 # Dense spec-sheet peaks in TFLOP/s (fp32 without TF32, tf32, bf16, fp16 with fp32 accumulate).
 PEAKS = {"H200": (67, 495, 989, 989), "H100 PCIe": (51, 378, 756, 756), "H100": (67, 495, 989, 989),
@@ -105,25 +106,22 @@ def speed(unet, clf, fast, n, steps, device, scale=1.0) -> dict:
 
 
 def flops_per_image_step(unet, clf, device) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
     import copy
 
     model_fn = sampling_model_fn(copy.deepcopy(unet), FastPath(), device.type)
     classifier_fn = sampling_classifier_fn(copy.deepcopy(clf), FastPath(), device.type)
     hw = unet.cfg.image_size
     x, t, y = torch.randn(1, 3, hw, hw, device=device), torch.full((1,), 500, device=device), torch.zeros(1, dtype=torch.int64, device=device)
-    out = {}
-    with FlopCounterMode(display=False) as fc:
-        model_fn(x, t, y)
-    out["unet_forward"] = fc.get_total_flops()
+    out = {"unet_forward": count_flops(lambda: model_fn(x, t, y))}
     # the classifier's forward and backward to x, as cond_fn runs them (.backward(): the counter's
     # module hooks do not support autograd.grad)
     x_in = x.clone().requires_grad_(True)
-    with FlopCounterMode(display=False) as fc:
+
+    def classifier_fwd_bwd():
         log_probs = torch.log_softmax(classifier_fn(x_in, t), dim=-1)
         log_probs[torch.arange(1, device=device), y].sum().backward()
-    out["classifier_fwd_bwd"] = fc.get_total_flops()
+
+    out["classifier_fwd_bwd"] = count_flops(classifier_fwd_bwd)
     out["guided_step"] = out["unet_forward"] + out["classifier_fwd_bwd"]
     return out
 
@@ -249,20 +247,17 @@ def main(argv=None) -> int:
     if not cuda and not a.dry:
         print("error: no CUDA device; run with --dry to prove the script on the CPU", file=sys.stderr)
         return 2
-    name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
-    r = {"dry": a.dry, "device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    name = torch.cuda.get_device_name(device) if cuda else cpu_name()
+    r = {"dry": a.dry, "device": name, "torch": torch.__version__, "date": utc_stamp(),
          "presets": [size["unet"], size["clf"]], "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
          "note": ("DRY RUN on CPU with the tiny-test presets (no GPU was at hand): proves the script runs end to end; "
                   "its numbers say nothing about a GPU." if a.dry else "ImageNet-128 presets, random weights")}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "gpu_dry" if a.dry else "gpu"
     r["speed"] = {}
 
     def finish():
         derive(r, name if cuda else None, start)
-        (out / f"{stem}.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
-        (out / f"{stem}.md").write_text(markdown(r))
+        write_report(a.out, stem, r, markdown(r))
 
     SAVE[:] = [finish]
     unet, clf = networks(size, device)
@@ -272,7 +267,7 @@ def main(argv=None) -> int:
         n = size["speed_batch"].get(mode, size["speed_batch"]["default"])
         guarded(r["speed"], mode, deadline, lambda: speed(unet, clf, FastPath(precision=mode), n, size["steps"], device))
     best = "fp16" if cuda else "fp32"
-    n = size["speed_batch"]["default"]  # SDPA's fused kernels instead of its math path (adm.nn.qkv_attention)
+    n = size["speed_batch"]["default"]  # SDPA's fused kernels instead of its math path (adm.nets.blocks.qkv_attention)
     guarded(r["speed"], f"{best}_fused_attention", deadline,
             lambda: speed(unet, clf, FastPath(precision=best, fused_attention=True), n, size["steps"], device))
     if cuda:  # the paper's mode, compiled; and the classifier in fp16 too (OpenAI's --classifier_use_fp16)

@@ -13,20 +13,19 @@ Writes table1_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
 import gpu_check as gc  # noqa: E402
-from adm.classifier import Classifier  # noqa: E402
-from adm.presets import get_preset  # noqa: E402
-from adm.unet import UNet  # noqa: E402
+from common import utc_stamp, write_report  # noqa: E402
+
+from adm.nets.classifier import Classifier  # noqa: E402
+from adm.nets.presets import get_preset  # noqa: E402
+from adm.nets.unet import UNet  # noqa: E402
 
 CARD = "H100"  # SXM: the peaks gpu_check uses for an H100 / H200 (same dense tensor-core peak)
 SHARES = (1.0, 0.5, 0.3)
@@ -72,11 +71,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/out")
     a = p.parse_args(argv)
-    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **cost()}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table1_cost.json").write_text(json.dumps(r, indent=2) + "\n")
-    (out / "table1_cost.md").write_text(markdown(r))
+    r = {"date": utc_stamp(), **cost()}
+    write_report(a.out, "table1_cost", r, markdown(r))
     print(markdown(r))
     return 0
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from adm.classifier import Classifier
-from adm.presets import get_preset
-from adm.unet import UNet
+from adm.nets.classifier import Classifier
+from adm.nets.presets import get_preset
+from adm.nets.unet import UNet
 
 def randomise_(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
     """Overwrite every parameter with N(0, std^2) draws from a seeded generator; returns it in eval mode.
@@ -97,8 +97,8 @@ def tiny_saved_nets(tmp_path_factory):
     random and non-zero (a fresh UNet's zero-initialised output head would make every sample the
     same function of the noise alone, hiding label, guidance and batch effects), saved as our
     training writes them (JSON beside). Read-only: shared by every test that asks for it."""
-    from adm.checkpoints import save_model
-    from adm.unet import build_model
+    from adm.nets.checkpoints import save_model
+    from adm.nets.build import build_model
 
     d = tmp_path_factory.mktemp("nets")
     unet = randomise_(build_model(get_preset("tiny-test")), seed=0)
@@ -115,7 +115,7 @@ def tiny_data(tmp_path_factory):
     trained on exactly these bytes: keep the draw as it is."""
     import numpy as np
 
-    from adm.data import save_npz
+    from adm.data.datasets import save_npz
 
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """The files the paper config downloads, built locally and served from 127.0.0.1.
 
 `config/imagenet128.yaml` fetches OpenAI's released checkpoints, the VIRTUAL reference batch and
-the Inception graph. The dress rehearsal (tests/test_rehearsal.py, config/rehearsal.yaml) needs
+the Inception graph. The dress rehearsal (tests/test_rehearsal.py, .test/config/rehearsal.yaml) needs
 files of the same kinds that no network has to provide:
 
 - the real 128x128 architectures (`imagenet128-cond`, `imagenet128-classifier`) with seeded
@@ -73,8 +73,8 @@ def random_state_dict(preset: str, seed: int, half_every: int = 2):
     Every `half_every`-th tensor is stored float16, the others float32."""
     import torch
 
-    from adm.presets import get_preset
-    from adm.unet import build_model
+    from adm.nets.presets import get_preset
+    from adm.nets.build import build_model
 
     with torch.device("meta"):  # shapes only: nothing is allocated
         shapes = {k: v.shape for k, v in build_model(get_preset(preset)).state_dict().items()}
@@ -260,7 +260,7 @@ if __name__ == "__main__":
     ap.add_argument("root")
     ap.add_argument("--port", type=int, default=8642)
     ap.add_argument("--upsample", action="store_true",
-                    help="also the 128->512 upsampler and the 512 reference (config/rehearsal_upsample.yaml)")
+                    help="also the 128->512 upsampler and the 512 reference (.test/config/rehearsal_upsample.yaml)")
     args = ap.parse_args()
     wanted = UPSAMPLE_REFERENCE_PATH if args.upsample else REFERENCE_PATH
     if not (Path(args.root) / wanted).exists():

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from adm.guidance import classifier_free_guidance
-from adm.sampling import ddpm_sample
-from adm.schedule import make_schedule, respace
+from adm.sampling.guidance import classifier_free_guidance
+from adm.sampling.samplers import ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
 
 torch.set_num_threads(1)
 NULL = 10  # the extra class index of a label-dropout model with 10 real classes

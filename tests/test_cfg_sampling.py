@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import save_model
-from adm.diffusion import p_mean_variance, predict_eps_from_xstart
-from adm.guidance import classifier_free_guidance
-from adm.presets import get_preset
-from adm.rng import randn_per_sample, sample_generators, sample_labels
-from adm.sampling import to_uint8
-from adm.schedule import make_schedule, respace
-from adm.trainutil import with_null_class
-from adm.unet import build_model
+from adm.nets.checkpoints import save_model
+from adm.diffusion.gaussian import p_mean_variance, predict_eps_from_xstart
+from adm.sampling.guidance import classifier_free_guidance
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample, sample_generators, sample_labels
+from adm.sampling.samplers import to_uint8
+from adm.diffusion.schedule import make_schedule, respace
+from adm.training.draws import with_null_class
+from adm.nets.build import build_model
 
 torch.set_num_threads(1)
 T, N, SEED, NULL = 1000, 5, 2, 10
@@ -88,7 +88,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("respacing,interval", [("6", None), ("ddim6", None), ("6", (LO, HI)), ("ddim6", (LO, HI))])
 def test_cfg_samples_equal_an_independent_computation(nets, tmp_path, respacing, interval):
-    from adm.checkpoints import load_model
+    from adm.nets.checkpoints import load_model
 
     w = 2.0
     extra = ["--guidance-interval", str(LO), str(HI)] if interval else []
@@ -170,7 +170,7 @@ def test_labels_that_hit_the_null_class_are_refused(tiny_net):
 def test_labels_are_range_checked_once_per_batch_not_per_step(nets, tmp_path, monkeypatch):
     # the full check reads labels back to the host (a device sync): CFG alternates the labels and
     # their null labels every step, which must not turn it into two checks per step
-    from adm.unet import UNet
+    from adm.nets.unet import UNet
 
     calls = []
     real = UNet.validate_labels
@@ -182,7 +182,7 @@ def test_labels_are_range_checked_once_per_batch_not_per_step(nets, tmp_path, mo
 def test_a_label_dropout_run_samples_with_cfg_end_to_end(tmp_path):
     # train-diffusion --label-dropout writes the null class into the checkpoint's JSON, and
     # `adm sample --guidance cfg` reads it from there (no preset, no flag naming the null index)
-    from adm.data import save_npz
+    from adm.data.datasets import save_npz
 
     rng = np.random.default_rng(0)
     save_npz(tmp_path / "d.npz", rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8), rng.integers(0, 10, 16))
@@ -202,9 +202,9 @@ def test_cfg_step_loop_reads_back_nothing_and_an_interval_one_timestep_per_step(
 
     from test_sampling_sync import HostDeviceGuard
 
-    from adm.guidance import step_sigmas
-    from adm.precision import FastPath, sampling_model_fn
-    from adm.sampling import ddpm_sample
+    from adm.sampling.guidance import step_sigmas
+    from adm.sampling.precision import FastPath, sampling_model_fn
+    from adm.sampling.samplers import ddpm_sample
 
     unet = copy.deepcopy(demo_nets[0]).to("meta")
     unet.validate_labels = lambda y: None  # the once-per-batch range check is not the step loop

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import CheckpointError, atomic_torch_save, load_model, save_model, sidecar_path
-from adm.classifier import Classifier
-from adm.config import UNetConfig
-from adm.presets import CLASSIFIER_PRESETS, DIFFUSION_PRESETS, UNET_PRESETS
-from adm.unet import UNet
+from adm.nets.checkpoints import CheckpointError, atomic_torch_save, load_model, save_model, sidecar_path
+from adm.nets.classifier import Classifier
+from adm.nets.config import UNetConfig
+from adm.nets.presets import CLASSIFIER_PRESETS, DIFFUSION_PRESETS, UNET_PRESETS
+from adm.nets.unet import UNet
 
 torch.set_num_threads(1)
 
@@ -141,8 +141,9 @@ def test_non_finite_weights_are_refused_at_load(tmp_path):
 
 
 def test_outputs_have_umask_permissions_and_stale_temps_are_cleaned(tmp_path):
-    from adm.atomic import TEMP_PREFIX, default_mode
-    from adm.data import save_npz, write_json
+    from adm.fileio import TEMP_PREFIX, default_mode
+    from adm.data.datasets import save_npz
+    from adm.fileio import write_json
 
     old = os.umask(0o027)
     try:

@@ -39,8 +39,8 @@ LAYERINGS = [
     [],
     [DEMO],
     [PAPER],
-    [PAPER, "config/rehearsal.yaml"],
-    [PAPER, "config/rehearsal.yaml", "config/rehearsal_upsample.yaml"],
+    [PAPER, ".test/config/rehearsal.yaml"],
+    [PAPER, ".test/config/rehearsal.yaml", ".test/config/rehearsal_upsample.yaml"],
     [".test/config/config.yaml"],
 ]
 
@@ -127,10 +127,10 @@ def layered(base: Path, files: list[str], overrides: dict | None = None) -> dict
     for name in files or [DEMO]:
         merge(cfg, yaml.safe_load((base / name).read_text()))
     merge(cfg, overrides or {})
-    if isinstance(cfg.get("pretrained"), str):  # `--config pretrained=false` (validate.smk)
+    if isinstance(cfg.get("pretrained"), str):  # `--config pretrained=false` (config_checks.coerce_pretrained)
         cfg["pretrained"] = cfg["pretrained"].lower() == "true"
     validate(cfg, str(SCHEMA))  # fills in the schema's defaults
-    if any(arm["method"] == "cfg" for arm in cfg["guidance_arms"]):  # arms_common.smk
+    if any(arm["method"] == "cfg" for arm in cfg["guidance_arms"]):  # arms.fill_cfg_model_resources
         cfg["resources"].setdefault("train_cfg_model", cfg["resources"]["train_diffusion"])
     return cfg
 

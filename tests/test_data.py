@@ -4,9 +4,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adm.data import (DataError, center_crop_arr, list_image_files, load_digits_rgb, load_npz,
-                      prepare_digits, read_image, save_npz, stratified_split)
-from adm.trainutil import batch_indices
+from adm.data.datasets import (
+    DataError,
+    center_crop_arr,
+    list_image_files,
+    load_digits_rgb,
+    load_npz,
+    prepare_digits,
+    read_image,
+    save_npz,
+    stratified_split,
+)
+from adm.training.draws import batch_indices
 
 
 def test_digits_are_rgb_uint8_with_documented_mapping():

@@ -30,12 +30,12 @@ import psutil
 import pytest
 import torch
 
-from adm.data import prepare_digits
-from adm.dist import choose_device
-from adm.presets import get_preset
-from adm.train_classifier import train_classifier
-from adm.train_diffusion import train_diffusion
-from adm.trainutil import resolve_train_config
+from adm.data.datasets import prepare_digits
+from adm.training.distributed import choose_device
+from adm.nets.presets import get_preset
+from adm.training.classifier import train_classifier
+from adm.training.diffusion import train_diffusion
+from adm.training.presets import resolve_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, SAVE = 6, 2

@@ -9,11 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from adm.diffusion import (LossAwareSampler, UniformSampler, hybrid_loss, make_timestep_sampler,
-                           p_mean_variance, predict_eps_from_xstart, predict_xstart_from_eps,
-                           q_posterior, q_sample, split_output, vb_terms_bpd)
-from adm.losses import approx_standard_normal_cdf, discretized_gaussian_log_likelihood, normal_kl
-from adm.schedule import cosine_schedule, linear_schedule
+from adm.diffusion.gaussian import (
+    LossAwareSampler,
+    UniformSampler,
+    hybrid_loss,
+    make_timestep_sampler,
+    p_mean_variance,
+    predict_eps_from_xstart,
+    predict_xstart_from_eps,
+    q_posterior,
+    q_sample,
+    split_output,
+    vb_terms_bpd,
+)
+from adm.diffusion.losses import approx_standard_normal_cdf, discretized_gaussian_log_likelihood, normal_kl
+from adm.diffusion.schedule import cosine_schedule, linear_schedule
 
 torch.set_num_threads(1)
 

@@ -19,10 +19,18 @@ import pytest
 from PIL import Image
 
 from adm import cli
-from adm.data import DataError, list_image_files, prepare_digits, save_npz
-from adm.diskdata import (_finish, _local_header, _npy_header_bytes, open_dataset, prepare_folder,
-                          synset_labels)
-from adm.trainutil import batch_indices, load_training_data, resolve_train_config
+from adm.data.datasets import DataError, list_image_files, prepare_digits, save_npz
+from adm.data.ondisk import (
+    _finish,
+    _local_header,
+    _npy_header_bytes,
+    open_dataset,
+    prepare_folder,
+    synset_labels,
+)
+from adm.training.draws import batch_indices
+from adm.training.state import load_training_data
+from adm.training.presets import resolve_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 SYNSETS = ["n01530575", "n01440764", "n02102040"]  # deliberately not in sorted order on disk
@@ -117,7 +125,7 @@ def test_label_is_the_folder_not_the_file_name(tmp_path):
 _KILLER = """
 import os, signal, sys
 import psutil
-import adm.diskdata as d
+import adm.data.ondisk as d
 real, calls = d._save_progress, {"n": 0}
 def killing(marker, state):  # the job is killed: decode workers first, then this process
     calls["n"] += 1

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from adm.data import save_npz
-from adm.presets import get_preset
-from adm.train_diffusion import train_diffusion
-from adm.trainutil import ema_state_dict, ema_update, resolve_train_config
+from adm.data.datasets import save_npz
+from adm.nets.presets import get_preset
+from adm.training.diffusion import train_diffusion
+from adm.training.state import ema_state_dict, ema_update
+from adm.training.presets import resolve_train_config
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from adm.guidance import classifier_guidance
+from adm.sampling.guidance import classifier_guidance
 
 torch.set_num_threads(1)
 

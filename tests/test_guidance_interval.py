@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from adm import cli
-from adm.diffusion import p_mean_variance, predict_eps_from_xstart, predict_xstart_from_eps
-from adm.guidance import check_interval, limited_interval, step_sigmas
-from adm.rng import randn_per_sample, sample_generators
-from adm.sampling import ddim_sample, ddpm_sample
-from adm.schedule import make_schedule, respace
+from adm.diffusion.gaussian import p_mean_variance, predict_eps_from_xstart, predict_xstart_from_eps
+from adm.sampling.guidance import check_interval, limited_interval, step_sigmas
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.sampling.samplers import ddim_sample, ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
 
 torch.set_num_threads(1)
 T = 1000

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from adm.checkpoints import save_model
-from adm.presets import get_preset
-from adm.sample import SampleConfig, merge_shards, sample_shard
-from adm.unet import build_model
+from adm.nets.checkpoints import save_model
+from adm.nets.presets import get_preset
+from adm.programs.sample import SampleConfig, merge_shards, sample_shard
+from adm.nets.build import build_model
 
 torch.set_num_threads(1)
 N = 7
@@ -90,11 +90,11 @@ def test_batch_size_changes_images_by_rounding_only(nets, tmp_path, respacing):
 def test_image_i_is_the_sampler_run_on_seed_i_and_label_i(nets, tmp_path):
     """What the program writes for index i = the library sampler on sample i's own noise stream and
     label, alone in its batch: no label reaches the wrong sample, no noise comes from another index."""
-    from adm.checkpoints import load_model
-    from adm.guidance import classifier_guidance
-    from adm.rng import randn_per_sample, sample_generators, sample_labels
-    from adm.sampling import ddpm_sample, to_uint8
-    from adm.schedule import make_schedule, respace
+    from adm.nets.checkpoints import load_model
+    from adm.sampling.guidance import classifier_guidance
+    from adm.sampling.rng import randn_per_sample, sample_generators, sample_labels
+    from adm.sampling.samplers import ddpm_sample, to_uint8
+    from adm.diffusion.schedule import make_schedule, respace
 
     images, labels = _run(nets, tmp_path / "s1.npz", shard=1, num_shards=2, batch_size=3)  # indices 3..6
     unet, _ = load_model(nets / "ema.pt")
@@ -111,7 +111,7 @@ def test_image_i_is_the_sampler_run_on_seed_i_and_label_i(nets, tmp_path):
 
 def test_a_batch_dependent_network_is_caught(nets, tmp_path, monkeypatch):
     """The checks above can fail: a forward pass that mixes the samples of a batch breaks both."""
-    import adm.unet as unet_mod
+    import adm.nets.unet as unet_mod
 
     full, _ = _run(nets, tmp_path / "all.npz")
     forward = unet_mod.UNet.forward

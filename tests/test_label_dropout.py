@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from adm import cli
-from adm import train_diffusion as td
-from adm.checkpoints import load_model
-from adm.config import to_dict
-from adm.presets import get_preset
-from adm.resume import run_settings
-from adm.trainutil import TrainConfig, label_dropout_mask, resolve_train_config, with_null_class
-from adm.unet import UNet
+from adm.training import diffusion as td
+from adm.nets.checkpoints import load_model
+from adm.nets.config import to_dict
+from adm.nets.presets import get_preset
+from adm.training.resume import run_settings
+from adm.training.presets import TrainConfig, resolve_train_config
+from adm.training.draws import label_dropout_mask, with_null_class
+from adm.nets.unet import UNet
 
 torch.set_num_threads(1)
 
@@ -95,7 +96,7 @@ def _labels_seen(monkeypatch, data, tmp_path, **overrides) -> list[torch.Tensor]
 
 def test_microbatches_see_the_labels_one_pass_sees_and_the_null_class_replaces_exactly_the_drawn(
         monkeypatch, data, tmp_path):
-    from adm.trainutil import batch_indices
+    from adm.training.draws import batch_indices
 
     flags = dict(steps=4, label_dropout=0.4, save_interval=100)
     whole = _labels_seen(monkeypatch, data, tmp_path / "whole", **flags)

@@ -9,11 +9,12 @@ import dataclasses
 import pytest
 import torch
 
-from adm import nn as adm_nn
-from adm.classifier import Classifier
-from adm.config import UNetConfig
-from adm.presets import CLASSIFIER_PRESETS, UNET_PRESETS
-from adm.unet import UNet, build_model
+from adm.nets import blocks as adm_nn
+from adm.nets.classifier import Classifier
+from adm.nets.config import UNetConfig
+from adm.nets.presets import CLASSIFIER_PRESETS, UNET_PRESETS
+from adm.nets.unet import UNet
+from adm.nets.build import build_model
 
 torch.set_num_threads(1)
 TINY = UNET_PRESETS["tiny-test"]

@@ -7,8 +7,8 @@ module, so any difference is in the diffusion math (q_sample, posterior, p_mean_
 import pytest
 import torch
 
-from adm.diffusion import hybrid_loss, p_mean_variance, q_sample
-from adm.schedule import cosine_schedule, linear_schedule, respace
+from adm.diffusion.gaussian import hybrid_loss, p_mean_variance, q_sample
+from adm.diffusion.schedule import cosine_schedule, linear_schedule, respace
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 respace_ref = pytest.importorskip("guided_diffusion.respace")

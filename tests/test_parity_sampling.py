@@ -1,8 +1,8 @@
 """Guided samplers against OpenAI's reference end to end: same weights, same noise, each side's own
 networks and its own guidance path.
 
-Ours: adm.unet.UNet + adm.classifier.Classifier (demo presets, random non-zero weights),
-adm.guidance.classifier_guidance, ddpm_sample / ddim_sample.
+Ours: adm.nets.unet.UNet + adm.nets.classifier.Classifier (demo presets, random non-zero weights),
+adm.sampling.guidance.classifier_guidance, ddpm_sample / ddim_sample.
 Reference (guided-diffusion-sdk): its UNetModel / EncoderUNetModel holding the same state dict,
 a cond_fn written to the reference's own contract (``cond_fn(x, t, y=...)``, called by
 ``p_sample_loop`` through ``condition_mean`` and by ``ddim_sample_loop`` through
@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adm.guidance import classifier_guidance
-from adm.presets import get_preset
-from adm.rng import randn_per_sample, sample_generators
-from adm.sampling import ddim_sample, ddpm_sample
-from adm.schedule import make_schedule, respace
+from adm.sampling.guidance import classifier_guidance
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.sampling.samplers import ddim_sample, ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 respace_ref = pytest.importorskip("guided_diffusion.respace")

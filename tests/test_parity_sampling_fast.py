@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adm.classifier import Classifier
-from adm.guidance import classifier_guidance
-from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn
-from adm.presets import get_preset
-from adm.rng import randn_per_sample, sample_generators
-from adm.sampling import ddpm_sample
-from adm.schedule import make_schedule, respace
-from adm.unet import UNet
+from adm.nets.classifier import Classifier
+from adm.sampling.guidance import classifier_guidance
+from adm.sampling.precision import FastPath, sampling_classifier_fn, sampling_model_fn
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.sampling.samplers import ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
+from adm.nets.unet import UNet
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 gr = pytest.importorskip("guided_diffusion.respace")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adm.schedule import linear_schedule, make_schedule, respace, space_timesteps
+from adm.diffusion.schedule import linear_schedule, make_schedule, respace, space_timesteps
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 respace_ref = pytest.importorskip("guided_diffusion.respace")

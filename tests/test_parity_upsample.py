@@ -1,6 +1,6 @@
 """The upsample program against OpenAI's super-resolution sampling: same weights, same noise, fp32.
 
-Ours: `adm.upsample.upsample_shard` as a user runs it (checkpoint + low-res npz on disk, batches
+Ours: `adm.programs.upsample.upsample_shard` as a user runs it (checkpoint + low-res npz on disk, batches
 of 2 over 5 images, so a noise stream or low-res image tied to the batch position rather than
 to the global index i shows), its float x_0 captured where it is cast to uint8.
 Reference (guided-diffusion-sdk): `SuperResModel` holding the same state dict and
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-import adm.sampling
-from adm.checkpoints import save_model
-from adm.presets import get_preset
-from adm.rng import randn_per_sample
-from adm.unet import build_model
-from adm.upsample import UpsampleConfig, upsample_generators, upsample_shard
+import adm.sampling.samplers
+from adm.nets.checkpoints import save_model
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample
+from adm.nets.build import build_model
+from adm.programs.upsample import UpsampleConfig, upsample_generators, upsample_shard
 
 gd = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 respace_ref = pytest.importorskip("guided_diffusion.respace")
@@ -70,8 +70,8 @@ def setup(request, tmp_path_factory, randomise):
 def ours_float(monkeypatch, d, spec):
     """The program's x_0 (float, before the uint8 cast), batch by batch in index order."""
     captured = []
-    real = adm.sampling.to_uint8
-    monkeypatch.setattr(adm.sampling, "to_uint8", lambda x: captured.append(x.clone()) or real(x))
+    real = adm.sampling.samplers.to_uint8
+    monkeypatch.setattr(adm.sampling.samplers, "to_uint8", lambda x: captured.append(x.clone()) or real(x))
     upsample_shard(UpsampleConfig(model=str(d / "up.pt"), low_res=str(d / "low.npz"), out=str(d / f"{spec}.npz"),
                                   respacing=spec, batch_size=2, seed=SEED), progress=False)
     monkeypatch.undo()

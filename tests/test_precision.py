@@ -6,7 +6,12 @@ import copy
 import pytest
 import torch
 
-from adm.precision import FastPath, resolve_sampling_precision, sampling_classifier_fn, sampling_model_fn
+from adm.sampling.precision import (
+    FastPath,
+    resolve_sampling_precision,
+    sampling_classifier_fn,
+    sampling_model_fn,
+)
 
 torch.set_num_threads(1)
 

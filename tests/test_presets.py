@@ -7,9 +7,15 @@ import json
 
 import pytest
 
-from adm.config import (ClassifierConfig, DiffusionConfig, UNetConfig, default_channel_mult, from_dict,
-                        to_dict)
-from adm.presets import CLASSIFIER_PRESETS, DIFFUSION_PRESETS, UNET_PRESETS, get_preset
+from adm.nets.config import (
+    ClassifierConfig,
+    DiffusionConfig,
+    UNetConfig,
+    default_channel_mult,
+    from_dict,
+    to_dict,
+)
+from adm.nets.presets import CLASSIFIER_PRESETS, DIFFUSION_PRESETS, UNET_PRESETS, get_preset
 
 ALL_MODELS = {**UNET_PRESETS, **CLASSIFIER_PRESETS}
 

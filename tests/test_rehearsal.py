@@ -1,4 +1,4 @@
-"""Dress rehearsal of the paper config (config/imagenet128.yaml + config/rehearsal.yaml), and bad
+"""Dress rehearsal of the paper config (config/imagenet128.yaml + .test/config/rehearsal.yaml), and bad
 input on the paper path.
 
 The rehearsal serves files of the kinds the paper config downloads (tests/rehearsal_fixtures.py)
@@ -28,12 +28,12 @@ import rehearsal_fixtures as rf
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "imagenet128.yaml"
-REHEARSAL = ROOT / "config" / "rehearsal.yaml"
+REHEARSAL = ROOT / ".test" / "config" / "rehearsal.yaml"
 RUN = "rehearsal"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-# What config/rehearsal.yaml may change: where files come from, the device, sizes. Anything else
+# What .test/config/rehearsal.yaml may change: where files come from, the device, sizes. Anything else
 # (presets, sampler, labels, pretrained, dataset, image size, batch size, ...) is the paper's.
 ALLOWED_CHANGES = re.compile(
     r"^(run|device|checkpoints\.base_url|reference\.url|evaluation\.(graph_url|cache_dir|bootstrap)"
@@ -103,7 +103,7 @@ def test_rehearsal_changes_only_sources_and_sizes():
     """rehearsal.yaml is layered over the paper config and may not change what the paper runs."""
     paper, rehearsal = yaml.safe_load(PAPER.read_text()), yaml.safe_load(REHEARSAL.read_text())
     changed = leaves(rehearsal)
-    assert changed, "config/rehearsal.yaml is empty"
+    assert changed, ".test/config/rehearsal.yaml is empty"
     bad = sorted(k for k in changed if not ALLOWED_CHANGES.match(k))
     assert not bad, f"rehearsal.yaml changes more than sources and sizes: {bad}"
     paper_keys = leaves(paper)
@@ -131,7 +131,7 @@ def test_openai_checkpoint_fixture_loads_float16_and_float32(tmp_path):
     its float16-stored tensors arrive as float32 with the stored values."""
     import torch
 
-    from adm.checkpoints import load_model, sidecar_path
+    from adm.nets.checkpoints import load_model, sidecar_path
 
     path = tmp_path / "128x128_classifier.pt"
     rf.write_openai_checkpoint("imagenet128-classifier", path, seed=3)
@@ -263,8 +263,8 @@ def shape_only_state_dict(preset: str):
     before the shapes are checked)."""
     import torch
 
-    from adm.presets import get_preset
-    from adm.unet import build_model
+    from adm.nets.presets import get_preset
+    from adm.nets.build import build_model
 
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in build_model(get_preset(preset)).state_dict().items()}

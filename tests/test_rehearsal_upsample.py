@@ -1,6 +1,6 @@
 """Opt-in dress rehearsal of the upsampling stage on the paper config (ADM-G + ADM-U, issue 10).
 
-config/imagenet128.yaml + config/rehearsal.yaml + config/rehearsal_upsample.yaml: the default
+config/imagenet128.yaml + .test/config/rehearsal.yaml + .test/config/rehearsal_upsample.yaml: the default
 rehearsal (tests/test_rehearsal.py) with the paper's upsample stage switched on for its one scale,
 fed by a random-weight `upsample128-512` network in OpenAI's format (`128_512_upsampler.pt`) and a
 VIRTUAL-style 512x512 reference batch, both served from 127.0.0.1 and fetched by the download
@@ -27,7 +27,7 @@ from PIL import Image
 import rehearsal_fixtures as rf
 import test_rehearsal as tr
 
-OVERLAY = tr.ROOT / "config" / "rehearsal_upsample.yaml"
+OVERLAY = tr.ROOT / ".test" / "config" / "rehearsal_upsample.yaml"
 CONFIGS = (tr.PAPER, tr.REHEARSAL, OVERLAY)
 ENV_FLAG = "ADM_BENCH_REHEARSAL_UPSAMPLE"
 STAGE_RULES = {"download_upsampler", "download_upsample_reference", "upsample", "merge_upsampled",
@@ -147,7 +147,7 @@ def test_upsampled_samples_are_512_with_the_base_labels(rehearsal):
 @pytest.mark.slow
 def test_upsample_table_and_report_beside_the_paper(rehearsal):
     from adm.report.paper import UNVERIFIED_BANNER
-    from adm.report.upsample import PAPER_LABEL
+    from adm.report.upsample_table import PAPER_LABEL
 
     workdir, *_ = rehearsal
     run = workdir / "results" / tr.RUN

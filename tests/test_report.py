@@ -144,8 +144,14 @@ def test_read_benchmarks_and_gpu_hours(tmp_path):
 
 
 def test_training_curves_are_read_by_the_trainers_column_names(tmp_path):
-    """The report reads the columns adm.trainlog defines, as the trainers write them."""
-    from adm.trainlog import CLASSIFIER_COLUMNS, CLASSIFIER_CURVES, DIFFUSION_COLUMNS, DIFFUSION_CURVES, CSVLog
+    """The report reads the columns adm.training.log defines, as the trainers write them."""
+    from adm.training.log import (
+        CLASSIFIER_COLUMNS,
+        CLASSIFIER_CURVES,
+        DIFFUSION_COLUMNS,
+        DIFFUSION_CURVES,
+        CSVLog,
+    )
 
     log = CSVLog(tmp_path / "d.csv", DIFFUSION_COLUMNS, resume_step=None)
     log.write({"step": 50, "loss": 1.0, "mse": 0.9, "vb": 0.1, "loss_q0": 7.0, "lr": 0.1})

@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from adm import cli
-from adm.data import save_npz
-from adm.presets import get_preset
-from adm.train_classifier import train_classifier
-from adm.train_diffusion import train_diffusion
-from adm.trainlog import DIFFUSION_COLUMNS, TIMING_COLUMNS
-from adm.trainutil import resolve_train_config
+from adm.data.datasets import save_npz
+from adm.nets.presets import get_preset
+from adm.training.classifier import train_classifier
+from adm.training.diffusion import train_diffusion
+from adm.training.log import DIFFUSION_COLUMNS, TIMING_COLUMNS
+from adm.training.presets import resolve_train_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ def test_kill9_resume_log_equals_an_uninterrupted_run(data, tmp_path):
 
 
 def test_data_digest_of_a_large_set_reads_labels_and_sampled_rows(monkeypatch):
-    import adm.resume as tu
+    import adm.training.resume as tu
 
     images, labels = _images(0)
     whole = tu.array_digest(images, labels)
@@ -208,7 +208,7 @@ def test_a_checkpoint_from_before_settings_were_recorded_is_refused_plainly(data
 
 def test_meter_states_of_all_ranks_merge_for_another_rank_count():
     """Resumed on another number of ranks, rank 0 carries the saved interval's sums (means() adds ranks)."""
-    from adm.resume import merge_meter_states
+    from adm.training.resume import merge_meter_states
 
     a = {"sums": {"loss": 1.0, "mse": 2.0}, "counts": {"loss": 2.0, "mse": 2.0}}
     b = {"sums": {"loss": 3.0}, "counts": {"loss": 2.0}}

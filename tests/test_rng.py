@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from adm.rng import per_sample_seed, randn_per_sample, sample_generators, sample_labels
+from adm.sampling.rng import per_sample_seed, randn_per_sample, sample_generators, sample_labels
 
 
 def test_generators_depend_on_seed_and_index_only():

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import save_model
-from adm.presets import get_preset
-from adm.sample import SampleConfig, ShardError, merge_shards, sample_shard, shard_range
-from adm.unet import build_model
+from adm.nets.checkpoints import save_model
+from adm.nets.presets import get_preset
+from adm.programs.sample import SampleConfig, ShardError, merge_shards, sample_shard, shard_range
+from adm.nets.build import build_model
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

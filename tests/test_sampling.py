@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from adm.guidance import classifier_guidance
-from adm.rng import randn_per_sample, sample_generators
-from adm.sampling import ddim_sample, ddpm_sample, to_uint8
-from adm.schedule import make_schedule, respace
+from adm.sampling.guidance import classifier_guidance
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.sampling.samplers import ddim_sample, ddpm_sample, to_uint8
+from adm.diffusion.schedule import make_schedule, respace
 
 torch.set_num_threads(1)
 N, HW = 4, 8

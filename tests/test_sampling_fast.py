@@ -1,4 +1,4 @@
-"""The sampler's fast path (adm.precision.FastPath) and memory-aware batches (adm.batch_memory).
+"""The sampler's fast path (adm.sampling.precision.FastPath) and memory-aware batches (adm.sampling.batch_memory).
 
 The fast path may change an image only by float rounding: fp32 must equal the plain eager
 networks bit for bit, the label range is still refused but checked once per batch instead of
@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from adm import batch_memory, cli
-from adm.checkpoints import save_model
-from adm.guidance import classifier_guidance
-from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn
-from adm.presets import get_preset
-from adm.rng import randn_per_sample, sample_generators
-from adm.sample import SampleConfig, sample_shard
-from adm.sampling import ddpm_sample
-from adm.schedule import make_schedule, respace
-from adm.unet import build_model
+from adm.sampling import batch_memory
+from adm import cli
+from adm.nets.checkpoints import save_model
+from adm.sampling.guidance import classifier_guidance
+from adm.sampling.precision import FastPath, sampling_classifier_fn, sampling_model_fn
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.programs.sample import SampleConfig, sample_shard
+from adm.sampling.samplers import ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
+from adm.nets.build import build_model
 
 torch.set_num_threads(1)
 N = 6
@@ -132,12 +133,12 @@ def test_batch_size_auto_gives_the_same_images(nets, tmp_path):
 
 
 def test_out_of_memory_is_one_line_naming_a_size_that_fits(nets, tmp_path, monkeypatch):
-    import adm.sampling
+    import adm.sampling.samplers
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(adm.sampling, "ddpm_sample", oom)
+    monkeypatch.setattr(adm.sampling.samplers, "ddpm_sample", oom)
     probe = {"batch_size": 3, "fixed_bytes": 2 ** 30, "per_image_bytes": 2 ** 28, "available_bytes": 2 ** 31}
     monkeypatch.setattr(batch_memory, "probe_batch_size", lambda *a, **k: probe)
     cfg = SampleConfig(model=str(nets / "ema.pt"), classifier=str(nets / "clf.pt"), out=str(tmp_path / "s.npz"),
@@ -176,7 +177,7 @@ def _sdpa_kernels(fn):
 
 
 def test_fused_attention_runs_the_fused_kernel_and_only_rounds():
-    from adm.nn import qkv_attention
+    from adm.nets.blocks import qkv_attention
 
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(2, 3 * 64, 256, generator=g).requires_grad_(True)  # 2 heads of 32, T = 256
@@ -202,7 +203,7 @@ def test_fused_attention_fast_path_is_opt_in_and_stays_close(demo_nets):
 
 
 def test_fast_modes_turn_on_their_fields_and_exact_is_the_default_fastpath():
-    from adm.precision import FAST_MODES, fast_path
+    from adm.sampling.precision import FAST_MODES, fast_path
 
     assert fast_path("exact", "fp32") == FastPath() and FAST_MODES["exact"] == {}
     assert fast_path("fast", "fp32") == FastPath(fused_attention=True)
@@ -242,7 +243,7 @@ def test_exact_attention_is_sdpas_math_path_byte_for_byte():
     forward and gradient, so exact mode's samples stay the reference's (test_parity_sampling*.py)."""
     import torch.nn.functional as F
 
-    from adm.nn import qkv_attention
+    from adm.nets.blocks import qkv_attention
 
     g = torch.Generator().manual_seed(1)
     for heads, ch, length in ((2, 32, 64), (1, 8, 65), (4, 16, 16)):  # 65: the classifier's pooled HW + 1

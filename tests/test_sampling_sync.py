@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from adm.guidance import classifier_guidance, limited_interval, step_sigmas
-from adm.precision import FastPath, sampling_classifier_fn, sampling_model_fn
-from adm.rng import sample_generators
-from adm.sampling import ddim_sample, ddpm_sample
-from adm.schedule import make_schedule, respace
+from adm.sampling.guidance import classifier_guidance, limited_interval, step_sigmas
+from adm.sampling.precision import FastPath, sampling_classifier_fn, sampling_model_fn
+from adm.sampling.rng import sample_generators
+from adm.sampling.samplers import ddim_sample, ddpm_sample
+from adm.diffusion.schedule import make_schedule, respace
 
 aten = torch.ops.aten
 N = 3

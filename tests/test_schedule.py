@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adm.schedule import cosine_schedule, linear_schedule, make_schedule, respace, space_timesteps
+from adm.diffusion.schedule import cosine_schedule, linear_schedule, make_schedule, respace, space_timesteps
 
 
 def test_linear_closed_form():

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import load_model
-from adm.presets import get_preset
-from adm.train_classifier import train_classifier
-from adm.train_diffusion import train_diffusion
-from adm.trainutil import TrainingDiverged, resolve_train_config
+from adm.nets.checkpoints import load_model
+from adm.nets.presets import get_preset
+from adm.training.classifier import train_classifier
+from adm.training.diffusion import train_diffusion
+from adm.errors import TrainingDiverged
+from adm.training.presets import resolve_train_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_kill9_and_resume_is_bit_exact(tiny_data, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
-    import adm.train_diffusion as td
+    import adm.training.diffusion as td
 
     real, calls = td.hybrid_loss, {"n": 0}
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from adm import cli
-from adm.checkpoints import save_model
-from adm.presets import get_preset
-from adm.rng import randn_per_sample, sample_generators
-from adm.shards import merge_shards
-from adm.unet import build_model
-from adm.upsample import UpsampleConfig, upsample_generators, upsample_shard
+from adm.nets.checkpoints import save_model
+from adm.nets.presets import get_preset
+from adm.sampling.rng import randn_per_sample, sample_generators
+from adm.programs.shards import merge_shards
+from adm.nets.build import build_model
+from adm.programs.upsample import UpsampleConfig, upsample_generators, upsample_shard
 
 torch.set_num_threads(1)
 N = 7
@@ -165,9 +165,9 @@ def test_bad_input_one_line_no_output(files, bad, tmp_path, capsys, case):
 
 
 def test_non_finite_samples_write_nothing(files, bad, tmp_path, monkeypatch, capsys):
-    import adm.sampling
+    import adm.sampling.samplers
 
-    monkeypatch.setattr(adm.sampling, "ddpm_sample", lambda model_fn, noise, *a, **k: noise * float("nan"))
+    monkeypatch.setattr(adm.sampling.samplers, "ddpm_sample", lambda model_fn, noise, *a, **k: noise * float("nan"))
     out = tmp_path / "out.npz"
     rc = cli.main(["upsample", "--model", str(files / "up.pt"), "--low-res", str(bad["good"]), "--out", str(out),
                    "--respacing", "2", "--no-progress"])
@@ -196,7 +196,7 @@ def _bicubic_reference(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def test_interpolation_baseline_rounds_clips_and_keeps_labels(tmp_path):
-    from adm.upsample import interpolate_npz
+    from adm.programs.upsample import interpolate_npz
 
     rng = np.random.default_rng(3)
     low = rng.integers(0, 256, (N, 4, 4, 3), dtype=np.uint8)
@@ -216,7 +216,7 @@ def test_interpolation_baseline_rounds_clips_and_keeps_labels(tmp_path):
 
 
 def test_interpolation_baseline_bad_input_writes_nothing(tmp_path):
-    from adm.upsample import UpsampleError, interpolate_npz
+    from adm.programs.upsample import UpsampleError, interpolate_npz
 
     np.savez(tmp_path / "float.npz", arr_0=np.zeros((2, 4, 4, 3), np.float32))
     np.savez(tmp_path / "big.npz", arr_0=np.zeros((2, 32, 32, 3), np.uint8))

@@ -8,7 +8,7 @@ What each test catches (mutants tried by hand, see the helper's report):
 - the paper config not passing the released file's preset / 512 reference    -> test_imagenet_upsample_dry_run
 - an upsample GPU rule asking SLURM for no GPU (or a CPU rule asking for one) -> test_slurm_requests
 - a config whose stage cannot run reaching the jobs                           -> test_bad_upsample_config_is_one_line
-- the schema's preset enum drifting from adm.presets.UPSAMPLER_LOW_RES        -> test_schema_enum_is_the_registry
+- the schema's preset enum drifting from adm.nets.presets.UPSAMPLER_LOW_RES        -> test_schema_enum_is_the_registry
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adm.presets import UPSAMPLER_LOW_RES
-from adm.report.upsample import PAPER_LABEL, Arrangement, section_html, upsample_rows, write_upsample_table
+from adm.nets.presets import UPSAMPLER_LOW_RES
+from adm.report.upsample_table import (
+    PAPER_LABEL,
+    Arrangement,
+    section_html,
+    upsample_rows,
+    write_upsample_table,
+)
 from test_workflow import IMAGENET, SMOKE, job_counts, snakemake, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

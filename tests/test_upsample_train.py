@@ -22,10 +22,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adm.data import save_npz, to_float
-from adm.presets import get_preset, preset_low_res_size
-from adm.train_upsampler import area_downsample, area_downsample_uint8, downsample_npz, train_upsampler
-from adm.trainutil import batch_indices, resolve_train_config
+from adm.data.datasets import save_npz, to_float
+from adm.nets.presets import get_preset, preset_low_res_size
+from adm.training.upsampler import area_downsample, area_downsample_uint8, downsample_npz, train_upsampler
+from adm.training.draws import batch_indices
+from adm.training.presets import resolve_train_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_uint8_downsample_rounds_the_block_mean(tmp_path):
 
 def test_loss_is_conditioned_on_the_same_images(data, tmp_path, monkeypatch):
     """Every forward pass sees low_res = area_downsample(x_0) of exactly the batch whose loss it computes."""
-    import adm.train_diffusion as td
+    import adm.training.diffusion as td
 
     seen = []
     real_build = td.build_model
@@ -165,9 +166,9 @@ def test_low_res_size_order_flag_json_preset_ratio(tmp_path):
     import dataclasses
     import json
 
-    from adm.checkpoints import save_model
-    from adm.unet import build_model
-    from adm.upsample import expected_low_res_size
+    from adm.nets.checkpoints import save_model
+    from adm.nets.build import build_model
+    from adm.programs.upsample import expected_low_res_size
 
     cfg = get_preset("demo-upsample")
     save_model(build_model(cfg), cfg, tmp_path / "a.pt")  # a JSON without low_res_size

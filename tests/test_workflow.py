@@ -148,9 +148,9 @@ def test_upsample_job_with_a_wrong_checkpoint_fails_in_one_line(smoke, tmp_path)
     that job with ONE error line in its log, no traceback, no shard, and Snakemake names the log."""
     import shutil
 
-    from adm.checkpoints import save_model
-    from adm.presets import get_preset
-    from adm.unet import build_model
+    from adm.nets.checkpoints import save_model
+    from adm.nets.presets import get_preset
+    from adm.nets.build import build_model
 
     copy = tmp_path / "w"
     shutil.copytree(smoke[0], copy, symlinks=True)  # the session's run stays as it is

@@ -14,8 +14,8 @@ Mutants tried (each made a test here fail): `{input.model}` without `:q` in samp
 (test_every_shell_field_is_quoted; test_hostile_paths_stay_one_argument, whose printed command then
 no longer parses into one argument per value); the path pattern without its `(?!-)` look-ahead
 (…refused_by_the_schema[*-dash]); the enum dropped from diffusion.preset
-(…[diffusion.preset-shell], test_schema_preset_enums_are_the_registries); python() returning
-["python"], the first `python` on PATH (test_interpreter_path_with_space); check_models() not
+(…[diffusion.preset-shell], test_schema_preset_enums_are_the_registries); commands.interpreter() returning
+["python"], the first `python` on PATH (test_interpreter_path_with_space); config_checks.check_models() not
 called (test_impossible_sampling_steps, test_preset_for_another_image_size).
 """
 
@@ -116,8 +116,8 @@ def test_every_shell_field_is_quoted():
 
 
 def test_schema_preset_enums_are_the_registries():
-    from adm.presets import CLASSIFIER_PRESETS, UNET_PRESETS
-    from adm.trainutil import TRAIN_PRESETS
+    from adm.nets.presets import CLASSIFIER_PRESETS, UNET_PRESETS
+    from adm.training.presets import TRAIN_PRESETS
 
     props = SCHEMA["properties"]
     assert set(props["diffusion"]["properties"]["preset"]["enum"]) == {

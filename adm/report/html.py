@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from adm.trainlog import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
+from adm.training.log import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, UNVERIFIED_BANNER
 from .runinfo import (elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions,
@@ -36,7 +36,7 @@ class ReportInputs:
     on_gpu: bool = False
     comparison: Path | None = None  # comparison.csv of the guidance arms (absent when off)
     tradeoff_plots: list[Path] = field(default_factory=list)  # their PNG trade-off plots
-    upsample: dict | None = None  # the upsampling stage's files (adm.report.upsample.section_from_files)
+    upsample: dict | None = None  # the upsampling stage's files (adm.report.upsample_table.section_from_files)
 
 
 def data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -50,7 +50,7 @@ def figure_uri(fig) -> str:
 
 
 def read_training_curves(path: str | Path, curves: Mapping[str, str]) -> dict[str, tuple[list[float], list[float]]]:
-    """{legend label: (steps, values)} for the columns `curves` names (adm.trainlog defines both)."""
+    """{legend label: (steps, values)} for the columns `curves` names (adm.training.log defines both)."""
     return {curves[c]: series for c, series in read_log(path, curves).items()}
 
 
@@ -131,7 +131,7 @@ def _upsample_section(inputs: ReportInputs) -> list[str]:
     """ADM-G + ADM-U: the upsampled scales beside their base rows (nothing when the stage is off)."""
     if not inputs.upsample:
         return []
-    from .upsample import section_from_files
+    from .upsample_table import section_from_files
 
     return [section_from_files(**inputs.upsample, data_uri=data_uri)]
 

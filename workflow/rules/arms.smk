@@ -1,11 +1,11 @@
 # Guidance arms and seed sets (issue 11): sample -> merge -> evaluate per (arm, seed, scale) under
 # results/<run>/arms/<arm>/seed<S>/, the classifier-free guidance model, the comparison table and
-# the trade-off plots. Paths, arm lists and argument helpers: arms_common.smk.
+# the trade-off plots. Paths, arm lists and argument helpers: workflow/lib/arms.py.
 
 
 rule arm_sample:
     input:
-        unpack(arm_sample_inputs),
+        unpack(partial(arms.arm_sample_inputs, config)),
     output:
         out("arms/{arm}/seed{seed}/samples/scale{scale}/shard{shard}.npz"),
     log:
@@ -20,15 +20,15 @@ rule arm_sample:
         mem_mb=res("sample", "mem_mb"),
         runtime=res("sample", "runtime"),
     params:
-        python=python(),
-        guidance=guidance_flags,
+        python=PYTHON,
+        guidance=partial(arms.guidance_flags, config),
         num_samples=SAMPLING["num_samples"],
         num_shards=SAMPLING["num_shards"],
-        respacing=respacing(),
+        respacing=paths.respacing_spec(SAMPLING),
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
         precision=SAMPLING["precision"],
-        presets=sampler_flags(),
+        presets=commands.sampler_flags(config),
         device=config["device"],
     shell:
         "{params.python:q} -m adm sample --model {input.model:q} {params.guidance:q}"
@@ -58,7 +58,7 @@ rule arm_merge:
     resources:
         mem_mb=res("sample", "mem_mb"),
     params:
-        python=python(),
+        python=PYTHON,
         num_samples=SAMPLING["num_samples"],
     shell:
         "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
@@ -67,7 +67,7 @@ rule arm_merge:
 
 rule arm_evaluate:
     input:
-        unpack(evaluator_inputs),
+        unpack(partial(commands.evaluator_inputs, config)),
         ref=out("reference/ref.npz"),
         samples=out("arms/{arm}/seed{seed}/samples/scale{scale}.npz"),
     output:
@@ -84,14 +84,14 @@ rule arm_evaluate:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
     params:
-        python=python(),
-        flags=evaluator_flags(),
+        python=PYTHON,
+        flags=commands.evaluator_flags(config),
     shell:
         "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
 
-if CFG_ON:
+if arms.cfg_on(config):
 
     # The classifier-free guidance model: the train_diffusion rule's conventions (--restart-on-change,
     # torchrun over the job's GPUs), its settings, plus cfg_model.label_dropout (a null class).
@@ -99,7 +99,7 @@ if CFG_ON:
         input:
             train=out("data/train.npz"),
         output:
-            model=cfg_checkpoint(),
+            model=arms.cfg_checkpoint(config),
             log_csv=out("cfg_model/log.csv"),
         log:
             logfile("train_cfg_model.log"),
@@ -114,7 +114,7 @@ if CFG_ON:
             runtime=res("train_cfg_model", "runtime"),
         params:
             launcher=launcher,
-            flags=training_flags(cfg_model_settings()),
+            flags=commands.training_flags(arms.cfg_model_settings(config)),
             out_dir=subpath(output.model, parent=True),
             device=config["device"],
         shell:
@@ -126,7 +126,7 @@ if CFG_ON:
 
 rule comparison:
     input:
-        arm_metrics(),
+        arms.arm_metrics(config),
     output:
         csv=report(
             out("comparison.csv"),
@@ -143,17 +143,17 @@ rule comparison:
     conda:
         "../envs/torch.yaml"
     params:
-        entries=arm_entries(),
+        entries=arms.arm_entries(config),
     script:
         "../scripts/comparison.py"
 
 
 rule tradeoff_plots:
     input:
-        arm_metrics(),
+        arms.arm_metrics(config),
     output:
         report(
-            TRADEOFF_PLOTS,
+            arms.tradeoff_plots(config),
             caption="../report/tradeoff.rst",
             category="Guidance comparison",
         ),
@@ -162,7 +162,7 @@ rule tradeoff_plots:
     conda:
         "../envs/torch.yaml"
     params:
-        entries=arm_entries(),
+        entries=arms.arm_entries(config),
         compare_paper=IMAGENET and config["image_size"] == 128,
         out_dir=subpath(output[0], parent=True),
     script:

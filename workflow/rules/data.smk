@@ -17,8 +17,8 @@ rule prepare_data:
         mem_mb=res("prepare_data", "mem_mb"),
         runtime=res("prepare_data", "runtime"),
     params:
-        python=python(),
-        source=data_source_args(),
+        python=PYTHON,
+        source=commands.data_source_args(config),
         fraction=config["data"]["heldout_fraction"],
         seed=config["data"]["seed"],
     shell:
@@ -39,7 +39,7 @@ if config["reference"]["source"] == "build":
         conda:
             "../envs/tensorflow.yaml"
         params:
-            python=python(),
+            python=PYTHON,
         shell:
             "{params.python:q} -m evaluations.reference --build-from {input.heldout:q}"
             " --out {output:q} > {log:q} 2>&1"
@@ -81,8 +81,8 @@ rule featurenet:
         mem_mb=res("featurenet", "mem_mb"),
         runtime=res("featurenet", "runtime"),
     params:
-        python=python(),
-        flags=featurenet_flags(),
+        python=PYTHON,
+        flags=commands.featurenet_flags(config),
     shell:
         "{params.python:q} -m evaluations.demo_net --train {input.train:q}"
         " --heldout {input.heldout:q} --out {output:q} {params.flags:q} --threads {threads:q}"

@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        unpack(evaluator_inputs),
+        unpack(partial(commands.evaluator_inputs, config)),
         ref=out("reference/ref.npz"),
         samples=out("samples/scale{scale}.npz"),
     output:
@@ -20,8 +20,8 @@ rule evaluate:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
     params:
-        python=python(),
-        flags=evaluator_flags(),
+        python=PYTHON,
+        flags=commands.evaluator_flags(config),
     shell:
         "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"

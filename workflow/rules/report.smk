@@ -80,9 +80,9 @@ rule sample_grid:
 
 rule report_html:
     input:
-        unpack(training_logs),
-        unpack(comparison_report_inputs),
-        unpack(upsample_report_inputs),
+        unpack(partial(commands.training_logs, config)),
+        unpack(partial(arms.comparison_report_inputs, config)),
+        unpack(partial(upsample.report_inputs, config)),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
         table=out("table1.csv"),
         plots=expand(
@@ -100,7 +100,7 @@ rule report_html:
         compare_paper=IMAGENET and config["image_size"] == 128,
         config=config,
         bench_dir=out("benchmarks"),
-        gpus_per_rule=gpus_per_rule(),
+        gpus_per_rule=slurm.gpus_per_rule(config),
         on_gpu=config["device"] == "cuda",
         title=f"ADM classifier guidance, run '{RUN}' ({config['dataset']} {config['image_size']}x{config['image_size']})",
     script:

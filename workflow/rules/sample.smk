@@ -5,8 +5,8 @@
 
 rule sample:
     input:
-        model=diffusion_checkpoint(),
-        classifier=classifier_checkpoint(),
+        model=commands.diffusion_checkpoint(config),
+        classifier=commands.classifier_checkpoint(config),
     output:
         out("samples/scale{scale}/shard{shard}.npz"),
     log:
@@ -21,15 +21,15 @@ rule sample:
         mem_mb=res("sample", "mem_mb"),
         runtime=res("sample", "runtime"),
     params:
-        python=python(),
+        python=PYTHON,
         num_samples=SAMPLING["num_samples"],
         num_shards=SAMPLING["num_shards"],
         seed=SAMPLING["seed"],
-        respacing=respacing(),
+        respacing=paths.respacing_spec(SAMPLING),
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
         precision=SAMPLING["precision"],
-        presets=sampler_flags(),
+        presets=commands.sampler_flags(config),
         device=config["device"],
     shell:
         "{params.python:q} -m adm sample --model {input.model:q}"
@@ -56,7 +56,7 @@ rule merge_shards:
     resources:
         mem_mb=res("sample", "mem_mb"),
     params:
-        python=python(),
+        python=PYTHON,
         num_samples=SAMPLING["num_samples"],
     shell:
         "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"

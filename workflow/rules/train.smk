@@ -23,7 +23,7 @@ rule train_diffusion:
         runtime=res("train_diffusion", "runtime"),
     params:
         launcher=launcher,
-        flags=optimisation_flags("diffusion"),
+        flags=commands.training_flags(config["diffusion"]),
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
@@ -52,7 +52,7 @@ rule train_classifier:
         runtime=res("train_classifier", "runtime"),
     params:
         launcher=launcher,
-        flags=optimisation_flags("classifier"),
+        flags=commands.training_flags(config["classifier"]),
         diffusion_preset=config["diffusion"]["preset"],
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
@@ -71,7 +71,7 @@ rule download_checkpoint:
     conda:
         "../envs/tensorflow.yaml"
     params:
-        url=checkpoint_url,
+        url=partial(commands.checkpoint_url, config),
         sha256=lambda wildcards: config["checkpoints"][f"{wildcards.kind}_sha256"],
     script:
         "../scripts/download.py"

@@ -2,7 +2,7 @@
 # samples of upsample.scales -> (demo: area-downsampled to the upsampler's low-res size) ->
 # upsample(scale, shard) -> merge -> evaluate at the high resolution -> upsample_table + grids at
 # both resolutions -> a report section. Outputs under results/<run>/upsample/. With the stage off
-# no rule here is defined and every other output is unchanged. Paths and helpers: upsample_common.smk.
+# no rule here is defined and every other output is unchanged. Paths and helpers: workflow/lib/upsample.py.
 #
 # The demo arrangement (digits): the base model makes 8x8 samples, so they are downsampled 8->4
 # and the 4->8 demo upsampler brings them back; evaluated against the same 8x8 reference. It is
@@ -10,7 +10,7 @@
 # the 128->512 upsampler and are evaluated against OpenAI's 512 reference batch. Either way the
 # same low-res inputs are also resized by bicubic interpolation and evaluated: the baseline row.
 
-if UPSAMPLE_ON:
+if upsample.enabled(config):
 
     localrules:
         downsample_samples,
@@ -20,7 +20,7 @@ if UPSAMPLE_ON:
 
     if not UPSAMPLE["pretrained"]:
 
-        # Low-res made from the same training image by area downsampling (adm/train_upsampler.py).
+        # Low-res made from the same training image by area downsampling (adm/training/upsampler.py).
         rule train_upsampler:
             input:
                 train=out("data/train.npz"),
@@ -40,7 +40,7 @@ if UPSAMPLE_ON:
                 runtime=res("train_upsampler", "runtime"),
             params:
                 launcher=launcher,
-                flags=training_flags(UPSAMPLE["model"]),
+                flags=commands.training_flags(UPSAMPLE["model"]),
                 out_dir=subpath(output.model, parent=True),
                 device=config["device"],
             shell:
@@ -48,7 +48,7 @@ if UPSAMPLE_ON:
                 " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
                 " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
-    elif not local_upsampler():
+    elif not upsample.local_upsampler(config):
 
         localrules:
             download_upsampler,
@@ -61,9 +61,7 @@ if UPSAMPLE_ON:
             conda:
                 "../envs/tensorflow.yaml"
             params:
-                url=config["checkpoints"]["base_url"].rstrip("/")
-                + "/"
-                + UPSAMPLE["checkpoint"],
+                url=upsample.upsampler_url(config),
                 sha256=UPSAMPLE["checkpoint_sha256"],
             script:
                 "../scripts/download.py"
@@ -97,14 +95,14 @@ if UPSAMPLE_ON:
         conda:
             "../envs/torch.yaml"
         params:
-            size=UP_LOW,
+            size=upsample.low_size(config),
         script:
             "../scripts/downsample.py"
 
     rule upsample:
         input:
-            model=upsampler_checkpoint(),
-            low_res=upsample_low_res,
+            model=upsample.upsampler_checkpoint(config),
+            low_res=partial(upsample.low_res_input, config),
         output:
             out("upsample/samples/scale{scale}/shard{shard}.npz"),
         log:
@@ -119,11 +117,11 @@ if UPSAMPLE_ON:
             mem_mb=res("upsample", "mem_mb"),
             runtime=res("upsample", "runtime"),
         params:
-            python=python(),
-            presets=upsampler_flags(),
+            python=PYTHON,
+            presets=upsample.upsampler_flags(config),
             num_shards=UPSAMPLE["num_shards"],
             seed=UPSAMPLE["seed"],
-            respacing=respacing_spec(UPSAMPLE),
+            respacing=paths.respacing_spec(UPSAMPLE),
             batch_size=UPSAMPLE["batch_size"],
             precision=UPSAMPLE["precision"],
             device=config["device"],
@@ -152,7 +150,7 @@ if UPSAMPLE_ON:
         resources:
             mem_mb=res("upsample", "mem_mb"),
         params:
-            python=python(),
+            python=PYTHON,
             num_samples=SAMPLING["num_samples"],
         shell:
             "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
@@ -160,8 +158,8 @@ if UPSAMPLE_ON:
 
     rule evaluate_upsampled:
         input:
-            unpack(evaluator_inputs),
-            ref=upsample_reference(),
+            unpack(partial(commands.evaluator_inputs, config)),
+            ref=upsample.reference(config),
             samples=out("upsample/samples/scale{scale}.npz"),
         output:
             out("upsample/metrics/scale{scale}.json"),
@@ -177,8 +175,8 @@ if UPSAMPLE_ON:
             mem_mb=res("evaluate", "mem_mb"),
             runtime=res("evaluate", "runtime"),
         params:
-            python=python(),
-            flags=evaluator_flags(),
+            python=PYTHON,
+            flags=commands.evaluator_flags(config),
         shell:
             "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
             " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
@@ -188,7 +186,7 @@ if UPSAMPLE_ON:
     # upsampler beats interpolation. One cheap job and one evaluation per upsampled scale.
     rule interpolate_lowres:
         input:
-            upsample_low_res,
+            partial(upsample.low_res_input, config),
         output:
             out("upsample/bicubic/scale{scale}.npz"),
         log:
@@ -200,15 +198,15 @@ if UPSAMPLE_ON:
         resources:
             mem_mb=res("upsample", "mem_mb"),
         params:
-            size=UP_HIGH,
-            mode=UP_BASELINE,
+            size=upsample.high_size(config),
+            mode=upsample.BASELINE,
         script:
             "../scripts/interpolate.py"
 
     use rule evaluate_upsampled as evaluate_interpolated with:
         input:
-            unpack(evaluator_inputs),
-            ref=upsample_reference(),
+            unpack(partial(commands.evaluator_inputs, config)),
+            ref=upsample.reference(config),
             samples=out("upsample/bicubic/scale{scale}.npz"),
         output:
             out("upsample/bicubic_metrics/scale{scale}.json"),
@@ -236,7 +234,7 @@ if UPSAMPLE_ON:
         conda:
             "../envs/torch.yaml"
         params:
-            arrangement=upsample_arrangement(),
+            arrangement=upsample.arrangement(config),
         script:
             "../scripts/upsample_table.py"
 

@@ -7,7 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from adm.report.html import ReportInputs, write_report  # noqa: E402
 from adm.report.table import load_metrics, scale_from_path  # noqa: E402
-from adm.report.upsample import upsample_files  # noqa: E402
+from adm.report.upsample_table import upsample_files  # noqa: E402
 
 inputs = ReportInputs(
     results=load_metrics(snakemake.input.metrics),

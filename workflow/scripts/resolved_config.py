@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
 sys.stderr = open(snakemake.log[0], "w")
 
-from adm.atomic import atomic_write  # noqa: E402
+from adm.fileio import atomic_write  # noqa: E402
 from adm.report.runinfo import config_yaml  # noqa: E402
 
 text = config_yaml(dict(snakemake.params.config))

@@ -1,4 +1,4 @@
-# Unpack the rule and call adm.report.upsample.write_upsample_table (testable without Snakemake).
+# Unpack the rule and call adm.report.upsample_table.write_upsample_table (testable without Snakemake).
 import sys
 from pathlib import Path
 
@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also
 sys.stderr = open(snakemake.log[0], "w")
 
 from adm.report.table import load_metrics  # noqa: E402
-from adm.report.upsample import Arrangement, write_upsample_table  # noqa: E402
+from adm.report.upsample_table import Arrangement, write_upsample_table  # noqa: E402
 
 write_upsample_table(load_metrics(snakemake.input.base), load_metrics(snakemake.input.upsampled),
                      Arrangement(**snakemake.params.arrangement), snakemake.output.csv, snakemake.output.md,

@@ -1,0 +1,1 @@
+"""The programs behind `adm sample`, `adm upsample` and `adm merge`: shards, batches, npz output."""

@@ -1,0 +1,156 @@
+"""Guidance arms and seed sets (issue 11), the helpers of workflow/rules/arms.smk: the
+classifier-guidance sweep re-run at the other seeds of sampling.seeds, and every configured arm
+(classifier guidance in a limited sigma interval, classifier-free guidance of a model trained with
+label dropout) at every seed, each as
+
+    results/<run>/arms/<arm>/seed<S>/{samples,metrics}/scale<s>...
+
+The first seed's classifier-guidance outputs ARE the Table 1 files (samples/, metrics/): they are
+never re-made here. With no arms and one seed, nothing here adds a job or an output.
+"""
+
+from __future__ import annotations
+
+from workflow.lib.commands import classifier_checkpoint, diffusion_checkpoint, flag_values
+from workflow.lib.paths import out, scale_name, scale_names, shard_ids
+
+# The Table 1 sweep's own arm name (reserved: config_checks.check_arms refuses it for an arm).
+MAIN_ARM_NAME = "classifier"
+
+
+def seeds(config: dict) -> list[int]:
+    sampling = config["sampling"]
+    return sampling.get("seeds") or [sampling["seed"]]
+
+
+def seed_scales(config: dict) -> list[str]:
+    """Scales re-run at the extra seeds (all of sampling.scales unless seed_scales is set)."""
+    sampling = config["sampling"]
+    return scale_names(sampling.get("seed_scales", sampling["scales"]))
+
+
+def arms(config: dict) -> dict[str, dict]:
+    return {arm["name"]: arm for arm in config["guidance_arms"]}
+
+
+def arms_on(config: dict) -> bool:
+    return bool(config["guidance_arms"]) or len(seeds(config)) > 1
+
+
+def cfg_on(config: dict) -> bool:
+    """A classifier-free guidance arm: the CFG model is trained."""
+    return any(arm["method"] == "cfg" for arm in config["guidance_arms"])
+
+
+def fill_cfg_model_resources(config: dict) -> None:
+    """The CFG model is trained like the main one, on the same GPUs, unless its resources are set
+    (only when it is trained: the config of a run without it stays as it was)."""
+    if cfg_on(config):
+        config["resources"].setdefault("train_cfg_model", config["resources"]["train_diffusion"])
+
+
+def arm_config(config: dict, name: str) -> dict:
+    if name == MAIN_ARM_NAME:
+        return {"name": MAIN_ARM_NAME, "method": "classifier", "scales": config["sampling"]["scales"]}
+    return arms(config)[name]
+
+
+def arm_runs(config: dict) -> list[tuple[str, int, str]]:
+    """Every (arm, seed, scale) of the comparison, the Table 1 sweep's first seed included."""
+    first, *others = seeds(config)
+    runs = [(MAIN_ARM_NAME, first, s) for s in scale_names(config["sampling"]["scales"])]
+    runs += [(MAIN_ARM_NAME, seed, s) for seed in others for s in seed_scales(config)]
+    for name, arm in arms(config).items():
+        runs += [(name, seed, scale_name(s)) for seed in seeds(config) for s in arm["scales"]]
+    return runs
+
+
+def is_table1(config: dict, arm: str, seed: int) -> bool:
+    return arm == MAIN_ARM_NAME and seed == seeds(config)[0]
+
+
+def arm_file(config: dict, arm: str, seed: int, scale: str, kind: str) -> str:
+    """metrics JSON (kind "metrics") or merged npz (kind "samples") of one run; the Table 1 files
+    for the first seed of the classifier sweep."""
+    ext = "json" if kind == "metrics" else "npz"
+    if is_table1(config, arm, seed):
+        return out(config, f"{kind}/scale{scale}.{ext}")
+    return out(config, f"arms/{arm}/seed{seed}/{kind}/scale{scale}.{ext}")
+
+
+def arm_metrics(config: dict) -> list[str]:
+    return [arm_file(config, *run, "metrics") for run in arm_runs(config)]
+
+
+def arm_entries(config: dict) -> list[dict]:
+    """What the comparison reads: one {arm, method, interval, seed, scale, path} per run."""
+    entries = []
+    for arm, seed, scale in arm_runs(config):
+        c = arm_config(config, arm)
+        entries.append(
+            {
+                "arm": arm,
+                "method": c["method"],
+                "interval": c.get("interval"),
+                "seed": seed,
+                "scale": float(scale),
+                "path": arm_file(config, arm, seed, scale, "metrics"),
+            }
+        )
+    return entries
+
+
+def tradeoff_plots(config: dict) -> list[str]:
+    return [out(config, f"plots/tradeoff_{name}.{ext}") for name in ("pr", "fid_is") for ext in ("png", "svg")]
+
+
+def arm_targets(config: dict) -> list[str]:
+    """Every arms/ shard (a deleted one re-runs its descendants, as targets.final_targets explains)
+    and the comparison outputs; nothing when arms are off."""
+    if not arms_on(config):
+        return []
+    shards = [
+        out(config, f"arms/{arm}/seed{seed}/samples/scale{scale}/shard{k}.npz")
+        for arm, seed, scale in arm_runs(config)
+        if not is_table1(config, arm, seed)
+        for k in shard_ids(config["sampling"]["num_shards"])
+    ]
+    return [out(config, "comparison.md"), *tradeoff_plots(config), *shards]
+
+
+def cfg_checkpoint(config: dict) -> str:
+    return out(config, "cfg_model/ema.pt")
+
+
+def arm_sample_inputs(config: dict, wildcards) -> dict[str, str]:
+    if arm_config(config, wildcards.arm)["method"] == "cfg":
+        return {"model": cfg_checkpoint(config)}
+    return {"model": diffusion_checkpoint(config), "classifier": classifier_checkpoint(config)}
+
+
+def guidance_flags(config: dict, wildcards, input) -> list[str]:
+    """`--classifier C` or `--guidance cfg` (no classifier), then `--guidance-interval LO HI`."""
+    arm = arm_config(config, wildcards.arm)
+    if arm["method"] == "cfg":
+        flags = flag_values("--guidance", "cfg")
+    else:
+        flags = flag_values("--classifier", input.classifier)
+    if arm.get("interval"):
+        flags += flag_values("--guidance-interval", [float(v) for v in arm["interval"]])
+    return flags
+
+
+def cfg_model_settings(config: dict) -> dict:
+    """The CFG model is trained like the main one: the diffusion section, then cfg_model's keys
+    (label_dropout among them: commands.TRAINING_FLAGS passes it as --label-dropout)."""
+    return {**config["diffusion"], **config["cfg_model"]}
+
+
+def comparison_report_inputs(config: dict, wildcards=None) -> dict:
+    """report_html's extra inputs: the comparison table and the trade-off PNGs (none when off)."""
+    if not arms_on(config):
+        return {}
+    return {
+        "comparison": out(config, "comparison.csv"),
+        "tradeoff": [p for p in tradeoff_plots(config) if p.endswith(".png")],
+    }
