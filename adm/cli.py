@@ -62,19 +62,24 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-interval", type=int, help="classifier: steps between held-out evaluations")
     p.add_argument("--ema-rate", type=float, nargs="+", dest="ema_rates", help="diffusion: one or more EMA decays")
     p.add_argument("--schedule-sampler", choices=("uniform", "loss-second-moment"), help="diffusion: timestep sampler")
-    p.add_argument("--restart-on-change", action="store_true",
-                   help="discard a checkpoint in --out-dir trained with other settings (default: refuse it)")
+    p.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="discard a checkpoint in --out-dir trained with other settings (default: refuse it)",
+    )
 
 
 # Help texts: descriptions and examples keep their line breaks (RawDescriptionHelpFormatter);
-# docs/cli.md is generated from them (python docs/gen_cli.py), tests/test_cli_docs.py parses
+# docs/cli.md is generated from them (python docs/gen_cli.py), tests/programs/test_cli_docs.py parses
 # every example so a renamed flag cannot leave a stale one.
 _RAW = argparse.RawDescriptionHelpFormatter
 _TEXTS = {
-    "adm": ("""\
+    "adm": (
+        """\
 Train, sample, upsample and merge ADM diffusion models (Dhariwal & Nichol 2021). Each command
 parses its flags and calls one library function. `python -m adm` is the same program (an alias).
-User errors print one line "error: ..." and exit 2; a diverged training run exits 3.""", """\
+User errors print one line "error: ..." and exit 2; a diverged training run exits 3.""",
+        """\
 examples:
   # the digits demo on CPU: data, a diffusion model (800 steps), 500 unguided samples
   adm prepare-data --dataset digits --out-train data/train.npz --out-heldout data/heldout.npz
@@ -83,12 +88,15 @@ examples:
 
   # each command's flags and examples
   adm <command> --help
-"""),
-    "prepare-data": ("""\
+""",
+    ),
+    "prepare-data": (
+        """\
 Write training images (and optionally a held-out split) as npz: arr_0 uint8 [N,H,W,3], arr_1
 int64 labels. digits: scikit-learn's 1,797 8x8 digits. imagenet: decode + center-crop every image
 of a folder (one subfolder per class; label = sorted folder names) once into an uncompressed npz
-that training memory-maps; --threads decode processes; a killed run resumes.""", """\
+that training memory-maps; --threads decode processes; a killed run resumes.""",
+        """\
 examples:
   # the demo's data: 8x8 digits, 20% held out (reference batch, classifier accuracy)
   adm prepare-data --dataset digits --out-train data/train.npz --out-heldout data/heldout.npz
@@ -97,13 +105,16 @@ examples:
   adm prepare-data --dataset imagenet --data-dir /data/imagenet/train --image-size 128 \\
       --out-train data/train.npz --out-heldout data/heldout.npz --heldout-fraction 0.01 \\
       --threads 8
-"""),
-    "train-diffusion": ("""\
+""",
+    ),
+    "train-diffusion": (
+        """\
 Train the diffusion UNet on L_hybrid = L_simple + 0.001 L_vlb (Nichol & Dhariwal 2021). Writes
 ema.pt (the first EMA rate), ema_<rate>.pt and log.csv to --out-dir; the same command resumes from
 its checkpoint.pt. Hyperparameters come from the training preset (--train-preset, default: the
 model preset's name when a training preset has it); each flag below overrides one of them.
-Several GPUs: launch with torchrun (python -m torch.distributed.run), one process per GPU.""", """\
+Several GPUs: launch with torchrun (python -m torch.distributed.run), one process per GPU.""",
+        """\
 examples:
   # the demo model on 8x8 digits (training preset demo-digits: 800 steps)
   adm train-diffusion --data data/train.npz --out-dir models/diffusion --model-preset demo-digits
@@ -116,11 +127,14 @@ examples:
   python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-diffusion \\
       --data data/train.npz --out-dir models/diffusion --model-preset imagenet128-cond \\
       --train-preset imagenet128 --device cuda
-"""),
-    "train-upsampler": ("""\
+""",
+    ),
+    "train-upsampler": (
+        """\
 Train a super-resolution UNet; its low-res condition is each training image area-downsampled to
 --low-res-size (default: the preset's). Writes ema.pt, ema_<rate>.pt, model.pt and log.csv to
---out-dir and resumes like train-diffusion; train-diffusion's training flags apply.""", """\
+--out-dir and resumes like train-diffusion; train-diffusion's training flags apply.""",
+        """\
 examples:
   # the demo's 4x4 -> 8x8 upsampler (training preset demo-upsample: 400 steps)
   adm train-upsampler --data data/train.npz --out-dir models/upsampler \\
@@ -129,10 +143,13 @@ examples:
   # the same for longer, on two CPU threads
   adm train-upsampler --data data/train.npz --out-dir models/upsampler-2k \\
       --model-preset demo-upsample --steps 2000 --lr-anneal-steps 2000 --threads 2
-"""),
-    "train-classifier": ("""\
+""",
+    ),
+    "train-classifier": (
+        """\
 Train the noisy-image classifier p(y | x_t, t) that guides sampling. Writes model.pt and log.csv
-to --out-dir (with --heldout, accuracy on held-out images); resumes like train-diffusion.""", """\
+to --out-dir (with --heldout, accuracy on held-out images); resumes like train-diffusion.""",
+        """\
 examples:
   # the demo's classifier, with the demo config's shorter schedule (300 steps)
   adm train-classifier --data data/train.npz --heldout data/heldout.npz \\
@@ -143,13 +160,15 @@ examples:
   python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-classifier \\
       --data data/train.npz --heldout data/heldout.npz --out-dir models/classifier \\
       --model-preset imagenet128-classifier --device cuda
-"""),
-    "sample": ("""\
+""",
+    ),
+    "sample": (
+        """\
 Guided DDPM/DDIM samples for one shard: shard k of n holds sample indices [k*N//n, (k+1)*N//n),
 and image i's noise and label depend on (--seed, i) only, so the merged shards do not depend on
 the shard count or batch size. Writes arr_0 uint8 [n,H,W,3], arr_1 labels and the indices to
 --out, the resolved config as JSON beside it. OpenAI's checkpoints carry no JSON: name presets.""",
-               """\
+        """\
 examples:
   # the demo model guided by its classifier at scale 1.0, 25 DDPM steps
   adm sample --model models/diffusion/ema.pt --classifier models/classifier/model.pt \\
@@ -165,11 +184,14 @@ examples:
   # classifier-free guidance of a model trained with --label-dropout: w = 2, 25 DDIM steps
   adm sample --model models/cfg/ema.pt --guidance cfg --scale 2.0 --respacing ddim25 \\
       --num-samples 500 --out samples/cfg2.0.npz
-"""),
-    "upsample": ("""\
+""",
+    ),
+    "upsample": (
+        """\
 Super-resolution samples of a low-res npz, for one shard (indices as in sample); image i's noise
 depends on (--seed, i) only. Writes the same npz format at the model's resolution, the resolved
-config as JSON beside it. OpenAI's upsampler carries no JSON: name its preset.""", """\
+config as JSON beside it. OpenAI's upsampler carries no JSON: name its preset.""",
+        """\
 examples:
   # the demo upsampler on 4x4 images (8x8 samples area-downsampled), 25 DDPM steps
   adm upsample --model models/upsampler/ema.pt --low-res samples4x4.npz --respacing 25 \\
@@ -179,10 +201,13 @@ examples:
   adm upsample --model 128_512_upsampler.pt --model-preset upsample128-512 \\
       --low-res samples/scale1.0.npz --shard 0 --num-shards 50 --batch-size 16 \\
       --precision auto --device cuda --out upsampled/scale1.0/shard0.npz
-"""),
-    "merge": ("""\
+""",
+    ),
+    "merge": (
+        """\
 Concatenate sample shards in global-index order into one npz (arr_0 images, arr_1 labels).
-Every index 0..N-1 must appear exactly once; the shards may be given in any order.""", """\
+Every index 0..N-1 must appear exactly once; the shards may be given in any order.""",
+        """\
 examples:
   # the two shards of a 500-sample run
   adm merge --out samples/scale1.0.npz --num-samples 500 \\
@@ -191,7 +216,8 @@ examples:
   # ten ImageNet shards (the shell expands the glob); labels must lie in 0..999
   adm merge --out samples/scale1.0.npz --num-samples 50000 --num-classes 1000 \\
       samples/scale1.0/shard*.npz
-"""),
+""",
+    ),
 }
 
 
@@ -221,9 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-preset", required=True)
     p.add_argument("--diffusion-preset", help="default: the model preset's name")
-    p.add_argument("--label-dropout", type=float, metavar="P",
-                   help="train a null class for classifier-free guidance: each label is dropped with probability P "
-                        "(0 <= P < 1; 0.1 in Ho & Salimans; default: the training preset's, 0 = off)")
+    p.add_argument(
+        "--label-dropout",
+        type=float,
+        metavar="P",
+        help="train a null class for classifier-free guidance: each label is dropped with probability P "
+        "(0 <= P < 1; 0.1 in Ho & Salimans; default: the training preset's, 0 = off)",
+    )
     _optim_flags(p)
     _common(p)
 
@@ -248,26 +278,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "sample", help="guided DDPM/DDIM samples for one shard")
     p.add_argument("--model", required=True)
     p.add_argument("--classifier")
-    p.add_argument("--scale", type=float, default=0.0,
-                   help="classifier guidance scale s, or with --guidance cfg the CFG weight w; finite and >= 0")
-    p.add_argument("--guidance", choices=("classifier", "cfg"), default="classifier",
-                   help="classifier (default; needs --classifier when --scale > 0) or cfg: classifier-free, "
-                        "eps~ = (1 + w) eps(x, y) - w eps(x, null), for a model trained with --label-dropout")
-    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="guide only where LO < sigma_t <= HI (sigma of the original timestep; HI may be inf); default: every step")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=0.0,
+        help="classifier guidance scale s, or with --guidance cfg the CFG weight w; finite and >= 0",
+    )
+    p.add_argument(
+        "--guidance",
+        choices=("classifier", "cfg"),
+        default="classifier",
+        help="classifier (default; needs --classifier when --scale > 0) or cfg: classifier-free, "
+        "eps~ = (1 + w) eps(x, y) - w eps(x, null), for a model trained with --label-dropout",
+    )
+    p.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="guide only where LO < sigma_t <= HI (sigma of the original timestep; HI may be inf); default: every step",
+    )
     p.add_argument("--num-samples", type=int, required=True)
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
-    p.add_argument("--batch-size", type=_batch_size, default=64, help='images per forward pass, or "auto" (probe the device)')
+    p.add_argument(
+        "--batch-size", type=_batch_size, default=64, help='images per forward pass, or "auto" (probe the device)'
+    )
     p.add_argument("--labels", choices=("uniform", "balanced"), default="uniform")
-    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32",
-                   help="fp32 exact (default); fp16 the paper's (CUDA); bf16 autocast; auto: fp16 on cuda, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="fp32",
+        help="fp32 exact (default); fp16 the paper's (CUDA); bf16 autocast; auto: fp16 on cuda, else fp32",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile both networks (costs minutes up front)")
-    p.add_argument("--fast", nargs="?", const="fast", default="exact", metavar="MODE",
-                   help="named fast path: exact (default; equal to the reference), fast (bare --fast: fused "
-                        "attention, rounding-level changes), compiled (fast + torch.compile); see docs/sampling.md")
+    p.add_argument(
+        "--fast",
+        nargs="?",
+        const="fast",
+        default="exact",
+        metavar="MODE",
+        help="named fast path: exact (default; equal to the reference), fast (bare --fast: fused "
+        "attention, rounding-level changes), compiled (fast + torch.compile); see docs/sampling.md",
+    )
     p.add_argument("--channels-last", action="store_true", help="NHWC layout for both networks (rounding only)")
     p.add_argument("--fused-attention", action="store_true", help="SDPA's fused attention kernels (rounding only)")
     p.add_argument("--out", required=True)
@@ -285,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--low-res-size", type=int, help="h = w of the input (default: the checkpoint JSON's, else the preset's, else the model's size / 4)")
+    p.add_argument(
+        "--low-res-size",
+        type=int,
+        help="h = w of the input (default: the checkpoint JSON's, else the preset's, else the model's size / 4)",
+    )
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
     p.add_argument("--out", required=True)
     p.add_argument("--model-preset")
@@ -315,10 +374,21 @@ def cmd_prepare_data(a) -> None:
     else:
         if not a.data_dir or not a.image_size:
             raise ValueError("--dataset imagenet needs --data-dir and --image-size")
-        info = prepare_folder(a.data_dir, a.image_size, a.out_train, a.out_heldout, a.heldout_fraction or 0.0,
-                              a.seed, workers=a.threads, progress=a.progress)
+        info = prepare_folder(
+            a.data_dir,
+            a.image_size,
+            a.out_train,
+            a.out_heldout,
+            a.heldout_fraction or 0.0,
+            a.seed,
+            workers=a.threads,
+            progress=a.progress,
+        )
     write_json(Path(a.out_train).with_suffix(".json"), {"command": "prepare-data", **vars(a), **info})
-    print(f"wrote {a.out_train} ({info['n_train']} images)" + (f" and {a.out_heldout} ({info['n_heldout']})" if a.out_heldout else ""))
+    print(
+        f"wrote {a.out_train} ({info['n_train']} images)"
+        + (f" and {a.out_heldout} ({info['n_heldout']})" if a.out_heldout else "")
+    )
 
 
 def _train_setup(a):
@@ -328,12 +398,31 @@ def _train_setup(a):
     model_cfg = get_preset(a.model_preset)
     diffusion_cfg = get_preset(a.diffusion_preset or a.model_preset, kind="diffusion")
     preset = a.train_preset or (a.model_preset if a.model_preset in TRAIN_PRESETS else None)
-    keys = ["steps", "batch_size", "microbatch", "lr", "weight_decay", "lr_anneal_steps", "grad_clip", "precision",
-            "save_interval", "log_interval", "random_flip", "seed", "eval_interval", "ema_rates", "schedule_sampler"]
+    keys = [
+        "steps",
+        "batch_size",
+        "microbatch",
+        "lr",
+        "weight_decay",
+        "lr_anneal_steps",
+        "grad_clip",
+        "precision",
+        "save_interval",
+        "log_interval",
+        "random_flip",
+        "seed",
+        "eval_interval",
+        "ema_rates",
+        "schedule_sampler",
+    ]
     keys.append("label_dropout")  # train-diffusion only: absent (None) for the classifier
     cfg = resolve_train_config(preset, **{k: getattr(a, k, None) for k in keys})
-    info = {"threads": a.threads, "model_preset": a.model_preset, "train_preset": preset,
-            "diffusion_preset": a.diffusion_preset or a.model_preset}
+    info = {
+        "threads": a.threads,
+        "model_preset": a.model_preset,
+        "train_preset": preset,
+        "diffusion_preset": a.diffusion_preset or a.model_preset,
+    }
     return model_cfg, diffusion_cfg, cfg, info
 
 
@@ -345,8 +434,17 @@ def cmd_train_diffusion(a) -> None:
     model_cfg, diffusion_cfg, cfg, info = _train_setup(a)
     if not isinstance(model_cfg, UNetConfig):
         raise ValueError(f"--model-preset {a.model_preset} is a classifier; use train-classifier")
-    out = train_diffusion(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info,
-                          restart_on_change=a.restart_on_change)
+    out = train_diffusion(
+        a.data,
+        a.out_dir,
+        model_cfg,
+        diffusion_cfg,
+        cfg,
+        a.device,
+        a.progress,
+        info,
+        restart_on_change=a.restart_on_change,
+    )
     if dist.is_main():
         print(f"trained {out['steps']} steps; EMA weights: {out['ema']}")
     dist.cleanup()
@@ -361,11 +459,23 @@ def cmd_train_upsampler(a) -> None:
     low = a.low_res_size or preset_low_res_size(a.model_preset)
     if not getattr(model_cfg, "super_res", False) or low is None:
         raise ValueError(f"--model-preset {a.model_preset} is not a super-resolution preset; use train-diffusion")
-    out = train_upsampler(a.data, a.out_dir, model_cfg, diffusion_cfg, cfg, low, a.device, a.progress, info,
-                          restart_on_change=a.restart_on_change)
+    out = train_upsampler(
+        a.data,
+        a.out_dir,
+        model_cfg,
+        diffusion_cfg,
+        cfg,
+        low,
+        a.device,
+        a.progress,
+        info,
+        restart_on_change=a.restart_on_change,
+    )
     if dist.is_main():
-        print(f"trained {out['steps']} steps ({low}x{low} -> {model_cfg.image_size}x{model_cfg.image_size}); "
-              f"EMA weights: {out['ema']}")
+        print(
+            f"trained {out['steps']} steps ({low}x{low} -> {model_cfg.image_size}x{model_cfg.image_size}); "
+            f"EMA weights: {out['ema']}"
+        )
     dist.cleanup()
 
 
@@ -378,10 +488,22 @@ def cmd_train_classifier(a) -> None:
     if not isinstance(model_cfg, ClassifierConfig):
         raise ValueError(f"--model-preset {a.model_preset} is not a classifier preset")
     if cfg.label_dropout > 0:  # a -cfg training preset: dropping labels is for the diffusion model
-        raise ValueError(f"training preset {info['train_preset']} drops labels (label_dropout "
-                         f"{cfg.label_dropout}); the classifier trains on every label")
-    out = train_classifier(a.data, a.heldout, a.out_dir, model_cfg, diffusion_cfg, cfg, a.device, a.progress, info,
-                           restart_on_change=a.restart_on_change)
+        raise ValueError(
+            f"training preset {info['train_preset']} drops labels (label_dropout "
+            f"{cfg.label_dropout}); the classifier trains on every label"
+        )
+    out = train_classifier(
+        a.data,
+        a.heldout,
+        a.out_dir,
+        model_cfg,
+        diffusion_cfg,
+        cfg,
+        a.device,
+        a.progress,
+        info,
+        restart_on_change=a.restart_on_change,
+    )
     acc = out.get("heldout_clean_acc@1")
     if dist.is_main():
         print(f"trained {out['steps']} steps" + (f"; held-out clean acc@1 {acc:.3f}" if acc is not None else ""))
@@ -391,13 +513,30 @@ def cmd_train_classifier(a) -> None:
 def cmd_sample(a) -> None:
     from adm.programs.sample import SampleConfig, sample_shard
 
-    cfg = SampleConfig(model=a.model, out=a.out, num_samples=a.num_samples, classifier=a.classifier, scale=a.scale,
-                       shard=a.shard, num_shards=a.num_shards, seed=a.seed, respacing=a.respacing,
-                       batch_size=a.batch_size, labels=a.labels, model_preset=a.model_preset,
-                       classifier_preset=a.classifier_preset, diffusion_preset=a.diffusion_preset,
-                       clip_denoised=a.clip_denoised, precision=a.precision, compile=a.compile,
-                       fast=a.fast, channels_last=a.channels_last, fused_attention=a.fused_attention,
-                       guidance_interval=a.guidance_interval, guidance=a.guidance)
+    cfg = SampleConfig(
+        model=a.model,
+        out=a.out,
+        num_samples=a.num_samples,
+        classifier=a.classifier,
+        scale=a.scale,
+        shard=a.shard,
+        num_shards=a.num_shards,
+        seed=a.seed,
+        respacing=a.respacing,
+        batch_size=a.batch_size,
+        labels=a.labels,
+        model_preset=a.model_preset,
+        classifier_preset=a.classifier_preset,
+        diffusion_preset=a.diffusion_preset,
+        clip_denoised=a.clip_denoised,
+        precision=a.precision,
+        compile=a.compile,
+        fast=a.fast,
+        channels_last=a.channels_last,
+        fused_attention=a.fused_attention,
+        guidance_interval=a.guidance_interval,
+        guidance=a.guidance,
+    )
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")
 
@@ -405,10 +544,21 @@ def cmd_sample(a) -> None:
 def cmd_upsample(a) -> None:
     from adm.programs.upsample import UpsampleConfig, upsample_shard
 
-    cfg = UpsampleConfig(model=a.model, low_res=a.low_res, out=a.out, shard=a.shard, num_shards=a.num_shards,
-                         seed=a.seed, respacing=a.respacing, batch_size=a.batch_size, low_res_size=a.low_res_size,
-                         model_preset=a.model_preset, diffusion_preset=a.diffusion_preset,
-                         clip_denoised=a.clip_denoised, precision=a.precision)
+    cfg = UpsampleConfig(
+        model=a.model,
+        low_res=a.low_res,
+        out=a.out,
+        shard=a.shard,
+        num_shards=a.num_shards,
+        seed=a.seed,
+        respacing=a.respacing,
+        batch_size=a.batch_size,
+        low_res_size=a.low_res_size,
+        model_preset=a.model_preset,
+        diffusion_preset=a.diffusion_preset,
+        clip_denoised=a.clip_denoised,
+        precision=a.precision,
+    )
     out = upsample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} images at {out['image_size']}px, {out['images_per_s']:.2f} img/s")
 
@@ -420,9 +570,15 @@ def cmd_merge(a) -> None:
     print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")
 
 
-COMMANDS = {"prepare-data": cmd_prepare_data, "train-diffusion": cmd_train_diffusion,
-            "train-classifier": cmd_train_classifier, "sample": cmd_sample, "merge": cmd_merge,
-            "upsample": cmd_upsample, "train-upsampler": cmd_train_upsampler}
+COMMANDS = {
+    "prepare-data": cmd_prepare_data,
+    "train-diffusion": cmd_train_diffusion,
+    "train-classifier": cmd_train_classifier,
+    "sample": cmd_sample,
+    "merge": cmd_merge,
+    "upsample": cmd_upsample,
+    "train-upsampler": cmd_train_upsampler,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

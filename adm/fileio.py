@@ -21,7 +21,7 @@ TEMP_SUFFIX = ".tmp"
 def default_mode() -> int:
     """0o666 minus the process umask: the mode `open(path, "w")` would give a new file."""
     mask = os.umask(0o022)  # the only portable way to read the umask is to set it...
-    os.umask(mask)          # ...and put it straight back
+    os.umask(mask)  # ...and put it straight back
     return 0o666 & ~mask
 
 

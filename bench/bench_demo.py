@@ -45,34 +45,60 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"threads": a.threads, "torch": torch.__version__, "machine": cpu_name(),
-              "timings_s": {}}
-    _, result["timings_s"]["prepare_data"] = timed(prepare_digits, out / "data/train.npz", out / "data/heldout.npz",
-                                                   0.2, 0)
+    result = {"threads": a.threads, "torch": torch.__version__, "machine": cpu_name(), "timings_s": {}}
+    _, result["timings_s"]["prepare_data"] = timed(
+        prepare_digits, out / "data/train.npz", out / "data/heldout.npz", 0.2, 0
+    )
 
     dcfg = resolve_train_config("demo-digits", steps=a.diffusion_steps)
     if not (a.reuse and (out / "diffusion/ema.pt").exists()):
         d, result["timings_s"]["train_diffusion"] = timed(
-            train_diffusion, out / "data/train.npz", out / "diffusion", get_preset("demo-digits"),
-            get_preset("demo-digits", "diffusion"), dcfg)
-        result["diffusion"] = {"steps": dcfg.steps, "batch_size": dcfg.batch_size, "lr": dcfg.lr,
-                               "steps_per_s": d["steps_per_s"], "images_per_s": d["steps_per_s"] * dcfg.batch_size,
-                               "params": sum(v.numel() for v in torch.load(out / "diffusion/ema.pt").values())}
+            train_diffusion,
+            out / "data/train.npz",
+            out / "diffusion",
+            get_preset("demo-digits"),
+            get_preset("demo-digits", "diffusion"),
+            dcfg,
+        )
+        result["diffusion"] = {
+            "steps": dcfg.steps,
+            "batch_size": dcfg.batch_size,
+            "lr": dcfg.lr,
+            "steps_per_s": d["steps_per_s"],
+            "images_per_s": d["steps_per_s"] * dcfg.batch_size,
+            "params": sum(v.numel() for v in torch.load(out / "diffusion/ema.pt").values()),
+        }
     ccfg = resolve_train_config("demo-digits-classifier", steps=a.classifier_steps)
     if not (a.reuse and (out / "classifier/model.pt").exists()):
         c, result["timings_s"]["train_classifier"] = timed(
-            train_classifier, out / "data/train.npz", out / "data/heldout.npz", out / "classifier",
-            get_preset("demo-digits-classifier"), get_preset("demo-digits-classifier", "diffusion"), ccfg)
-        result["classifier"] = {"steps": ccfg.steps, "steps_per_s": c["steps_per_s"],
-                                **{k: c[k] for k in c if k.startswith("heldout")}}
+            train_classifier,
+            out / "data/train.npz",
+            out / "data/heldout.npz",
+            out / "classifier",
+            get_preset("demo-digits-classifier"),
+            get_preset("demo-digits-classifier", "diffusion"),
+            ccfg,
+        )
+        result["classifier"] = {
+            "steps": ccfg.steps,
+            "steps_per_s": c["steps_per_s"],
+            **{k: c[k] for k in c if k.startswith("heldout")},
+        }
     result["rss_after_training_mb"] = peak_rss_mb()
 
     result["sampling"] = {}
     for s in a.scales:
         npz = out / f"samples/scale{s:g}.npz"
-        cfg = SampleConfig(model=str(out / "diffusion/ema.pt"), classifier=str(out / "classifier/model.pt"),
-                           out=str(npz), num_samples=a.num_samples, scale=s, respacing=a.respacing,
-                           batch_size=a.batch_size, seed=0)
+        cfg = SampleConfig(
+            model=str(out / "diffusion/ema.pt"),
+            classifier=str(out / "classifier/model.pt"),
+            out=str(npz),
+            num_samples=a.num_samples,
+            scale=s,
+            respacing=a.respacing,
+            batch_size=a.batch_size,
+            seed=0,
+        )
         r = sample_shard(cfg)
         write_grid(npz, out / f"grids/scale{s:g}.png", num=64, columns=8, tile_px=32)
         result["sampling"][f"{s:g}"] = {"images_per_s": r["images_per_s"], "seconds": r["sampling_s"]}
@@ -89,12 +115,16 @@ def markdown(r: dict) -> str:
     lines = [f"# Demo benchmark ({r['threads']} threads, torch {r['torch']})", ""]
     if "diffusion" in r:
         d = r["diffusion"]
-        lines.append(f"- diffusion: {d['steps']} steps × batch {d['batch_size']} at {d['steps_per_s']:.2f} steps/s "
-                     f"({d['images_per_s']:.0f} img/s), {d['params'] / 1e6:.2f}M params")
+        lines.append(
+            f"- diffusion: {d['steps']} steps × batch {d['batch_size']} at {d['steps_per_s']:.2f} steps/s "
+            f"({d['images_per_s']:.0f} img/s), {d['params'] / 1e6:.2f}M params"
+        )
     if "classifier" in r:
         c = r["classifier"]
-        lines.append(f"- classifier: {c['steps']} steps at {c['steps_per_s']:.2f} steps/s; held-out acc@1 "
-                     f"clean {c['heldout_clean_acc@1']:.3f}, noised {c['heldout_acc@1']:.3f}")
+        lines.append(
+            f"- classifier: {c['steps']} steps at {c['steps_per_s']:.2f} steps/s; held-out acc@1 "
+            f"clean {c['heldout_clean_acc@1']:.3f}, noised {c['heldout_acc@1']:.3f}"
+        )
     lines += ["", "| scale | images/s | seconds |", "|---|---|---|"]
     lines += [f"| {s} | {v['images_per_s']:.1f} | {v['seconds']:.1f} |" for s, v in r["sampling"].items()]
     lines += ["", "| stage | seconds |", "|---|---|"]

@@ -49,11 +49,15 @@ def feature_pass(n_images: int, side: int) -> dict:
         imgs = __import__("evaluations.npzio", fromlist=["open_images"]).open_images(f"{d}/x.npz")
         features.compute_features(net, imgs, batch_size=16)  # warm-up (graph optimisation)
         rows = {}
-        for name, bs, pf in (("naive (batch 64, no prefetch)", 64, False),
-                             ("ours (tuned batch, prefetch)", None, True)):
+        for name, bs, pf in (
+            ("naive (batch 64, no prefetch)", 64, False),
+            ("ours (tuned batch, prefetch)", None, True),
+        ):
             _, dt = timed(features.compute_features, net, imgs, batch_size=bs, prefetch=pf)
-            rows[name] = {"images_per_s": round(n_images / dt, 1),
-                          "batch_size": bs or features.default_batch_size(side)}
+            rows[name] = {
+                "images_per_s": round(n_images / dt, 1),
+                "batch_size": bs or features.default_batch_size(side),
+            }
         net.close()
     return rows
 
@@ -65,10 +69,17 @@ def naive_pr(ref: np.ndarray, sample: np.ndarray, block: int = 5000) -> tuple[fl
     def radii(x):
         out = []
         for i in range(0, len(x.full), block):
-            d = np.concatenate([manifold.exact_fp16(x.norms16[i:i + block, None],
-                                                    x.half[i:i + block] @ x.half[j:j + block].T,
-                                                    x.norms16[None, j:j + block])
-                                for j in range(0, len(x.full), block)], axis=1)
+            d = np.concatenate(
+                [
+                    manifold.exact_fp16(
+                        x.norms16[i : i + block, None],
+                        x.half[i : i + block] @ x.half[j : j + block].T,
+                        x.norms16[None, j : j + block],
+                    )
+                    for j in range(0, len(x.full), block)
+                ],
+                axis=1,
+            )
             out.append(np.partition(d, 3, axis=1)[:, 3])
         return np.concatenate(out)
 
@@ -76,11 +87,13 @@ def naive_pr(ref: np.ndarray, sample: np.ndarray, block: int = 5000) -> tuple[fl
     s_in, r_in = np.zeros(len(sample), bool), np.zeros(len(ref), bool)
     for i in range(0, len(ref), block):
         for j in range(0, len(sample), block):
-            d = manifold.exact_fp16(a.norms16[i:i + block, None],
-                                    a.half[i:i + block] @ b.half[j:j + block].T,
-                                    b.norms16[None, j:j + block])
-            s_in[j:j + block] |= (d <= ra[i:i + block, None]).any(axis=0)
-            r_in[i:i + block] |= (d <= rb[None, j:j + block]).any(axis=1)
+            d = manifold.exact_fp16(
+                a.norms16[i : i + block, None],
+                a.half[i : i + block] @ b.half[j : j + block].T,
+                b.norms16[None, j : j + block],
+            )
+            s_in[j : j + block] |= (d <= ra[i : i + block, None]).any(axis=0)
+            r_in[i : i + block] |= (d <= rb[None, j : j + block]).any(axis=1)
     return float(s_in.mean()), float(r_in.mean())
 
 
@@ -103,8 +116,13 @@ def stats_and_pr(n: int, dim: int, naive: bool) -> dict:
         pr, row["pr_s"] = timed(metrics.precision_recall, ref, sample, radii)
         row["pr_s"] += row["ref_radii_s (cached per sweep)"]  # first evaluation pays for it
         p, r = pr.precision, pr.recall
-    row.update(fid=fid, precision=p, recall=r, total_s=row["stats_s"] * 2 + row["fid_s"] +
-               row["pr_s"], peak_rss_mb=round(peak_rss_mb()))
+    row.update(
+        fid=fid,
+        precision=p,
+        recall=r,
+        total_s=row["stats_s"] * 2 + row["fid_s"] + row["pr_s"],
+        peak_rss_mb=round(peak_rss_mb()),
+    )
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
 
 
@@ -128,6 +146,7 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
     "before[@REV]" (manifold.py of git REV, default HEAD)."""
     m = manifold if impl == "after" else _head_manifold(impl.partition("@")[2] or "HEAD")
     from evaluations import tfops
+
     tfops._session()  # TensorFlow is loaded in the evaluator already (feature pass): untimed
     ref, sample = random_features(n_ref, dim, 0.0, 2), random_features(n, dim, 0.1, 3)
     row = {"n": n, "n_ref": n_ref, "dim": dim, "impl": impl}
@@ -141,21 +160,28 @@ def pr_at_scale(n: int, n_ref: int, dim: int, impl: str) -> dict:
     (s_in, r_in), row["coverage_s"] = timed(m.coverage, a, ra, b, rb)
     row["pr_s"] = row["prepare_s"] + row["ref_radii_s"] + row["sample_radii_s"] + row["coverage_s"]
     sym = impl == "after" or "@" in impl  # both sides of a before@REV comparison are symmetric
-    gemm = {"ref_radii": radii_gflop(n_ref, dim, 4096, sym),
-            "sample_radii": radii_gflop(n, dim, 4096, sym),
-            "coverage (dense)": 2 * dim * n * n_ref / 1e9}
+    gemm = {
+        "ref_radii": radii_gflop(n_ref, dim, 4096, sym),
+        "sample_radii": radii_gflop(n, dim, 4096, sym),
+        "coverage (dense)": 2 * dim * n * n_ref / 1e9,
+    }
     gemm_s = row["ref_radii_s"] + row["sample_radii_s"] + row["coverage_s"]
-    row.update(gemm_gflop=gemm, gflops_achieved=sum(gemm.values()) / gemm_s,
-               precision=float(s_in.mean()), recall=float(r_in.mean()),
-               total_s=row["stats_s"] + row["fid_s"] + row["pr_s"],
-               peak_rss_mb=round(peak_rss_mb()))
+    row.update(
+        gemm_gflop=gemm,
+        gflops_achieved=sum(gemm.values()) / gemm_s,
+        precision=float(s_in.mean()),
+        recall=float(r_in.mean()),
+        total_s=row["stats_s"] + row["fid_s"] + row["pr_s"],
+        peak_rss_mb=round(peak_rss_mb()),
+    )
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
 def _head_manifold(rev: str = "HEAD"):
     """evaluations/manifold.py as committed at ``rev`` (the implementation to compare with)."""
-    src = subprocess.run(["git", "show", f"{rev}:evaluations/manifold.py"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:evaluations/manifold.py"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "manifold_head.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("manifold_head", path)
@@ -166,39 +192,61 @@ def _head_manifold(rev: str = "HEAD"):
 
 
 def run_child(n: int, n_ref: int, dim: int, impl: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", f"{n},{n_ref},{dim},{impl}"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", f"{n},{n_ref},{dim},{impl}"], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def scale_markdown(sec: dict) -> list[str]:
-    lines = ["", "## P&R at scale (random features, k=3, float16 distances)", "",
-             f"uptime before: {sec['uptime_before']}", f"uptime after: {sec['uptime_after']}", "",
-             "| impl | samples x ref | stats s | FID s | prepare s | ref radii s | sample radii s |"
-             " coverage s | P&R s | GEMM GFLOP | GFLOPS | peak RSS MB | P | R |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## P&R at scale (random features, k=3, float16 distances)",
+        "",
+        f"uptime before: {sec['uptime_before']}",
+        f"uptime after: {sec['uptime_after']}",
+        "",
+        "| impl | samples x ref | stats s | FID s | prepare s | ref radii s | sample radii s |"
+        " coverage s | P&R s | GEMM GFLOP | GFLOPS | peak RSS MB | P | R |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in sec["rows"]:
-        lines.append(f"| {row['impl']} | {row['n']} x {row['n_ref']} | {row['stats_s']:.1f} | "
-                     f"{row['fid_s']:.1f} | {row['prepare_s']:.1f} | {row['ref_radii_s']:.1f} | "
-                     f"{row['sample_radii_s']:.1f} | {row['coverage_s']:.1f} | "
-                     f"{row['pr_s']:.1f} | {sum(row['gemm_gflop'].values()):.0f} | "
-                     f"{row['gflops_achieved']:.0f} | {row['peak_rss_mb']} | "
-                     f"{row['precision']:.4f} | {row['recall']:.4f} |")
+        lines.append(
+            f"| {row['impl']} | {row['n']} x {row['n_ref']} | {row['stats_s']:.1f} | "
+            f"{row['fid_s']:.1f} | {row['prepare_s']:.1f} | {row['ref_radii_s']:.1f} | "
+            f"{row['sample_radii_s']:.1f} | {row['coverage_s']:.1f} | "
+            f"{row['pr_s']:.1f} | {sum(row['gemm_gflop'].values()):.0f} | "
+            f"{row['gflops_achieved']:.0f} | {row['peak_rss_mb']} | "
+            f"{row['precision']:.4f} | {row['recall']:.4f} |"
+        )
     return lines + [""] + [f"{line}" for line in sec.get("notes", [])]
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Evaluator benchmark", "", f"Machine: {res['machine']}; load before: "
-             f"{res.get('load_before')}", "", "## Feature pass (stand-in graph, 299 resize)", "",
-             "| design | batch | images/s |", "|---|---|---|"]
+    lines = [
+        "# Evaluator benchmark",
+        "",
+        f"Machine: {res['machine']}; load before: {res.get('load_before')}",
+        "",
+        "## Feature pass (stand-in graph, 299 resize)",
+        "",
+        "| design | batch | images/s |",
+        "|---|---|---|",
+    ]
     for name, row in res.get("feature_pass", {}).items():
         lines.append(f"| {name} | {row['batch_size']} | {row['images_per_s']} |")
-    lines += ["", "## Statistics + FID + precision/recall on random features", "",
-              "| design | N | stats s | FID s | P&R s | total s | peak RSS MB |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Statistics + FID + precision/recall on random features",
+        "",
+        "| design | N | stats s | FID s | P&R s | total s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, row in res.get("stats_pr", {}).items():
-        lines.append(f"| {name} | {row['n']} | {row['stats_s']} | {row['fid_s']} | "
-                     f"{row['pr_s']} | {row['total_s']:.1f} | {row['peak_rss_mb']} |")
+        lines.append(
+            f"| {name} | {row['n']} | {row['stats_s']} | {row['fid_s']} | "
+            f"{row['pr_s']} | {row['total_s']:.1f} | {row['peak_rss_mb']} |"
+        )
     if "pr_at_scale" in res:
         lines += scale_markdown(res["pr_at_scale"])
     return "\n".join(lines) + "\n"
@@ -209,8 +257,11 @@ def uptime() -> str:
 
 
 def only_scale(args) -> dict:
-    res = json.loads((OUT / "evaluator.json").read_text()) if (OUT / "evaluator.json").exists() \
+    res = (
+        json.loads((OUT / "evaluator.json").read_text())
+        if (OUT / "evaluator.json").exists()
         else {"machine": machine()}
+    )
     sec = {"uptime_before": uptime(), "rows": []}
     if args.before_n:
         before = f"before@{args.before_rev}" if args.before_rev else "before"
@@ -231,8 +282,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--n-ref", type=int, default=10000, help="reference size for --only-scale")
-    ap.add_argument("--before-n", type=int, default=20000,
-                    help="samples for the before/after pair of --only-scale (0: skip)")
+    ap.add_argument(
+        "--before-n", type=int, default=20000, help="samples for the before/after pair of --only-scale (0: skip)"
+    )
     ap.add_argument("--before-rev", help="git revision of the 'before' manifold.py (default HEAD)")
     ap.add_argument("--only-scale", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -246,8 +298,7 @@ def main() -> None:
         write_report(OUT, "evaluator", res, markdown(res), indent=1)
         print(markdown(res))
         return
-    res = {"machine": machine(),
-           "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
+    res = {"machine": machine(), "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
     res["stats_pr"] = {
         f"naive (sqrtm, full fp16 blocks), N={args.n_naive}": stats_and_pr(args.n_naive, args.dim, True),
         f"ours, N={args.n_naive}": stats_and_pr(args.n_naive, args.dim, False),

@@ -35,12 +35,12 @@ from adm.data.datasets import to_float  # noqa: E402
 from adm.data.ondisk import open_dataset, write_images_npz  # noqa: E402
 from adm.training.draws import batch_indices  # noqa: E402
 
-SIZE, GLOBAL_BATCH = 128, 256       # the paper's 128x128 model and batch (Table 11)
-IMAGENET_TRAIN = 1_281_167          # ILSVRC-2012 training images
+SIZE, GLOBAL_BATCH = 128, 256  # the paper's 128x128 model and batch (Table 11)
+IMAGENET_TRAIN = 1_281_167  # ILSVRC-2012 training images
 # Dense tensor-core peaks from the vendors' datasheets (no sparsity), FLOP/s.
 PEAKS = {"A100 (fp16/bf16, 312 TFLOPS)": 312e12, "H100 SXM (bf16, 989 TFLOPS)": 989e12}
-MFU = 0.4                           # assumed model-FLOP utilisation of a well-tuned UNet step
-READERS = 8                         # reader threads of the "cold, threaded" rows
+MFU = 0.4  # assumed model-FLOP utilisation of a well-tuned UNet step
+READERS = 8  # reader threads of the "cold, threaded" rows
 
 
 def evict(images: np.memmap) -> None:
@@ -62,8 +62,9 @@ def write_dataset(path: Path, n: int) -> float:
         for _ in jobs:
             yield rng.integers(0, 256, img, dtype=np.uint8).tobytes()
 
-    _, seconds = timed(write_images_npz, [Path(f"img{i}") for i in range(n)], rng.integers(0, 1000, n), SIZE, path,
-                       decode)
+    _, seconds = timed(
+        write_images_npz, [Path(f"img{i}") for i in range(n)], rng.integers(0, 1000, n), SIZE, path, decode
+    )
     return n * img / 2**20 / seconds
 
 
@@ -83,9 +84,9 @@ def loader_rate(images: np.memmap, world: int, steps: int, cold: bool, convert: 
             evict(images)
         t0 = time.perf_counter()
         idx, flips = batch_indices(0, 1000 + step, GLOBAL_BATCH, len(images), rank=0, world=world)
-        rows = gather(images, idx, pool)        # the only read of the dataset: this rank's rows
+        rows = gather(images, idx, pool)  # the only read of the dataset: this rank's rows
         if convert:
-            to_float(rows, flips)               # (B/world, 3, 128, 128) float32 in [-1, 1]
+            to_float(rows, flips)  # (B/world, 3, 128, 128) float32 in [-1, 1]
         spent += time.perf_counter() - t0
         n_img += len(idx)
     return {"images_per_s": n_img / spent, "ms_per_step": 1e3 * spent / steps, "rank_batch": GLOBAL_BATCH // world}
@@ -113,8 +114,23 @@ def prepare_rate(d: Path, count: int, workers: int) -> dict:
     size = jpeg_folder(src, count)
     rows = {}
     for w in sorted({1, workers}):
-        cmd = [sys.executable, "-m", "adm", "prepare-data", "--dataset", "imagenet", "--data-dir", str(src),
-               "--image-size", str(SIZE), "--out-train", str(d / f"prep{w}.npz"), "--threads", str(w), "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "adm",
+            "prepare-data",
+            "--dataset",
+            "imagenet",
+            "--data-dir",
+            str(src),
+            "--image-size",
+            str(SIZE),
+            "--out-train",
+            str(d / f"prep{w}.npz"),
+            "--threads",
+            str(w),
+            "--no-progress",
+        ]
         _, dt = timed(subprocess.run, cmd, check=True, capture_output=True, cwd=ROOT)
         # dt includes the CLI's start-up and the decode pool's spawn
         rows[str(w)] = {"images_per_s": count / dt, "per_process": count / dt / w}
@@ -131,54 +147,83 @@ def gpu_demand() -> dict:
     with torch.device("meta"):
         model = build_model(get_preset("imagenet128-cond"))
     model.check_label_values = False  # label range checks need real values; meta tensors have none
-    x, t, y = torch.empty(1, 3, SIZE, SIZE, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"), \
-        torch.zeros(1, dtype=torch.long, device="meta")
+    x, t, y = (
+        torch.empty(1, 3, SIZE, SIZE, device="meta"),
+        torch.zeros(1, dtype=torch.long, device="meta"),
+        torch.zeros(1, dtype=torch.long, device="meta"),
+    )
     forward = count_flops(lambda: model(x, t, y))
     train = count_flops(lambda: model(x, t, y).float().sum().backward())
-    return {"forward_gflop": forward / 1e9, "train_gflop_per_image": train / 1e9,
-            "mfu_assumed": MFU, "images_per_s": {k: peak * MFU / train for k, peak in PEAKS.items()},
-            "images_per_s_at_100pct": {k: peak / train for k, peak in PEAKS.items()}}
+    return {
+        "forward_gflop": forward / 1e9,
+        "train_gflop_per_image": train / 1e9,
+        "mfu_assumed": MFU,
+        "images_per_s": {k: peak * MFU / train for k, peak in PEAKS.items()},
+        "images_per_s_at_100pct": {k: peak / train for k, peak in PEAKS.items()},
+    }
 
 
 def report_md(r: dict) -> str:
     m, L, g = r["machine"], r["loader"], r.get("gpu")
     lines = [
-        "# Loader benchmark (128x128)", "",
+        "# Loader benchmark (128x128)",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; load average "
         f"{m['loadavg_start'][0]:.1f} at start, {r['loadavg_end'][0]:.1f} at end (shared with other jobs).",
         f"Dataset: {r['n']} random images, {r['file_gb']:.2f} GB npz (written by prepare-data's writer at "
         f"{r['write_mb_s']:.0f} MB/s). Loader = the trainers' own code per step: batch_indices → memmap[idx] → "
-        "to_float (flip, [-1, 1]); one process, i.e. one torchrun rank.", "",
+        "to_float (flip, [-1, 1]); one process, i.e. one torchrun rank.",
+        "",
         "| rank batch (of 256) | cache | read only img/s | read + to_float img/s | ms/step |",
-        "|---|---|---|---|---|"]
+        "|---|---|---|---|---|",
+    ]
     for key, row in L.items():
         world, cache = key.split("/")
-        lines.append(f"| {row['full']['rank_batch']} (world {world}) | {cache} | {row['read']['images_per_s']:,.0f} | "
-                     f"{row['full']['images_per_s']:,.0f} | {row['full']['ms_per_step']:.1f} |")
-    lines += ["", f"Cold, {READERS} reader threads (same rows, concurrent page faults): "
-              + ", ".join(f"world {w}: {v['images_per_s']:,.0f} img/s" for w, v in r["cold_threaded"].items()) + "."]
+        lines.append(
+            f"| {row['full']['rank_batch']} (world {world}) | {cache} | {row['read']['images_per_s']:,.0f} | "
+            f"{row['full']['images_per_s']:,.0f} | {row['full']['ms_per_step']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Cold, {READERS} reader threads (same rows, concurrent page faults): "
+        + ", ".join(f"world {w}: {v['images_per_s']:,.0f} img/s" for w, v in r["cold_threaded"].items())
+        + ".",
+    ]
     p = r["prepare"]
-    lines += ["", f"prepare-data CLI (ImageNet-like 500x375 JPEG, {p['mean_kb']:.0f} KB mean, {p['jpegs']} files, "
-              "start-up included): " + ", ".join(f"{w} process(es) {v['images_per_s']:.0f} img/s" for w, v in p["by_workers"].items())
-              + f"; ImageNet's {IMAGENET_TRAIN:,} images at {p['per_process_best']:.0f} img/s per process take "
-              f"~{r['imagenet_prepare_h_16']:.1f} h on 16 processes (assumes decode scales per core).",
-              "", f"sha256 of the memory-mapped images (the training start's data identity, array_digest): "
-              f"{r['sha256_gb_s']:.2f} GB/s warm → ~{63 / r['sha256_gb_s'] / 60:.1f} min for ImageNet 128's 63 GB per rank "
-              "and start, plus reading 63 GB from disk."]
+    lines += [
+        "",
+        f"prepare-data CLI (ImageNet-like 500x375 JPEG, {p['mean_kb']:.0f} KB mean, {p['jpegs']} files, "
+        "start-up included): "
+        + ", ".join(f"{w} process(es) {v['images_per_s']:.0f} img/s" for w, v in p["by_workers"].items())
+        + f"; ImageNet's {IMAGENET_TRAIN:,} images at {p['per_process_best']:.0f} img/s per process take "
+        f"~{r['imagenet_prepare_h_16']:.1f} h on 16 processes (assumes decode scales per core).",
+        "",
+        f"sha256 of the memory-mapped images (the training start's data identity, array_digest): "
+        f"{r['sha256_gb_s']:.2f} GB/s warm → ~{63 / r['sha256_gb_s'] / 60:.1f} min for ImageNet 128's 63 GB per rank "
+        "and start, plus reading 63 GB from disk.",
+    ]
     if g:
-        lines += ["", "## What one GPU consumes",
-                  f"imagenet128-cond: {g['forward_gflop']:.0f} GFLOP forward, {g['train_gflop_per_image']:.0f} GFLOP "
-                  "forward + backward per image (counted here on the meta device). At an assumed "
-                  f"{g['mfu_assumed']:.0%} utilisation of the datasheet dense peak:"]
+        lines += [
+            "",
+            "## What one GPU consumes",
+            f"imagenet128-cond: {g['forward_gflop']:.0f} GFLOP forward, {g['train_gflop_per_image']:.0f} GFLOP "
+            "forward + backward per image (counted here on the meta device). At an assumed "
+            f"{g['mfu_assumed']:.0%} utilisation of the datasheet dense peak:",
+        ]
         for k, v in g["images_per_s"].items():
             lines.append(f"- {k}: ~{v:.0f} img/s (≤ {g['images_per_s_at_100pct'][k]:.0f} img/s at 100%)")
         need = max(g["images_per_s"].values())
         for key, label in (("8/warm", "world 8, page cache warm"), ("8/cold", "world 8, cold: every row from disk")):
             got = r["loader"][key]["read"]["images_per_s"]
-            lines.append(f"- CPU work per rank on a GPU node ({label}; to_float runs on the GPU): {got:,.0f} img/s "
-                         f"= {got / need:.1f}x an H100 at {g['mfu_assumed']:.0%} ({need:.0f} img/s)")
-        lines += ["", "The task brief's figure (a few hundred img/s on an A100-class GPU) is above the FLOP bound "
-                  "for an A100 at 100%; the numbers above come from the counted FLOPs instead."]
+            lines.append(
+                f"- CPU work per rank on a GPU node ({label}; to_float runs on the GPU): {got:,.0f} img/s "
+                f"= {got / need:.1f}x an H100 at {g['mfu_assumed']:.0%} ({need:.0f} img/s)"
+            )
+        lines += [
+            "",
+            "The task brief's figure (a few hundred img/s on an A100-class GPU) is above the FLOP bound "
+            "for an A100 at 100%; the numbers above come from the counted FLOPs instead.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -191,9 +236,17 @@ def main() -> None:
     ap.add_argument("--no-flops", dest="flops", action="store_false", help="skip the UNet FLOP count (~30 s)")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: the system temp dir)")
     a = ap.parse_args()
-    r = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "ram_gb": ram_gb(),
-                     "python": platform.python_version(), "numpy": np.__version__, "loadavg_start": os.getloadavg()},
-         "n": a.n}
+    r = {
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "ram_gb": ram_gb(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "loadavg_start": os.getloadavg(),
+        },
+        "n": a.n,
+    }
     with tempfile.TemporaryDirectory(dir=a.tmp) as d:
         d = Path(d)
         r["write_mb_s"] = write_dataset(d / "train.npz", a.n)
@@ -207,7 +260,8 @@ def main() -> None:
                     images[:].max()  # page the whole file in
                 r["loader"][f"{world}/{cache}"] = {
                     "read": loader_rate(images, world, a.steps, cache == "cold", convert=False),
-                    "full": loader_rate(images, world, a.steps, cache == "cold", convert=True)}
+                    "full": loader_rate(images, world, a.steps, cache == "cold", convert=True),
+                }
         with ThreadPoolExecutor(READERS) as pool:
             r["cold_threaded"] = {str(w): loader_rate(images, w, a.steps, True, False, pool) for w in (1, 8)}
         _, seconds = timed(hashlib.sha256, memoryview(np.ascontiguousarray(images)).cast("B"))  # a view: no copy

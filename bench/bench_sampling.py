@@ -46,11 +46,19 @@ from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
 # (b) a mid-size ADM: the ImageNet-64 architecture (4 levels, attention at 32/16/8, AdaGN,
 # BigGAN up/down) at width 64 instead of 192, with a classifier of the same width.
-MID64_UNET = UNetConfig(image_size=64, model_channels=64, num_res_blocks=2, attention_resolutions=(32, 16, 8),
-                        channel_mult=(1, 2, 3, 4), num_classes=1000, num_head_channels=32,
-                        use_new_attention_order=True)
-MID64_CLF = ClassifierConfig(image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4),
-                             num_head_channels=32)
+MID64_UNET = UNetConfig(
+    image_size=64,
+    model_channels=64,
+    num_res_blocks=2,
+    attention_resolutions=(32, 16, 8),
+    channel_mult=(1, 2, 3, 4),
+    num_classes=1000,
+    num_head_channels=32,
+    use_new_attention_order=True,
+)
+MID64_CLF = ClassifierConfig(
+    image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4), num_head_channels=32
+)
 
 # case -> (UNet config, classifier config, noise schedule, batch, respacing, guidance scale)
 CASES = {
@@ -61,9 +69,20 @@ CASES = {
 }
 # mid64 costs ~1-10 s per guided image-step on 2 shared cores: only the variants that decide the
 # fast mode run there (the demo runs them all).
-CASE_VARIANTS = {"mid64": ("ours_fp32", "ours_fp32_plain", "ours_channels_last", "ours_fast", "ours_fast_channels_last",
-                           "ours_bf16", "ours_bf16_fast", "ours_bf16_fast_channels_last",
-                           "ours_compiled", "ours_compiled_fast")}
+CASE_VARIANTS = {
+    "mid64": (
+        "ours_fp32",
+        "ours_fp32_plain",
+        "ours_channels_last",
+        "ours_fast",
+        "ours_fast_channels_last",
+        "ours_bf16",
+        "ours_bf16_fast",
+        "ours_bf16_fast_channels_last",
+        "ours_compiled",
+        "ours_compiled_fast",
+    )
+}
 MAX_REPEATS = {"mid64": 2}
 VARIANTS = {  # name -> FastPath (None: our networks called directly, as before the fast path)
     "ours_fp32": FastPath(),  # the default: `adm sample` / `--fast exact`
@@ -100,19 +119,36 @@ def reference_nets(ucfg: UNetConfig, ccfg: ClassifierConfig):
     from guided_diffusion import unet as gu
 
     unet = gu.UNetModel(
-        image_size=ucfg.image_size, in_channels=ucfg.in_channels, model_channels=ucfg.model_channels,
-        out_channels=ucfg.out_channels, num_res_blocks=ucfg.num_res_blocks,
+        image_size=ucfg.image_size,
+        in_channels=ucfg.in_channels,
+        model_channels=ucfg.model_channels,
+        out_channels=ucfg.out_channels,
+        num_res_blocks=ucfg.num_res_blocks,
         attention_resolutions=tuple(ucfg.image_size // r for r in ucfg.attention_resolutions),
-        dropout=ucfg.dropout, channel_mult=ucfg.channel_mult, num_classes=ucfg.num_classes,
-        num_heads=ucfg.num_heads, num_head_channels=ucfg.num_head_channels, num_heads_upsample=ucfg.num_heads_upsample,
-        use_scale_shift_norm=ucfg.use_scale_shift_norm, resblock_updown=ucfg.resblock_updown,
-        use_new_attention_order=ucfg.use_new_attention_order)
+        dropout=ucfg.dropout,
+        channel_mult=ucfg.channel_mult,
+        num_classes=ucfg.num_classes,
+        num_heads=ucfg.num_heads,
+        num_head_channels=ucfg.num_head_channels,
+        num_heads_upsample=ucfg.num_heads_upsample,
+        use_scale_shift_norm=ucfg.use_scale_shift_norm,
+        resblock_updown=ucfg.resblock_updown,
+        use_new_attention_order=ucfg.use_new_attention_order,
+    )
     clf = gu.EncoderUNetModel(
-        image_size=ccfg.image_size, in_channels=ccfg.in_channels, model_channels=ccfg.model_channels,
-        out_channels=ccfg.num_classes, num_res_blocks=ccfg.num_res_blocks,
+        image_size=ccfg.image_size,
+        in_channels=ccfg.in_channels,
+        model_channels=ccfg.model_channels,
+        out_channels=ccfg.num_classes,
+        num_res_blocks=ccfg.num_res_blocks,
         attention_resolutions=tuple(ccfg.image_size // r for r in ccfg.attention_resolutions),
-        dropout=ccfg.dropout, channel_mult=ccfg.resolved_channel_mult, num_head_channels=ccfg.num_head_channels,
-        use_scale_shift_norm=ccfg.use_scale_shift_norm, resblock_updown=ccfg.resblock_updown, pool=ccfg.pool)
+        dropout=ccfg.dropout,
+        channel_mult=ccfg.resolved_channel_mult,
+        num_head_channels=ccfg.num_head_channels,
+        use_scale_shift_norm=ccfg.use_scale_shift_norm,
+        resblock_updown=ccfg.resblock_updown,
+        pool=ccfg.pool,
+    )
     return randomise_(unet, 0), randomise_(clf, 1, std=0.1)
 
 
@@ -132,9 +168,12 @@ def reference_runner(ref_unet, ref_clf, schedule_name: str, spec: str, scale: fl
     from guided_diffusion import respace as gr
 
     diffusion = gr.SpacedDiffusion(
-        use_timesteps=gr.space_timesteps(1000, spec), betas=gd.get_named_beta_schedule(schedule_name, 1000),
-        model_mean_type=gd.ModelMeanType.EPSILON, model_var_type=gd.ModelVarType.LEARNED_RANGE,
-        loss_type=gd.LossType.MSE)
+        use_timesteps=gr.space_timesteps(1000, spec),
+        betas=gd.get_named_beta_schedule(schedule_name, 1000),
+        model_mean_type=gd.ModelMeanType.EPSILON,
+        model_var_type=gd.ModelVarType.LEARNED_RANGE,
+        loss_type=gd.LossType.MSE,
+    )
 
     def cond_fn(x, t, y=None):  # classifier_sample.py's cond_fn
         with torch.enable_grad():
@@ -147,8 +186,9 @@ def reference_runner(ref_unet, ref_clf, schedule_name: str, spec: str, scale: fl
         real = gd.th.randn_like
         gd.th.randn_like = lambda x, *a, **k: randn_per_sample(gens, x.shape[1:]).to(x.dtype)
         try:
-            return diffusion.p_sample_loop(ref_unet, (n, 3, hw, hw), noise=noise, cond_fn=cond_fn,
-                                           model_kwargs={"y": y})
+            return diffusion.p_sample_loop(
+                ref_unet, (n, 3, hw, hw), noise=noise, cond_fn=cond_fn, model_kwargs={"y": y}
+            )
         finally:
             gd.th.randn_like = real
 
@@ -175,11 +215,21 @@ def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None =
     keep = only or CASE_VARIANTS.get(name, (*VARIANTS, *COMPILED))
     variants = {k: v for k, v in {**VARIANTS, **(COMPILED if compile_ else {})}.items() if k in keep}
     runners.update({k: our_runner(unet, clf, v, schedule, scale) for k, v in variants.items()})
-    result = {"unet": ucfg.__dict__, "classifier": ccfg.__dict__, "schedule": sched_name, "batch": n,
-              "steps": steps, "scale": scale, "threads": torch.get_num_threads(), "load_before": os.getloadavg(),
-              "runs": {}, "compile_and_first_run_s": {}, "compile_and_first_run_cpu_s": {},
-              # a warm inductor cache (an earlier run's) compiles in seconds: say which one this was
-              "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default (may be warm)")}
+    result = {
+        "unet": ucfg.__dict__,
+        "classifier": ccfg.__dict__,
+        "schedule": sched_name,
+        "batch": n,
+        "steps": steps,
+        "scale": scale,
+        "threads": torch.get_num_threads(),
+        "load_before": os.getloadavg(),
+        "runs": {},
+        "compile_and_first_run_s": {},
+        "compile_and_first_run_cpu_s": {},
+        # a warm inductor cache (an earlier run's) compiles in seconds: say which one this was
+        "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default (may be warm)"),
+    }
     for k in (k for k in variants if k in COMPILED):  # the first call compiles: timed alone
         gens = sample_generators(0, range(n))
         _, wall, cpu_s = timed_cpu(runners[k], randn_per_sample(gens, (3, hw, hw)), y, gens)
@@ -188,10 +238,10 @@ def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None =
         print(f"{name} {k} compile + first run: {result['compile_and_first_run_s'][k]:.0f} s", flush=True)
     times: dict[str, list[float]] = {k: [] for k in runners}
     cpu: dict[str, list[float]] = {k: [] for k in runners}  # CPU seconds: far less sensitive to
-    x0, peak = {}, {}                                      # other processes' load than wall time
+    x0, peak = {}, {}  # other processes' load than wall time
     names = list(runners)
     for r in range(min(repeats, MAX_REPEATS.get(name, repeats))):
-        for k in names[r % len(names):] + names[: r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             gens = sample_generators(0, range(n))
             noise = randn_per_sample(gens, (3, hw, hw))
             with _RSSPeak() as mem:
@@ -205,13 +255,20 @@ def bench_case(name: str, repeats: int, compile_: bool, only: list[str] | None =
     for k in runners:
         med, med_cpu = statistics.median(times[k]), statistics.median(cpu[k])
         # best of repeats: the run the other jobs disturbed least (their load only ever adds time)
-        result["runs"][k] = {"seconds": times[k], "median_s": med, "images_per_s": n / med,
-                             "ms_per_guided_image_step": 1000 * med / (n * steps),
-                             "ratio": (n / med) / ref_ips, "ratio_best": ref_best / min(times[k]),
-                             "cpu_seconds": cpu[k], "median_cpu_s": med_cpu,
-                             "ms_cpu_per_guided_image_step": 1000 * med_cpu / (n * steps),
-                             "ratio_cpu_time": ref_cpu / med_cpu, "peak_rss_delta_mb": peak[k] / 2 ** 20,
-                             "max_abs_dx0_vs_reference": (x0[k] - x0["reference"]).abs().max().item()}
+        result["runs"][k] = {
+            "seconds": times[k],
+            "median_s": med,
+            "images_per_s": n / med,
+            "ms_per_guided_image_step": 1000 * med / (n * steps),
+            "ratio": (n / med) / ref_ips,
+            "ratio_best": ref_best / min(times[k]),
+            "cpu_seconds": cpu[k],
+            "median_cpu_s": med_cpu,
+            "ms_cpu_per_guided_image_step": 1000 * med_cpu / (n * steps),
+            "ratio_cpu_time": ref_cpu / med_cpu,
+            "peak_rss_delta_mb": peak[k] / 2**20,
+            "max_abs_dx0_vs_reference": (x0[k] - x0["reference"]).abs().max().item(),
+        }
     result["load_after"] = os.getloadavg()
     return result
 
@@ -236,44 +293,66 @@ def memory_128(threads: int) -> dict:
         cmd = [sys.executable, __file__, "--probe-memory", str(b), "--threads", str(threads)]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
     fixed, per_image = affine_fit(rows[0]["peak_rise_bytes"], rows[1]["peak_rise_bytes"])
-    return {"probes": rows, "per_image_mb": per_image / 2 ** 20, "fixed_mb": fixed / 2 ** 20,
-            "note": "peak RSS rise of one guided step (UNet forward under inference_mode + classifier "
-                    "forward/backward), fresh process per batch size, fp32 CPU"}
+    return {
+        "probes": rows,
+        "per_image_mb": per_image / 2**20,
+        "fixed_mb": fixed / 2**20,
+        "note": "peak RSS rise of one guided step (UNet forward under inference_mode + classifier "
+        "forward/backward), fresh process per batch size, fp32 CPU",
+    }
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"# Guided sampling: ours vs the reference sampler ({r['date']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
-             f"({m['torch_cpu_capability']}); native bf16: {m['native_bf16']} (flags {m['flags']}). "
-             f"Load average at start {r['load_start']}, at end {r['load_end']}: other jobs shared the "
-             "cores, so absolute speeds are low and noisy; the same-run ratios are what count.", ""]
+    lines = [
+        f"# Guided sampling: ours vs the reference sampler ({r['date']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']} "
+        f"({m['torch_cpu_capability']}); native bf16: {m['native_bf16']} (flags {m['flags']}). "
+        f"Load average at start {r['load_start']}, at end {r['load_end']}: other jobs shared the "
+        "cores, so absolute speeds are low and noisy; the same-run ratios are what count.",
+        "",
+    ]
     for name, c in r["cases"].items():
-        lines += [f"## {name}: batch {c['batch']}, {c['steps']} DDPM steps, scale {c['scale']}, "
-                  f"{c['unet']['image_size']}px width {c['unet']['model_channels']}", "",
-                  f"Measured {c.get('date', r['date'])}, {c.get('threads', m['threads'])} torch threads, load average "
-                  f"{c['load_before']} -> {c['load_after']}; {len(c['runs']['reference']['seconds'])} repeat(s).", "",
-                  "| variant | images/s | ms per guided image-step | CPU ms per guided image-step | ratio (wall, median) "
-                  "| ratio (wall, best of repeats) | ratio (CPU time) | max abs Δx0 vs reference | peak RSS rise MB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}: batch {c['batch']}, {c['steps']} DDPM steps, scale {c['scale']}, "
+            f"{c['unet']['image_size']}px width {c['unet']['model_channels']}",
+            "",
+            f"Measured {c.get('date', r['date'])}, {c.get('threads', m['threads'])} torch threads, load average "
+            f"{c['load_before']} -> {c['load_after']}; {len(c['runs']['reference']['seconds'])} repeat(s).",
+            "",
+            "| variant | images/s | ms per guided image-step | CPU ms per guided image-step | ratio (wall, median) "
+            "| ratio (wall, best of repeats) | ratio (CPU time) | max abs Δx0 vs reference | peak RSS rise MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         opt = lambda v, key, f: "" if v.get(key) is None else format(v[key], f)  # noqa: E731 (older runs lack keys)
         for k, v in c["runs"].items():
-            lines.append(f"| {k} | {v['images_per_s']:.2f} | {v['ms_per_guided_image_step']:.2f} "
-                         f"| {opt(v, 'ms_cpu_per_guided_image_step', '.2f')} | {v['ratio']:.2f} | {opt(v, 'ratio_best', '.2f')} "
-                         f"| {opt(v, 'ratio_cpu_time', '.2f')} | {v['max_abs_dx0_vs_reference']:.1e} | {v['peak_rss_delta_mb']:.0f} |")
+            lines.append(
+                f"| {k} | {v['images_per_s']:.2f} | {v['ms_per_guided_image_step']:.2f} "
+                f"| {opt(v, 'ms_cpu_per_guided_image_step', '.2f')} | {v['ratio']:.2f} | {opt(v, 'ratio_best', '.2f')} "
+                f"| {opt(v, 'ratio_cpu_time', '.2f')} | {v['max_abs_dx0_vs_reference']:.1e} | {v['peak_rss_delta_mb']:.0f} |"
+            )
         first = c.get("compile_and_first_run_s")
         if isinstance(first, dict) and first:
-            lines.append(f"\ntorch.compile + first run (inductor cache `{c.get('inductor_cache_dir')}`; wall s, "
-                         "this process's CPU s): " + "; ".join(
-                f"`{k}` {s:.0f} s ({c['compile_and_first_run_cpu_s'][k]:.0f} CPU-s)" for k, s in first.items()))
+            lines.append(
+                f"\ntorch.compile + first run (inductor cache `{c.get('inductor_cache_dir')}`; wall s, "
+                "this process's CPU s): "
+                + "; ".join(
+                    f"`{k}` {s:.0f} s ({c['compile_and_first_run_cpu_s'][k]:.0f} CPU-s)" for k, s in first.items()
+                )
+            )
         elif isinstance(first, (int, float)):
             lines.append(f"\ntorch.compile + first run: {first:.0f} s")
         lines.append("")
     if "memory_128" in r:
         mem = r["memory_128"]
-        lines += ["## Memory of the 128x128 model + classifier (one guided step, fp32 CPU)", "",
-                  f"{mem['per_image_mb']:.0f} MB per image + {mem['fixed_mb']:.0f} MB fixed "
-                  f"(probes: {[(p['batch'], round(p['peak_rise_bytes'] / 2 ** 20)) for p in mem['probes']]} MB)", ""]
+        lines += [
+            "## Memory of the 128x128 model + classifier (one guided step, fp32 CPU)",
+            "",
+            f"{mem['per_image_mb']:.0f} MB per image + {mem['fixed_mb']:.0f} MB fixed "
+            f"(probes: {[(p['batch'], round(p['peak_rise_bytes'] / 2**20)) for p in mem['probes']]} MB)",
+            "",
+        ]
     if "bf16_drift" in r:  # measured by bench/studies/bench_drift.py
         lines += bf16_drift_section(r["bf16_drift"])
     lines += [r["verdict"], ""]
@@ -289,21 +368,34 @@ def verdict(r: dict) -> str:
         key = "ratio_cpu_time" if "ratio_cpu_time" in ours["ours_fp32"] else "ratio"  # older runs: wall only
         best = max(ours, key=lambda k: ours[k][key])
         fast = f", `--fast` (`ours_fast`) {ours['ours_fast'][key]:.2f}x" if "ours_fast" in ours else ""
-        parts.append(f"{name}: exact default `ours_fp32` {ours['ours_fp32'][key]:.2f}x the reference's speed{fast}, "
-                     f"best `{best}` {ours[best][key]:.2f}x ({key})")
-    text = ("Same-run ratios, median of repeats in a rotated round-robin order: " + "; ".join(parts) + ". "
-            "Wall-clock ratios swing with the other jobs' load; CPU-time ratios are the steadier figure. "
-            "Compiled variants' ratios leave out the compile (listed under each table). ")
-    met = [n for n, c in r["cases"].items()
-           if max(v.get("ratio_cpu_time", v["ratio"]) for k, v in c["runs"].items() if k != "reference") >= 2.0]
-    text += (f"The 2.0x target is met in: {', '.join(met)}." if met else
-             "The 2.0x target is not met by any variant in any case on this CPU.")
+        parts.append(
+            f"{name}: exact default `ours_fp32` {ours['ours_fp32'][key]:.2f}x the reference's speed{fast}, "
+            f"best `{best}` {ours[best][key]:.2f}x ({key})"
+        )
+    text = (
+        "Same-run ratios, median of repeats in a rotated round-robin order: " + "; ".join(parts) + ". "
+        "Wall-clock ratios swing with the other jobs' load; CPU-time ratios are the steadier figure. "
+        "Compiled variants' ratios leave out the compile (listed under each table). "
+    )
+    met = [
+        n
+        for n, c in r["cases"].items()
+        if max(v.get("ratio_cpu_time", v["ratio"]) for k, v in c["runs"].items() if k != "reference") >= 2.0
+    ]
+    text += (
+        f"The 2.0x target is met in: {', '.join(met)}."
+        if met
+        else "The 2.0x target is not met by any variant in any case on this CPU."
+    )
     if not r["machine"]["native_bf16"]:
-        text += (" This CPU has no native bf16 (no avx512_bf16 / amx_bf16): bf16 is emulated, so it is not "
-                 "the CPU default.")
+        text += (
+            " This CPU has no native bf16 (no avx512_bf16 / amx_bf16): bf16 is emulated, so it is not the CPU default."
+        )
     else:
-        text += (" This CPU has native bf16 (avx512_bf16 or amx_bf16), so the `ours_bf16*` rows run bf16 kernels; "
-                 "whether bf16 samples stay faithful is bench/out/bf16_demo.md's metric check.")
+        text += (
+            " This CPU has native bf16 (avx512_bf16 or amx_bf16), so the `ours_bf16*` rows run bf16 kernels; "
+            "whether bf16 samples stay faithful is bench/out/bf16_demo.md's metric check."
+        )
     return text
 
 
@@ -312,9 +404,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["demo", "mid64"])
-    p.add_argument("--compile", action="store_true", help="also time the torch.compile variants (minutes each on a loaded CPU)")
-    p.add_argument("--variants", nargs="+", choices=sorted({*VARIANTS, *COMPILED}),
-                   help="run only these variants of ours (default: all on the demo, CASE_VARIANTS elsewhere)")
+    p.add_argument(
+        "--compile", action="store_true", help="also time the torch.compile variants (minutes each on a loaded CPU)"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted({*VARIANTS, *COMPILED}),
+        help="run only these variants of ours (default: all on the demo, CASE_VARIANTS elsewhere)",
+    )
     p.add_argument("--memory-128", action="store_true", help="peak memory per image of the 128x128 model + classifier")
     p.add_argument("--probe-memory", type=int, help=argparse.SUPPRESS)
     p.add_argument("--render", action="store_true", help="only rewrite sampling.md from sampling.json")
@@ -329,11 +427,14 @@ def main(argv=None) -> int:
         r["verdict"] = verdict(r)
         write_report(a.out, "sampling", r, markdown(r))
         return 0
-    r = {"date": utc_stamp(), "machine": torch_machine(),
-         "load_start": os.getloadavg(), "cases": {}}
+    r = {"date": utc_stamp(), "machine": torch_machine(), "load_start": os.getloadavg(), "cases": {}}
     if a.update and (Path(a.out) / "sampling.json").exists():  # keep the cases (and memory) not rerun
-        r = {**json.loads((Path(a.out) / "sampling.json").read_text()), "machine": torch_machine(),
-             "date": r["date"], "load_start": r["load_start"]}
+        r = {
+            **json.loads((Path(a.out) / "sampling.json").read_text()),
+            "machine": torch_machine(),
+            "date": r["date"],
+            "load_start": r["load_start"],
+        }
     for name in a.cases:
         r["cases"][name] = bench_case(name, a.repeats, a.compile, a.variants)
         r["cases"][name]["date"] = utc_stamp()

@@ -74,41 +74,58 @@ def timed_step(cfg, batch: int) -> dict:
         x0, wall, cpu = timed_cpu(ddpm_sample, model_fn, noise, schedule, labels=labels, generators=gens)
     assert bool(torch.isfinite(x0).all())
     steps = len(schedule)
-    return {"wall_s": wall / steps, "cpu_s": cpu / steps, "peak_extra_rss_gib": mem.bytes / 2 ** 30}
+    return {"wall_s": wall / steps, "cpu_s": cpu / steps, "peak_extra_rss_gib": mem.bytes / 2**30}
 
 
 def projection(flops_per_image_step: float) -> dict:
     total = flops_per_image_step * SAMPLES * STEPS
-    return {gpu: {f"{int(share * 100)}% of peak": total / (peak * share) / 3600 for share in PEAK_SHARE}
-            for gpu, peak in GPUS.items()}
+    return {
+        gpu: {f"{int(share * 100)}% of peak": total / (peak * share) / 3600 for share in PEAK_SHARE}
+        for gpu, peak in GPUS.items()
+    }
 
 
 def render(r: dict) -> str:
     m = r["measured"]
-    lines = [f"# 128->512 upsampler: one sampler step on CPU ({r['date']})", "",
-             f"`{PRESET}`: {r['params_m']:.1f} M parameters, {r['tflop_per_image_step']:.2f} TFLOP per image-step "
-             f"(one forward at 512x512, FlopCounterMode).", "",
-             f"Machine: {r['cpu']}, torch {r['torch']}, {r['threads']} threads, load average "
-             f"{r['load_before']:.1f} before / {r['load_after']:.1f} after (shared with other processes).", "",
-             "| batch | repeat | wall s / image-step | CPU s / image-step | GFLOP per CPU-s | peak extra RSS GiB |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# 128->512 upsampler: one sampler step on CPU ({r['date']})",
+        "",
+        f"`{PRESET}`: {r['params_m']:.1f} M parameters, {r['tflop_per_image_step']:.2f} TFLOP per image-step "
+        f"(one forward at 512x512, FlopCounterMode).",
+        "",
+        f"Machine: {r['cpu']}, torch {r['torch']}, {r['threads']} threads, load average "
+        f"{r['load_before']:.1f} before / {r['load_after']:.1f} after (shared with other processes).",
+        "",
+        "| batch | repeat | wall s / image-step | CPU s / image-step | GFLOP per CPU-s | peak extra RSS GiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for i, s in enumerate(m):
         b = r["batch"]
         gflops = r["tflop_per_image_step"] * 1e3 * b / s["cpu_s"]
-        lines.append(f"| {b} | {i} | {s['wall_s'] / b:.1f} | {s['cpu_s'] / b:.1f} | {gflops:.0f} "
-                     f"| {s['peak_extra_rss_gib']:.2f} |")
+        lines.append(
+            f"| {b} | {i} | {s['wall_s'] / b:.1f} | {s['cpu_s'] / b:.1f} | {gflops:.0f} "
+            f"| {s['peak_extra_rss_gib']:.2f} |"
+        )
     best = min(s["wall_s"] for s in m) / r["batch"]
     cores = min(s["cpu_s"] / s["wall_s"] for s in m)
-    lines += ["", f"CPU s / wall s >= {cores:.2f} with {r['threads']} threads: the run had about that many cores "
-                  "(the rest went to other processes).", "", f"At {best:.1f} s per image-step, {SAMPLES:,} samples x {STEPS} steps on this CPU would take "
-                  f"{best * SAMPLES * STEPS / 3600 / 24 / 365:.1f} years of wall time.", "",
-              f"## Projected GPU-hours for {SAMPLES:,} samples x {STEPS} steps (upsampler only)", "",
-              f"{r['tflop_per_image_step'] * SAMPLES * STEPS / 1e6:.1f} EFLOP in all. ASSUMED, not measured: dense "
-              "fp16 tensor-core peak per the vendors' data sheets, and a UNet of 3x3 convolutions reaching "
-              f"{int(PEAK_SHARE[0] * 100)}-{int(PEAK_SHARE[1] * 100)}% of it (OpenAI sampled in fp16). "
-              "The guided 128x128 base samples are extra.", "",
-              "| GPU | peak TFLOP/s | " + " | ".join(f"GPU-h at {int(s * 100)}% of peak" for s in PEAK_SHARE) + " |",
-              "|---|---|" + "---|" * len(PEAK_SHARE)]
+    lines += [
+        "",
+        f"CPU s / wall s >= {cores:.2f} with {r['threads']} threads: the run had about that many cores "
+        "(the rest went to other processes).",
+        "",
+        f"At {best:.1f} s per image-step, {SAMPLES:,} samples x {STEPS} steps on this CPU would take "
+        f"{best * SAMPLES * STEPS / 3600 / 24 / 365:.1f} years of wall time.",
+        "",
+        f"## Projected GPU-hours for {SAMPLES:,} samples x {STEPS} steps (upsampler only)",
+        "",
+        f"{r['tflop_per_image_step'] * SAMPLES * STEPS / 1e6:.1f} EFLOP in all. ASSUMED, not measured: dense "
+        "fp16 tensor-core peak per the vendors' data sheets, and a UNet of 3x3 convolutions reaching "
+        f"{int(PEAK_SHARE[0] * 100)}-{int(PEAK_SHARE[1] * 100)}% of it (OpenAI sampled in fp16). "
+        "The guided 128x128 base samples are extra.",
+        "",
+        "| GPU | peak TFLOP/s | " + " | ".join(f"GPU-h at {int(s * 100)}% of peak" for s in PEAK_SHARE) + " |",
+        "|---|---|" + "---|" * len(PEAK_SHARE),
+    ]
     for gpu, row in r["projection_gpu_hours"].items():
         lines.append(f"| {gpu} | {GPUS[gpu] / 1e12:.0f} | " + " | ".join(f"{h:,.0f}" for h in row.values()) + " |")
     return "\n".join(lines) + "\n"
@@ -134,14 +151,26 @@ def main() -> None:
         params = sum(p.numel() for p in UNet(cfg).parameters())
     load_before = os.getloadavg()[0]
     measured = [timed_step(cfg, a.batch) for _ in range(a.repeats)]
-    r = {"preset": PRESET, "date": utc_stamp(), "cpu": cpu_name(), "torch": torch.__version__, "threads": a.threads,
-         "batch": a.batch,
-         "params_m": params / 1e6, "tflop_per_image_step": flops / 1e12, "load_before": load_before,
-         "load_after": os.getloadavg()[0], "measured": measured,
-         "seconds_per_image_step_wall": min(s["wall_s"] for s in measured) / a.batch,
-         "cpu_seconds_per_image_step": min(s["cpu_s"] for s in measured) / a.batch,
-         "samples": SAMPLES, "steps": STEPS, "gpu_peak_flops": GPUS, "peak_share_assumed": PEAK_SHARE,
-         "projection_gpu_hours": projection(flops)}
+    r = {
+        "preset": PRESET,
+        "date": utc_stamp(),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "threads": a.threads,
+        "batch": a.batch,
+        "params_m": params / 1e6,
+        "tflop_per_image_step": flops / 1e12,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "measured": measured,
+        "seconds_per_image_step_wall": min(s["wall_s"] for s in measured) / a.batch,
+        "cpu_seconds_per_image_step": min(s["cpu_s"] for s in measured) / a.batch,
+        "samples": SAMPLES,
+        "steps": STEPS,
+        "gpu_peak_flops": GPUS,
+        "peak_share_assumed": PEAK_SHARE,
+        "projection_gpu_hours": projection(flops),
+    }
     write_report(a.out, "upsample", r, render(r), indent=1)
     print(render(r))
 

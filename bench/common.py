@@ -57,7 +57,7 @@ def ram_gb() -> float:
     """Total RAM in GB (GiB, one decimal), from /proc/meminfo."""
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal"):
-            return round(int(line.split()[1]) / 2 ** 20, 1)
+            return round(int(line.split()[1]) / 2**20, 1)
     raise OSError("no MemTotal in /proc/meminfo")
 
 
@@ -66,10 +66,15 @@ def torch_machine() -> dict:
     import torch
 
     flags = cpu_flags()
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": flags,
-            "native_bf16": flags["avx512_bf16"] or flags["amx_bf16"],
-            "torch": torch.__version__, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "flags": flags,
+        "native_bf16": flags["avx512_bf16"] or flags["amx_bf16"],
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -123,31 +128,50 @@ def bf16_drift_section(d: dict) -> list[str]:
     studies/bench_drift.py measures and bench_sampling.py's markdown includes)."""
     m, w = d["modes"], d["worst"]
     first = w["steps"][0]
-    earlier = "; ".join(f"`{case}` {v:.4e} = {matching_mode(v, m) or 'no mode measured here'}"
-                        for case, v in d.get("earlier", {}).items())
-    rows = [f"| {k} | {v['max_abs']:.2e} | {v['median_per_sample_max']:.1e} | {v['pixels_over_0.1']} of "
-            f"{v['pixels']} | {v['samples_over_0.1']} of {d['batch']} |" for k, v in m.items()]
-    trace = [f"| {s['t']} | {s['x_t_fp32']:.5f} / {s['x_t_bf16']:.5f} | {s['eps_fp32']:.5f} / {s['eps_bf16']:.5f} "
-             f"| {s['x0_hat_fp32']:.4f} / {s['x0_hat_bf16']:.4f} |" for s in w["steps"]]
+    earlier = "; ".join(
+        f"`{case}` {v:.4e} = {matching_mode(v, m) or 'no mode measured here'}"
+        for case, v in d.get("earlier", {}).items()
+    )
+    rows = [
+        f"| {k} | {v['max_abs']:.2e} | {v['median_per_sample_max']:.1e} | {v['pixels_over_0.1']} of "
+        f"{v['pixels']} | {v['samples_over_0.1']} of {d['batch']} |"
+        for k, v in m.items()
+    ]
+    trace = [
+        f"| {s['t']} | {s['x_t_fp32']:.5f} / {s['x_t_bf16']:.5f} | {s['eps_fp32']:.5f} / {s['eps_bf16']:.5f} "
+        f"| {s['x0_hat_fp32']:.4f} / {s['x0_hat_bf16']:.4f} |"
+        for s in w["steps"]
+    ]
     amp = d["sqrt_recipm1_alpha_bar_per_step"][0]
-    return ["## Why bf16's x_0 drift read 2.1e-5 in one run and 0.99 in the other", "",
-            f"Measured {d['date']} (bench/studies/bench_drift.py, the demo case, batch {d['batch']}, "
-            f"{d['steps']} steps, {d['threads']} threads); drift = |x_0(mode) - x_0(fp32)| of our sampler:", "",
-            "| bf16 on | max abs | median per-sample max | pixels > 0.1 | samples > 0.1 |", "|---|---|---|---|---|",
-            *rows, "",
-            f"The earlier runs' bf16 figures, matched against these modes: {earlier or 'none recorded'}. The "
-            "first run's 2.1e-5 is the classifier-only drift to all printed digits: its UNet did not run in "
-            "bf16, so it measured another configuration than its label says (the committed code puts both "
-            "networks under autocast, then and now). With both in bf16 the drift is "
-            f"{m['both_bf16']['max_abs']:.2f}, the second run's; that large value is not a bug but the first step's "
-            f"cancellation: at t = {first['t']}, x_0_hat = sqrt(1/alpha_bar) x_t - sqrt(1/alpha_bar - 1) eps with "
-            f"sqrt(1/alpha_bar - 1) = {amp:.3g} (cosine schedule), so an eps rounding of a few 1e-4 moves x_0_hat by "
-            "~10, and a pixel whose fp32 x_0_hat lies near 0 is clamped to the other end of [-1, 1]; the "
-            "posterior mean carries that 2-unit jump to x_t of the next step. The worst pixel "
-            f"(sample {w['sample']}, pixel {w['pixel']}), fp32 / bf16:", "",
-            "| t | x_t | eps | x_0_hat (before the clamp) |", "|---|---|---|---|", *trace, "",
-            f"Final x_0: {w['final_fp32']:.4f} / {w['final_bf16']:.4f}. The same cancellation amplifies any "
-            "rounding, fp16's included (the paper's mode); it shows as a handful of outlier pixels, while the "
-            "typical sample moves by the median above. Random-weight nets at 4 steps make it visible; the "
-            "metric check (bf16 inside the fp32 bootstrap intervals) is what judges the mode, and on this CPU "
-            "bf16 is emulated and not the default.", ""]
+    return [
+        "## Why bf16's x_0 drift read 2.1e-5 in one run and 0.99 in the other",
+        "",
+        f"Measured {d['date']} (bench/studies/bench_drift.py, the demo case, batch {d['batch']}, "
+        f"{d['steps']} steps, {d['threads']} threads); drift = |x_0(mode) - x_0(fp32)| of our sampler:",
+        "",
+        "| bf16 on | max abs | median per-sample max | pixels > 0.1 | samples > 0.1 |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"The earlier runs' bf16 figures, matched against these modes: {earlier or 'none recorded'}. The "
+        "first run's 2.1e-5 is the classifier-only drift to all printed digits: its UNet did not run in "
+        "bf16, so it measured another configuration than its label says (the committed code puts both "
+        "networks under autocast, then and now). With both in bf16 the drift is "
+        f"{m['both_bf16']['max_abs']:.2f}, the second run's; that large value is not a bug but the first step's "
+        f"cancellation: at t = {first['t']}, x_0_hat = sqrt(1/alpha_bar) x_t - sqrt(1/alpha_bar - 1) eps with "
+        f"sqrt(1/alpha_bar - 1) = {amp:.3g} (cosine schedule), so an eps rounding of a few 1e-4 moves x_0_hat by "
+        "~10, and a pixel whose fp32 x_0_hat lies near 0 is clamped to the other end of [-1, 1]; the "
+        "posterior mean carries that 2-unit jump to x_t of the next step. The worst pixel "
+        f"(sample {w['sample']}, pixel {w['pixel']}), fp32 / bf16:",
+        "",
+        "| t | x_t | eps | x_0_hat (before the clamp) |",
+        "|---|---|---|---|",
+        *trace,
+        "",
+        f"Final x_0: {w['final_fp32']:.4f} / {w['final_bf16']:.4f}. The same cancellation amplifies any "
+        "rounding, fp16's included (the paper's mode); it shows as a handful of outlier pixels, while the "
+        "typical sample moves by the median above. Random-weight nets at 4 steps make it visible; the "
+        "metric check (bf16 inside the fp32 bootstrap intervals) is what judges the mode, and on this CPU "
+        "bf16 is emulated and not the default.",
+        "",
+    ]

@@ -39,16 +39,41 @@ from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
 from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
 # Dense spec-sheet peaks in TFLOP/s (fp32 without TF32, tf32, bf16, fp16 with fp32 accumulate).
-PEAKS = {"H200": (67, 495, 989, 989), "H100 PCIe": (51, 378, 756, 756), "H100": (67, 495, 989, 989),
-         "A100": (19.5, 156, 312, 312), "L40S": (91.6, 183, 362, 362), "L4": (30.3, 60, 121, 121),
-         "A10": (31.2, 62.5, 125, 125), "V100": (15.7, None, None, 125)}
+PEAKS = {
+    "H200": (67, 495, 989, 989),
+    "H100 PCIe": (51, 378, 756, 756),
+    "H100": (67, 495, 989, 989),
+    "A100": (19.5, 156, 312, 312),
+    "L40S": (91.6, 183, 362, 362),
+    "L4": (30.3, 60, 121, 121),
+    "A10": (31.2, 62.5, 125, 125),
+    "V100": (15.7, None, None, 125),
+}
 # Table 1: 8 scales x 50,000 samples x 250 DDPM steps; scale 0 runs without the classifier.
 TABLE1 = {"scales": 8, "guided_scales": 7, "samples": 50_000, "steps": 250}
 SIZES = {  # full: the paper's networks; dry: the unit-test presets, sized for a CPU
-    "full": dict(unet="imagenet128-cond", clf="imagenet128-classifier", speed_batch={"fp32": 16, "default": 64},
-                 mem_batches=(16, 64, 128, 256), steps=3, drift_steps=25, drift_batch=8, agree_batch=2, agree_steps=2),
-    "dry": dict(unet="tiny-test", clf="tiny-test-classifier", speed_batch={"fp32": 2, "default": 2},
-                mem_batches=(1, 2), steps=2, drift_steps=3, drift_batch=2, agree_batch=2, agree_steps=2),
+    "full": dict(
+        unet="imagenet128-cond",
+        clf="imagenet128-classifier",
+        speed_batch={"fp32": 16, "default": 64},
+        mem_batches=(16, 64, 128, 256),
+        steps=3,
+        drift_steps=25,
+        drift_batch=8,
+        agree_batch=2,
+        agree_steps=2,
+    ),
+    "dry": dict(
+        unet="tiny-test",
+        clf="tiny-test-classifier",
+        speed_batch={"fp32": 2, "default": 2},
+        mem_batches=(1, 2),
+        steps=2,
+        drift_steps=3,
+        drift_batch=2,
+        agree_batch=2,
+        agree_steps=2,
+    ),
 }
 
 
@@ -100,9 +125,15 @@ def speed(unet, clf, fast, n, steps, device, scale=1.0) -> dict:
     run_sampler(model_fn, cond_fn, n, steps, device, hw, unet.cfg.num_classes)
     sync(device)
     sec = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-    return {"batch": n, "steps": steps, "seconds": sec, "image_steps_per_s": n * steps / sec,
-            "warmup_s": warm, "peak_mem_mb": peak}
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {
+        "batch": n,
+        "steps": steps,
+        "seconds": sec,
+        "image_steps_per_s": n * steps / sec,
+        "warmup_s": warm,
+        "peak_mem_mb": peak,
+    }
 
 
 def flops_per_image_step(unet, clf, device) -> dict:
@@ -111,7 +142,11 @@ def flops_per_image_step(unet, clf, device) -> dict:
     model_fn = sampling_model_fn(copy.deepcopy(unet), FastPath(), device.type)
     classifier_fn = sampling_classifier_fn(copy.deepcopy(clf), FastPath(), device.type)
     hw = unet.cfg.image_size
-    x, t, y = torch.randn(1, 3, hw, hw, device=device), torch.full((1,), 500, device=device), torch.zeros(1, dtype=torch.int64, device=device)
+    x, t, y = (
+        torch.randn(1, 3, hw, hw, device=device),
+        torch.full((1,), 500, device=device),
+        torch.zeros(1, dtype=torch.int64, device=device),
+    )
     out = {"unet_forward": count_flops(lambda: model_fn(x, t, y))}
     # the classifier's forward and backward to x, as cond_fn runs them (.backward(): the counter's
     # module hooks do not support autograd.grad)
@@ -153,8 +188,15 @@ def drift(unet, clf, size, device, modes) -> dict:
     for mode in ("fp32", *modes):
         model_fn, cond_fn = sampler_fns(unet, clf, FastPath(precision=mode), device)
         x0[mode] = run_sampler(model_fn, cond_fn, n, steps, device, hw, unet.cfg.num_classes).float().cpu()
-    return {m: {"max_abs": (x0[m] - x0["fp32"]).abs().max().item(), "mean_abs": (x0[m] - x0["fp32"]).abs().mean().item(),
-                "steps": steps, "batch": n} for m in modes}
+    return {
+        m: {
+            "max_abs": (x0[m] - x0["fp32"]).abs().max().item(),
+            "mean_abs": (x0[m] - x0["fp32"]).abs().mean().item(),
+            "steps": steps,
+            "batch": n,
+        }
+        for m in modes
+    }
 
 
 def agreement(unet, clf, size, device) -> dict:
@@ -170,25 +212,35 @@ def agreement(unet, clf, size, device) -> dict:
     finally:  # whatever failed, the later parts get their networks back on the device
         unet.to(device), clf.to(device)
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    return {"max_abs": (outs[0] - outs[1]).abs().max().item(), "steps": steps, "batch": n,
-            "devices": [device.type, "cpu"]}
+    return {
+        "max_abs": (outs[0] - outs[1]).abs().max().item(),
+        "steps": steps,
+        "batch": n,
+        "devices": [device.type, "cpu"],
+    }
 
 
 def memory(unet, clf, size, device, mode) -> dict:
     rows = {}
     model_fn, cond_fn = sampler_fns(unet, clf, FastPath(precision=mode), device)
-    step = guided_step(model_fn, cond_fn, (3, unet.cfg.image_size, unet.cfg.image_size), unet.cfg.num_classes, 999, device)
+    step = guided_step(
+        model_fn, cond_fn, (3, unet.cfg.image_size, unet.cfg.image_size), unet.cfg.num_classes, 999, device
+    )
     for b in size["mem_batches"]:  # peak above what was allocated before the step (the weights)
         try:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            rows[str(b)] = round(peak_bytes(lambda: step(b), device) / 2 ** 20, 1)
+            rows[str(b)] = round(peak_bytes(lambda: step(b), device) / 2**20, 1)
         except torch.OutOfMemoryError:
             rows[str(b)] = "OOM"
             break
     probe = probe_batch_size(step, device, cap=4096)
-    return {"precision": mode, "peak_rise_mb_by_batch": rows, "auto_probe": probe,
-            "note": "CUDA allocator peak (CPU: RSS) above the weights, one guided step"}
+    return {
+        "precision": mode,
+        "peak_rise_mb_by_batch": rows,
+        "auto_probe": probe,
+        "note": "CUDA allocator peak (CPU: RSS) above the weights, one guided step",
+    }
 
 
 def peak_of(name: str) -> tuple | None:
@@ -232,7 +284,9 @@ def guarded(report: dict, key: str, deadline: float, fn):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dry", action="store_true", help="tiny presets on the CPU: proves the script, measures nothing real")
+    p.add_argument(
+        "--dry", action="store_true", help="tiny presets on the CPU: proves the script, measures nothing real"
+    )
     p.add_argument("--out", default="bench/out")
     p.add_argument("--budget-s", type=float, default=420, help="stop starting new parts after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -248,10 +302,20 @@ def main(argv=None) -> int:
         print("error: no CUDA device; run with --dry to prove the script on the CPU", file=sys.stderr)
         return 2
     name = torch.cuda.get_device_name(device) if cuda else cpu_name()
-    r = {"dry": a.dry, "device": name, "torch": torch.__version__, "date": utc_stamp(),
-         "presets": [size["unet"], size["clf"]], "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-         "note": ("DRY RUN on CPU with the tiny-test presets (no GPU was at hand): proves the script runs end to end; "
-                  "its numbers say nothing about a GPU." if a.dry else "ImageNet-128 presets, random weights")}
+    r = {
+        "dry": a.dry,
+        "device": name,
+        "torch": torch.__version__,
+        "date": utc_stamp(),
+        "presets": [size["unet"], size["clf"]],
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "note": (
+            "DRY RUN on CPU with the tiny-test presets (no GPU was at hand): proves the script runs end to end; "
+            "its numbers say nothing about a GPU."
+            if a.dry
+            else "ImageNet-128 presets, random weights"
+        ),
+    }
     stem = "gpu_dry" if a.dry else "gpu"
     r["speed"] = {}
 
@@ -265,22 +329,42 @@ def main(argv=None) -> int:
     modes = ["fp32", "bf16"] + (["fp16"] if cuda else [])
     for mode in modes:
         n = size["speed_batch"].get(mode, size["speed_batch"]["default"])
-        guarded(r["speed"], mode, deadline, lambda: speed(unet, clf, FastPath(precision=mode), n, size["steps"], device))
+        guarded(
+            r["speed"], mode, deadline, lambda: speed(unet, clf, FastPath(precision=mode), n, size["steps"], device)
+        )
     best = "fp16" if cuda else "fp32"
     n = size["speed_batch"]["default"]  # SDPA's fused kernels instead of its math path (adm.nets.blocks.qkv_attention)
-    guarded(r["speed"], f"{best}_fused_attention", deadline,
-            lambda: speed(unet, clf, FastPath(precision=best, fused_attention=True), n, size["steps"], device))
+    guarded(
+        r["speed"],
+        f"{best}_fused_attention",
+        deadline,
+        lambda: speed(unet, clf, FastPath(precision=best, fused_attention=True), n, size["steps"], device),
+    )
     if cuda:  # the paper's mode, compiled; and the classifier in fp16 too (OpenAI's --classifier_use_fp16)
-        guarded(r["speed"], "fp16_compiled", deadline,
-                lambda: speed(unet, clf, FastPath(precision="fp16", compile=True), n, size["steps"], device))
-        guarded(r["speed"], "fp16_classifier_fp16", deadline,
-                lambda: speed(unet, clf, FastPath(precision="fp16", classifier_fp16=True), n, size["steps"], device))
+        guarded(
+            r["speed"],
+            "fp16_compiled",
+            deadline,
+            lambda: speed(unet, clf, FastPath(precision="fp16", compile=True), n, size["steps"], device),
+        )
+        guarded(
+            r["speed"],
+            "fp16_classifier_fp16",
+            deadline,
+            lambda: speed(unet, clf, FastPath(precision="fp16", classifier_fp16=True), n, size["steps"], device),
+        )
     else:
         r["speed"]["fp16"] = {"skipped": "fp16 runs on CUDA only"}
         r["speed"]["fp16_compiled"] = {"skipped": "compile is measured on the GPU run only (minutes on a CPU)"}
     r["unguided"] = {}
-    guarded(r["unguided"], best, deadline, lambda: speed(unet, clf, FastPath(precision=best),
-                                                       size["speed_batch"]["default"], size["steps"], device, scale=0.0))
+    guarded(
+        r["unguided"],
+        best,
+        deadline,
+        lambda: speed(
+            unet, clf, FastPath(precision=best), size["speed_batch"]["default"], size["steps"], device, scale=0.0
+        ),
+    )
     guarded(r, "memory", deadline, lambda: memory(unet, clf, size, device, best))
     guarded(r, "syncs_per_step", deadline, lambda: syncs_per_step(unet, clf, device))
     guarded(r, "drift_vs_fp32", deadline, lambda: drift(unet, clf, size, device, [m for m in modes if m != "fp32"]))
@@ -300,32 +384,54 @@ def derive(r: dict, device_name: str | None, start: float) -> None:
             tflops = flops * s["image_steps_per_s"] / 1e12
             idx = {"fp32": 1 if torch.backends.cudnn.allow_tf32 else 0, "bf16": 2, "fp16": 3}[mode.split("_")[0]]
             peak = peaks[idx] if peaks else None
-            r["achieved"][mode] = {"tflops": tflops, "peak_tflops": peak, "share_of_peak": tflops / peak if peak else None}
+            r["achieved"][mode] = {
+                "tflops": tflops,
+                "peak_tflops": peak,
+                "share_of_peak": tflops / peak if peak else None,
+            }
     r["projection"] = project(r["speed"], r.get("unguided"))
     r["wall_s"] = time.time() - start
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# GPU check{' (DRY RUN, CPU, tiny presets)' if r['dry'] else ''}: {r['device']}, torch {r['torch']}, {r['date']}",
-             "", r["note"], "", "| mode | batch | image-steps/s | TFLOP/s | share of peak | peak MB |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check{' (DRY RUN, CPU, tiny presets)' if r['dry'] else ''}: {r['device']}, torch {r['torch']}, {r['date']}",
+        "",
+        r["note"],
+        "",
+        "| mode | batch | image-steps/s | TFLOP/s | share of peak | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, s in r["speed"].items():
         if "image_steps_per_s" not in s:
             lines.append(f"| {mode} | – | {s.get('skipped') or s.get('error')} | | | |")
             continue
         ach = r["achieved"].get(mode, {})
         share = ach.get("share_of_peak")
-        lines.append(f"| {mode} | {s['batch']} | {s['image_steps_per_s']:.2f} | {ach.get('tflops', 0):.2f} | "
-                     f"{'' if share is None else f'{share:.0%}'} | {s['peak_mem_mb'] or ''} |")
+        lines.append(
+            f"| {mode} | {s['batch']} | {s['image_steps_per_s']:.2f} | {ach.get('tflops', 0):.2f} | "
+            f"{'' if share is None else f'{share:.0%}'} | {s['peak_mem_mb'] or ''} |"
+        )
     f = r.get("flops", {})
     if "guided_step" in f:
-        lines += ["", f"FLOPs per guided image-step: {f['guided_step'] / 1e9:.1f} G (UNet forward {f['unet_forward'] / 1e9:.1f} G, "
-                      f"classifier forward+backward {f['classifier_fwd_bwd'] / 1e9:.1f} G)"]
+        lines += [
+            "",
+            f"FLOPs per guided image-step: {f['guided_step'] / 1e9:.1f} G (UNet forward {f['unet_forward'] / 1e9:.1f} G, "
+            f"classifier forward+backward {f['classifier_fwd_bwd'] / 1e9:.1f} G)",
+        ]
     for key in ("memory", "syncs_per_step", "drift_vs_fp32", "agreement_vs_cpu_fp32", "unguided"):
         lines += ["", f"{key}: `{json.dumps(r.get(key), default=str)}`"]
     pr = r["projection"]
-    lines += ["", f"Projected GPU-hours for Table 1 ({pr['scales']} scales x {pr['samples']} samples x {pr['steps']} steps, "
-                  f"{pr['guided_scales']} guided): " + ", ".join(f"{m}: {h:.0f} h" for m, h in pr["gpu_hours_by_mode"].items())
-              + (" (dry: meaningless)" if r["dry"] else ""), "", f"Wall time {r['wall_s']:.0f} s", ""]
+    lines += [
+        "",
+        f"Projected GPU-hours for Table 1 ({pr['scales']} scales x {pr['samples']} samples x {pr['steps']} steps, "
+        f"{pr['guided_scales']} guided): "
+        + ", ".join(f"{m}: {h:.0f} h" for m, h in pr["gpu_hours_by_mode"].items())
+        + (" (dry: meaningless)" if r["dry"] else ""),
+        "",
+        f"Wall time {r['wall_s']:.0f} s",
+        "",
+    ]
     return "\n".join(lines)
 
 

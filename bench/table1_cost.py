@@ -42,28 +42,51 @@ def cost() -> dict:
     plain = (t["scales"] - t["guided_scales"]) * t["samples"] * t["steps"]
     total = guided * f["guided_step"] + plain * f["unet_forward"]
     fp32, _, bf16, fp16 = gc.PEAKS[CARD]
-    hours = {f"{name} peak {peak} TFLOP/s at {share:.0%}": total / (peak * 1e12 * share) / 3600
-             for name, peak in (("fp16/bf16", fp16), ("fp32", fp32)) for share in SHARES}
-    return {"flops": f, "guided_image_steps": guided, "unguided_image_steps": plain, "total_flop": total,
-            "card": CARD, "peaks_tflops": {"fp32": fp32, "bf16": bf16, "fp16": fp16}, "gpu_hours": hours,
-            "params": {"unet": sum(p.numel() for p in unet.parameters()), "classifier": sum(p.numel() for p in clf.parameters())},
-            **t}
+    hours = {
+        f"{name} peak {peak} TFLOP/s at {share:.0%}": total / (peak * 1e12 * share) / 3600
+        for name, peak in (("fp16/bf16", fp16), ("fp32", fp32))
+        for share in SHARES
+    }
+    return {
+        "flops": f,
+        "guided_image_steps": guided,
+        "unguided_image_steps": plain,
+        "total_flop": total,
+        "card": CARD,
+        "peaks_tflops": {"fp32": fp32, "bf16": bf16, "fp16": fp16},
+        "gpu_hours": hours,
+        "params": {
+            "unet": sum(p.numel() for p in unet.parameters()),
+            "classifier": sum(p.numel() for p in clf.parameters()),
+        },
+        **t,
+    }
 
 
 def markdown(r: dict) -> str:
     f = r["flops"]
-    lines = [f"# Table 1 cost from the ImageNet-128 presets ({r['date']})", "",
-             f"torch.utils.flop_counter, one image, meta device: UNet forward {f['unet_forward'] / 1e9:.1f} GFLOP "
-             f"({r['params']['unet'] / 1e6:.1f} M parameters), classifier forward + backward to x "
-             f"{f['classifier_fwd_bwd'] / 1e9:.1f} GFLOP ({r['params']['classifier'] / 1e6:.1f} M parameters), "
-             f"guided image-step {f['guided_step'] / 1e9:.1f} GFLOP.", "",
-             f"Sweep: {r['guided_scales']} guided scales x {r['samples']:,} samples x {r['steps']} steps = "
-             f"{r['guided_image_steps'] / 1e6:.1f} M guided image-steps, plus {r['unguided_image_steps'] / 1e6:.1f} M "
-             f"unguided (scale 0): {r['total_flop']:.3g} FLOP.", "",
-             f"| {r['card']} SXM dense peak, share achieved | GPU-hours |", "|---|---|"]
+    lines = [
+        f"# Table 1 cost from the ImageNet-128 presets ({r['date']})",
+        "",
+        f"torch.utils.flop_counter, one image, meta device: UNet forward {f['unet_forward'] / 1e9:.1f} GFLOP "
+        f"({r['params']['unet'] / 1e6:.1f} M parameters), classifier forward + backward to x "
+        f"{f['classifier_fwd_bwd'] / 1e9:.1f} GFLOP ({r['params']['classifier'] / 1e6:.1f} M parameters), "
+        f"guided image-step {f['guided_step'] / 1e9:.1f} GFLOP.",
+        "",
+        f"Sweep: {r['guided_scales']} guided scales x {r['samples']:,} samples x {r['steps']} steps = "
+        f"{r['guided_image_steps'] / 1e6:.1f} M guided image-steps, plus {r['unguided_image_steps'] / 1e6:.1f} M "
+        f"unguided (scale 0): {r['total_flop']:.3g} FLOP.",
+        "",
+        f"| {r['card']} SXM dense peak, share achieved | GPU-hours |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["gpu_hours"].items()]
-    lines += ["", "100% is the floor no implementation can beat; the share a real run reaches is measured by "
-              "bench/gpu_check.sh (bench/out/gpu.md once a GPU has run it).", ""]
+    lines += [
+        "",
+        "100% is the floor no implementation can beat; the share a real run reaches is measured by "
+        "bench/gpu_check.sh (bench/out/gpu.md once a GPU has run it).",
+        "",
+    ]
     return "\n".join(lines)
 
 

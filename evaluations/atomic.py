@@ -41,7 +41,7 @@ def clean_stale(path: Path) -> list[Path]:
     for p in path.parent.iterdir():
         if not p.name.startswith(prefix):
             continue
-        digits = p.name[len(prefix):].split(".")[0]
+        digits = p.name[len(prefix) :].split(".")[0]
         if digits.isdigit() and int(digits) != os.getpid() and not _alive(int(digits)):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)

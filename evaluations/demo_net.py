@@ -28,7 +28,7 @@ from evaluations.graph import DEMO_MARKER, FeatureGraph, load_graph
 from evaluations.npzio import sha256_file
 
 DEMO_LABEL = "demo feature network \u2014 not comparable with the paper"
-SIDE = 8           # the graph resizes any input to 8x8, as Inception resizes to 299
+SIDE = 8  # the graph resizes any input to 8x8, as Inception resizes to 299
 POOL_DIM = 64
 SPATIAL_CH = 16
 NUM_CLASSES = 10
@@ -53,26 +53,32 @@ def init_params(seed: int) -> dict[str, np.ndarray]:
     def he(*shape):  # He initialisation: fan-in = all but the last axis
         return (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
 
-    return {"c1": he(3, 3, 3, 32), "b1": np.zeros(32, np.float32),
-            "c2": he(3, 3, 32, SPATIAL_CH), "b2": np.zeros(SPATIAL_CH, np.float32),
-            "c3": he(3, 3, SPATIAL_CH, 32), "b3": np.zeros(32, np.float32),
-            "d": he(4 * 4 * 32, POOL_DIM), "bd": np.zeros(POOL_DIM, np.float32),
-            "w": he(POOL_DIM, NUM_CLASSES)}
+    return {
+        "c1": he(3, 3, 3, 32),
+        "b1": np.zeros(32, np.float32),
+        "c2": he(3, 3, 32, SPATIAL_CH),
+        "b2": np.zeros(SPATIAL_CH, np.float32),
+        "c3": he(3, 3, SPATIAL_CH, 32),
+        "b3": np.zeros(32, np.float32),
+        "d": he(4 * 4 * 32, POOL_DIM),
+        "bd": np.zeros(POOL_DIM, np.float32),
+        "w": he(POOL_DIM, NUM_CLASSES),
+    }
 
 
 def forward(tf, images, p):
     """images float32 [N,H,W,3] in 0..255 -> (spatial, pool, logits); op names as Inception."""
     x = tf.image.resize(images, [SIDE, SIDE], method="bilinear")
     x = x / 127.5 - 1.0
-    h = tf.nn.relu(tf.nn.conv2d(x, p["c1"], 1, "SAME") + p["b1"])               # (N, 8, 8, 32)
+    h = tf.nn.relu(tf.nn.conv2d(x, p["c1"], 1, "SAME") + p["b1"])  # (N, 8, 8, 32)
     with tf.name_scope("mixed_6"):
-        spatial = tf.nn.conv2d(h, p["c2"], 2, "SAME", name="conv")             # (N, 4, 4, 16)
+        spatial = tf.nn.conv2d(h, p["c2"], 2, "SAME", name="conv")  # (N, 4, 4, 16)
     h = tf.nn.relu(spatial + p["b2"])
-    h = tf.nn.relu(tf.nn.conv2d(h, p["c3"], 1, "SAME") + p["b3"])              # (N, 4, 4, 32)
+    h = tf.nn.relu(tf.nn.conv2d(h, p["c3"], 1, "SAME") + p["b3"])  # (N, 4, 4, 32)
     # A dense layer rather than Inception's average pool: on a 4x4 map, global averaging
     # throws away the layout that tells digits apart.
     h = tf.nn.relu(tf.matmul(tf.reshape(h, [-1, 4 * 4 * 32]), p["d"]) + p["bd"])  # (N, 64)
-    pool = tf.reshape(h, [-1, 1, 1, POOL_DIM], name="pool_3")                  # (N, 1, 1, 64)
+    pool = tf.reshape(h, [-1, 1, 1, POOL_DIM], name="pool_3")  # (N, 1, 1, 64)
     with tf.name_scope("softmax/"):  # trailing "/": re-enter the scope holding the weights
         flat = tf.reshape(pool, [-1, POOL_DIM])
         with tf.name_scope("logits"):
@@ -81,15 +87,15 @@ def forward(tf, images, p):
     return spatial, pool, logits
 
 
-def train(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 40, batch: int = 64,
-          lr: float = 1e-2) -> dict[str, np.ndarray]:
+def train(
+    x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 40, batch: int = 64, lr: float = 1e-2
+) -> dict[str, np.ndarray]:
     """Adam on cross-entropy with +-1 pixel shifts; deterministic given the seed."""
     import tensorflow as tf
 
     tf.random.set_seed(seed)
     params = {k: tf.Variable(v) for k, v in init_params(seed).items()}
-    moments = {k: (tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v)))
-               for k, v in params.items()}
+    moments = {k: (tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for k, v in params.items()}
 
     @tf.function  # one traced graph per step: eager op dispatch would dominate on 1 thread
     def step(xb, yb, rate, t):
@@ -100,7 +106,7 @@ def train(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 40, batch: 
             m, v = moments[k]
             m.assign(0.9 * m + 0.1 * g)
             v.assign(0.999 * v + 0.001 * g * g)
-            m_hat, v_hat = m / (1 - 0.9 ** t), v / (1 - 0.999 ** t)
+            m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.999**t)
             params[k].assign_sub(rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
 
     rng = np.random.default_rng(seed)
@@ -143,8 +149,9 @@ def heldout_accuracy(graph_path: Path, x: np.ndarray, y: np.ndarray, threads: in
         net.close()
 
 
-def build_demo_net(train_npz, heldout_npz, out, seed: int = 0, threads: int = 1,
-                   epochs: int = 40, min_accuracy: float = 0.97) -> dict:
+def build_demo_net(
+    train_npz, heldout_npz, out, seed: int = 0, threads: int = 1, epochs: int = 40, min_accuracy: float = 0.97
+) -> dict:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -153,18 +160,24 @@ def build_demo_net(train_npz, heldout_npz, out, seed: int = 0, threads: int = 1,
     (x, y), (xh, yh) = load_labeled(train_npz), load_labeled(heldout_npz)
     t0 = time.time()
     params = train(x, y, seed=seed, epochs=epochs)
-    meta = {"seed": seed, "epochs": epochs, "train_sha256": sha256_file(train_npz),
-            "num_train": int(len(x))}
+    meta = {"seed": seed, "epochs": epochs, "train_sha256": sha256_file(train_npz), "num_train": int(len(x))}
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(freeze(params, meta))
         acc = heldout_accuracy(tmp, xh, yh, threads)
         if acc < min_accuracy:
-            raise EvalError(f"demo net reached only {acc:.4f} held-out accuracy on {heldout_npz} "
-                            f"(< {min_accuracy}); not writing {out}")
-    report = {**meta, "heldout_accuracy": acc, "num_heldout": int(len(xh)),
-              "train_seconds": round(time.time() - t0, 2), "sha256": sha256_file(out),
-              "label": DEMO_LABEL}
+            raise EvalError(
+                f"demo net reached only {acc:.4f} held-out accuracy on {heldout_npz} "
+                f"(< {min_accuracy}); not writing {out}"
+            )
+    report = {
+        **meta,
+        "heldout_accuracy": acc,
+        "num_heldout": int(len(xh)),
+        "train_seconds": round(time.time() - t0, 2),
+        "sha256": sha256_file(out),
+        "label": DEMO_LABEL,
+    }
     atomic.write_text(out.with_suffix(".json"), json.dumps(report, indent=1, ensure_ascii=False))
     return report
 
@@ -178,9 +191,12 @@ example:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluations.demo_net",
-                                 description=__doc__.split("\n")[0], epilog=EXAMPLES,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluations.demo_net",
+        description=__doc__.split("\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", required=True)
     ap.add_argument("--out", required=True)
@@ -191,13 +207,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        report = build_demo_net(args.train, args.heldout, args.out, args.seed, args.threads,
-                                args.epochs, args.min_accuracy)
+        report = build_demo_net(
+            args.train, args.heldout, args.out, args.seed, args.threads, args.epochs, args.min_accuracy
+        )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"held-out accuracy {report['heldout_accuracy']:.4f} "
-          f"({report['train_seconds']} s); wrote {args.out}")
+    print(f"held-out accuracy {report['heldout_accuracy']:.4f} ({report['train_seconds']} s); wrote {args.out}")
     return 0
 
 

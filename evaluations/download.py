@@ -58,11 +58,14 @@ def verify_cached(path: Path, expected_sha256: str | None = None) -> str:
     sha = sha256_file(path)
     record = _record_path(path)
     recorded = recorded_sha256(path)
-    for want, what in ((recorded, f"the sha256 recorded at download ({record})"),
-                       (expected_sha256, "the expected sha256")):
+    for want, what in (
+        (recorded, f"the sha256 recorded at download ({record})"),
+        (expected_sha256, "the expected sha256"),
+    ):
         if want and sha != want.lower():
-            raise ChecksumError(f"{path}: sha256 {sha} differs from {what} {want}; "
-                                "delete the file to download it again")
+            raise ChecksumError(
+                f"{path}: sha256 {sha} differs from {what} {want}; delete the file to download it again"
+            )
     if recorded is None:
         atomic.write_text(record, f"{sha}  {path.name}\n")
     return sha
@@ -83,18 +86,18 @@ def check_kind(path: Path, kind: str | None, url: str) -> None:
                 bad = zf.testzip()
                 empty = not zf.namelist()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise DownloadError(f"{url}: the {size} bytes received are not a complete "
-                                f"npz/zip ({exc})") from None
+            raise DownloadError(f"{url}: the {size} bytes received are not a complete npz/zip ({exc})") from None
         if bad is not None or empty:
-            raise DownloadError(f"{url}: the archive received is damaged "
-                                f"({'no members' if empty else f'bad CRC in {bad}'})")
+            raise DownloadError(
+                f"{url}: the archive received is damaged ({'no members' if empty else f'bad CRC in {bad}'})"
+            )
     elif kind == "graph":
         from evaluations.graph import parse_graph_def
+
         try:
             parse_graph_def(path.read_bytes(), Path(url.rsplit("/", 1)[-1]))
         except EvalError as exc:
-            raise DownloadError(f"{url}: the {size} bytes received are not a usable feature "
-                                f"graph ({exc})") from None
+            raise DownloadError(f"{url}: the {size} bytes received are not a usable feature graph ({exc})") from None
 
 
 @contextmanager
@@ -134,8 +137,9 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
             if total is None or total == start:
                 return
             part.unlink()  # longer than the file: another file's leftovers
-            raise DownloadError(f"{url}: {part.name} held {start} bytes of a {total}-byte "
-                                "file; deleted it, starting over") from None
+            raise DownloadError(
+                f"{url}: {part.name} held {start} bytes of a {total}-byte file; deleted it, starting over"
+            ) from None
         raise
     with response:
         if start and response.status != 206:
@@ -161,8 +165,7 @@ def _fetch(url: str, part: Path, retries: int, timeout: float) -> None:
             return
         except urllib.error.HTTPError as exc:
             if exc.code not in _RETRYABLE_HTTP or attempt == retries:
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {_kept(part)}") \
-                    from None
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {_kept(part)}") from None
             print(f"download of {url}: HTTP {exc.code}; retrying", file=sys.stderr)
         except (urllib.error.URLError, OSError, DownloadError) as exc:
             if attempt == retries:
@@ -170,9 +173,15 @@ def _fetch(url: str, part: Path, retries: int, timeout: float) -> None:
             print(f"download of {url} interrupted ({exc}); resuming", file=sys.stderr)
 
 
-def download(url: str, cache_dir: str | Path, expected_sha256: str | None = None,
-             retries: int = 3, timeout: float = 60.0, filename: str | None = None,
-             kind: str | None = "auto") -> Path:
+def download(
+    url: str,
+    cache_dir: str | Path,
+    expected_sha256: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    filename: str | None = None,
+    kind: str | None = "auto",
+) -> Path:
     """Return the cached path of ``url``, downloading (or resuming) it when absent.
     ``kind``: "zip", "graph", None (no check) or "auto" (from the file name's suffix)."""
     cache_dir = Path(cache_dir)
@@ -189,8 +198,7 @@ def download(url: str, cache_dir: str | Path, expected_sha256: str | None = None
             check_kind(part, kind, url)
             sha = sha256_file(part)
             if expected_sha256 and sha != expected_sha256.lower():
-                raise ChecksumError(f"{url}: downloaded sha256 {sha} does not match the "
-                                    f"expected {expected_sha256}")
+                raise ChecksumError(f"{url}: downloaded sha256 {sha} does not match the expected {expected_sha256}")
         except EvalError as exc:
             part.unlink(missing_ok=True)
             raise type(exc)(f"{exc}; deleted the download, nothing was kept") from None

@@ -36,12 +36,15 @@ K = metrics.PR_NEIGHBOURHOOD
 
 def check_inputs(ref: ImageArray, sample: ImageArray) -> None:
     if ref.resolution != sample.resolution:
-        raise EvalError(f"{sample.path}: images are {sample.resolution}x{sample.resolution} but "
-                        f"the reference {ref.path} is {ref.resolution}x{ref.resolution}")
+        raise EvalError(
+            f"{sample.path}: images are {sample.resolution}x{sample.resolution} but "
+            f"the reference {ref.path} is {ref.resolution}x{ref.resolution}"
+        )
     for images in (ref, sample):
         if images.num_images <= K:
-            raise EvalError(f"{images.path}: {images.num_images} images; precision/recall with "
-                            f"k={K} needs at least {K + 1}")
+            raise EvalError(
+                f"{images.path}: {images.num_images} images; precision/recall with k={K} needs at least {K + 1}"
+            )
 
 
 def stored_stats(images: ImageArray, pool_dim: int, spatial_dim: int) -> dict | None:
@@ -50,13 +53,19 @@ def stored_stats(images: ImageArray, pool_dim: int, spatial_dim: int) -> dict | 
     stored = read_optional(images.path, STATS_KEYS)
     if stored is None:
         return None
-    shapes = {"mu": (pool_dim,), "sigma": (pool_dim, pool_dim), "mu_s": (spatial_dim,),
-              "sigma_s": (spatial_dim, spatial_dim)}
+    shapes = {
+        "mu": (pool_dim,),
+        "sigma": (pool_dim, pool_dim),
+        "mu_s": (spatial_dim,),
+        "sigma_s": (spatial_dim, spatial_dim),
+    }
     for key, shape in shapes.items():
         value = stored[key]
         if value.shape != shape:
-            raise EvalError(f"{images.path}: stored {key} has shape {value.shape}, but this "
-                            f"feature graph gives {shape}: statistics of another network?")
+            raise EvalError(
+                f"{images.path}: stored {key} has shape {value.shape}, but this "
+                f"feature graph gives {shape}: statistics of another network?"
+            )
         if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
             raise EvalError(f"{images.path}: stored {key} contains non-finite values")
     return stored
@@ -73,8 +82,7 @@ RADII_NAME = f"radii_k{K}_{manifold.VERSION}_b{manifold.REF_BATCH}"
 def reference_radii(entry: Path | None, pool: np.ndarray) -> np.ndarray:
     """k-NN radii of the reference, cached with its features: computed once per sweep (the
     name carries the P&R algorithm's version, the entry the TensorFlow version)."""
-    return cached_array(entry, RADII_NAME,
-                        lambda: manifold.manifold_radii(manifold.prepare(pool), K))
+    return cached_array(entry, RADII_NAME, lambda: manifold.manifold_radii(manifold.prepare(pool), K))
 
 
 def graph_pin(graph: Path, expected_sha256: str | None, lock: str | None) -> str | None:
@@ -90,35 +98,35 @@ def graph_pin(graph: Path, expected_sha256: str | None, lock: str | None) -> str
             except (ValueError, KeyError, AttributeError) as exc:
                 raise EvalError(f"{lock}: not a graph lock file ({exc})") from None
         if graph.is_file():
-            atomic.write_text(lock, json.dumps({"sha256": sha256_file(graph),
-                                                "file": graph.name}, indent=1) + "\n")
+            atomic.write_text(lock, json.dumps({"sha256": sha256_file(graph), "file": graph.name}, indent=1) + "\n")
             return json.loads(lock.read_text())["sha256"]
     return recorded_sha256(graph) if graph.is_file() else None
 
 
-def resolve_graph(graph: str | None, cache_dir: str | None, expected_sha256: str | None,
-                  lock: str | None = None):
+def resolve_graph(graph: str | None, cache_dir: str | None, expected_sha256: str | None, lock: str | None = None):
     if graph is None:
         graph = download(GRAPH_URL, cache_dir or default_cache_dir(), expected_sha256)
     pin = graph_pin(Path(graph), expected_sha256, lock)
     loaded = load_graph(graph, expected_sha256, pin)
     if lock and loaded.sha256 != pin:
-        raise ChecksumError(f"{graph}: sha256 {loaded.sha256} differs from the {pin} pinned in "
-                            f"{lock}; delete the lock file to trust another graph")
+        raise ChecksumError(
+            f"{graph}: sha256 {loaded.sha256} differs from the {pin} pinned in "
+            f"{lock}; delete the lock file to trust another graph"
+        )
     return loaded
 
 
 def pr_device() -> dict:
     """Where the float16 steps of precision/recall ran: their rounding is the CPU kernels'."""
     from evaluations.tfops import DEVICE, tf_version
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"device": DEVICE, "cpu": cpu, "tensorflow": tf_version(),
-            "reference_batch": manifold.REF_BATCH}
+    return {"device": DEVICE, "cpu": cpu, "tensorflow": tf_version(), "reference_batch": manifold.REF_BATCH}
 
 
 def _timed(timings: dict, name: str, fn, *args, **kwargs):
@@ -128,34 +136,50 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
     return result
 
 
-def compute_metrics(ref_feats, ref_stats, sample_feats, sample_stats, weight, ref_radii_fn,
-                    timings, bootstrap: int = 10, seed: int = 0, fid_method: str = "eigh",
-                    threads: int = 0):
+def compute_metrics(
+    ref_feats,
+    ref_stats,
+    sample_feats,
+    sample_stats,
+    weight,
+    ref_radii_fn,
+    timings,
+    bootstrap: int = 10,
+    seed: int = 0,
+    fid_method: str = "eigh",
+    threads: int = 0,
+):
     """Point values and bootstrap intervals (the reference side held fixed); ``threads`` caps
     the BLAS threads of the precision/recall distance GEMMs (0: all cores)."""
     s, r, st = sample_feats, ref_stats, sample_stats
     probs = metrics.softmax(s.pool @ weight)
     values = {
         "inception_score": _timed(timings, "inception_score", metrics.inception_score, probs),
-        "fid": _timed(timings, "fid", metrics.frechet_distance, st["mu"], st["sigma"],
-                      r["mu"], r["sigma"], fid_method),
-        "sfid": _timed(timings, "sfid", metrics.frechet_distance, st["mu_s"],
-                       st["sigma_s"], r["mu_s"], r["sigma_s"], fid_method),
+        "fid": _timed(timings, "fid", metrics.frechet_distance, st["mu"], st["sigma"], r["mu"], r["sigma"], fid_method),
+        "sfid": _timed(
+            timings, "sfid", metrics.frechet_distance, st["mu_s"], st["sigma_s"], r["mu_s"], r["sigma_s"], fid_method
+        ),
     }
     if not all(np.isfinite(v) for v in values.values()):
         raise EvalError(f"non-finite metrics {values}: the statistics are degenerate")
     ref_radii = _timed(timings, "ref_radii", ref_radii_fn)
-    pr = _timed(timings, "precision_recall", metrics.precision_recall, ref_feats.pool, s.pool,
-                ref_radii, threads=threads or None)
+    pr = _timed(
+        timings,
+        "precision_recall",
+        metrics.precision_recall,
+        ref_feats.pool,
+        s.pool,
+        ref_radii,
+        threads=threads or None,
+    )
     values.update(precision=pr.precision, recall=pr.recall)
     t0 = time.perf_counter()
     ci = {
-        "inception_score": metrics.inception_score_ci(probs, values["inception_score"],
-                                                      bootstrap, seed),
-        "fid": metrics.fid_ci(s.pool, r["mu"], r["sigma"], values["fid"], bootstrap, seed,
-                              fid_method),
-        "sfid": None if s.spatial is None else metrics.fid_ci(
-            s.spatial, r["mu_s"], r["sigma_s"], values["sfid"], bootstrap, seed, fid_method),
+        "inception_score": metrics.inception_score_ci(probs, values["inception_score"], bootstrap, seed),
+        "fid": metrics.fid_ci(s.pool, r["mu"], r["sigma"], values["fid"], bootstrap, seed, fid_method),
+        "sfid": None
+        if s.spatial is None
+        else metrics.fid_ci(s.spatial, r["mu_s"], r["sigma_s"], values["sfid"], bootstrap, seed, fid_method),
         "precision": metrics.proportion_ci(pr.sample_in, max(bootstrap, 200), seed),
         "recall": metrics.proportion_ci(pr.ref_in, max(bootstrap, 200), seed),
     }
@@ -163,14 +187,27 @@ def compute_metrics(ref_feats, ref_stats, sample_feats, sample_stats, weight, re
     return values, ci
 
 
-def evaluate(ref_path, sample_path, graph=None, cache_dir=None, feature_cache=None,
-             label_demo=False, graph_sha256=None, batch_size=None, threads=0, bootstrap=10,
-             seed=0, fid_method="eigh", progress=False, log=print, graph_lock=None) -> dict:
+def evaluate(
+    ref_path,
+    sample_path,
+    graph=None,
+    cache_dir=None,
+    feature_cache=None,
+    label_demo=False,
+    graph_sha256=None,
+    batch_size=None,
+    threads=0,
+    bootstrap=10,
+    seed=0,
+    fid_method="eigh",
+    progress=False,
+    log=print,
+    graph_lock=None,
+) -> dict:
     t_start, timings = time.perf_counter(), {}
     ref, sample = open_images(ref_path), open_images(sample_path)
     check_inputs(ref, sample)
-    loaded = _timed(timings, "graph_load", resolve_graph, graph, cache_dir, graph_sha256,
-                    graph_lock)
+    loaded = _timed(timings, "graph_load", resolve_graph, graph, cache_dir, graph_sha256, graph_lock)
     if label_demo and loaded.demo_label is None:
         raise EvalError(f"{loaded.path}: --label-demo given, but this is not the demo network")
     net = FeatureGraph(loaded, threads=threads)
@@ -178,33 +215,57 @@ def evaluate(ref_path, sample_path, graph=None, cache_dir=None, feature_cache=No
     opts = {"batch_size": batch_size, "progress": progress}
     try:
         log("Computing reference batch activations...")
-        ref_feats, ref_entry, ref_hit = _timed(timings, "ref_features", features_for, net, ref,
-                                               cache, **opts)
+        ref_feats, ref_entry, ref_hit = _timed(timings, "ref_features", features_for, net, ref, cache, **opts)
         log("Computing/reading reference batch statistics...")
         ref_stats, stats_source = batch_stats(ref, ref_feats)
         log("Computing sample batch activations...")
-        sample_feats, _, sample_hit = _timed(timings, "sample_features", features_for, net,
-                                             sample, cache, keep_spatial=bootstrap > 1, **opts)
+        sample_feats, _, sample_hit = _timed(
+            timings, "sample_features", features_for, net, sample, cache, keep_spatial=bootstrap > 1, **opts
+        )
         log("Computing/reading sample batch statistics...")
         sample_stats, sample_source = batch_stats(sample, sample_feats)
         weight = net.logits_weight()
     finally:
         net.close()
     log("Computing evaluations...")
-    values, ci = compute_metrics(ref_feats, ref_stats, sample_feats, sample_stats, weight,
-                                 lambda: reference_radii(ref_entry, ref_feats.pool), timings,
-                                 bootstrap, seed, fid_method, threads)
+    values, ci = compute_metrics(
+        ref_feats,
+        ref_stats,
+        sample_feats,
+        sample_stats,
+        weight,
+        lambda: reference_radii(ref_entry, ref_feats.pool),
+        timings,
+        bootstrap,
+        seed,
+        fid_method,
+        threads,
+    )
     timings["total"] = round(time.perf_counter() - t_start, 3)
     result = {
-        "metrics": values, "ci": ci,
-        "n_samples": sample.num_images, "n_ref": ref.num_images, "image_size": ref.resolution,
-        "graph_sha256": loaded.sha256, "feature_network": loaded.feature_network,
-        "label": loaded.demo_label, "ref": str(ref.path), "sample": str(sample.path),
-        "ref_stats_source": stats_source, "sample_stats_source": sample_source,
-        "graph_pinned_sha256": loaded.pinned_sha256, "precision_recall_device": pr_device(),
+        "metrics": values,
+        "ci": ci,
+        "n_samples": sample.num_images,
+        "n_ref": ref.num_images,
+        "image_size": ref.resolution,
+        "graph_sha256": loaded.sha256,
+        "feature_network": loaded.feature_network,
+        "label": loaded.demo_label,
+        "ref": str(ref.path),
+        "sample": str(sample.path),
+        "ref_stats_source": stats_source,
+        "sample_stats_source": sample_source,
+        "graph_pinned_sha256": loaded.pinned_sha256,
+        "precision_recall_device": pr_device(),
         "cache_hits": {"ref": ref_hit, "sample": sample_hit},
-        "settings": {"k": K, "is_split_size": metrics.IS_SPLIT_SIZE, "bootstrap": bootstrap,
-                     "seed": seed, "fid_method": fid_method, "ci": "bootstrap normal, 95%"},
+        "settings": {
+            "k": K,
+            "is_split_size": metrics.IS_SPLIT_SIZE,
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "fid_method": fid_method,
+            "ci": "bootstrap normal, 95%",
+        },
         "timings": timings,
     }
     return result
@@ -243,32 +304,47 @@ examples:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="adm-eval", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="adm-eval",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n")[0] + "\n\n"
         "The same program runs as 'python -m evaluations.evaluator'. It prints OpenAI's lines\n"
         "(Inception Score, FID, sFID, Precision, Recall); --out also writes them, their\n"
-        "intervals and the run's provenance as JSON.")
+        "intervals and the run's provenance as JSON.",
+    )
     ap.add_argument("ref_batch", help="reference npz (arr_0 uint8 NHWC; optional mu/sigma/mu_s/sigma_s)")
     ap.add_argument("sample_batch", help="sample npz (arr_0 uint8 NHWC)")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--graph", help="frozen GraphDef (Inception or the demo net)")
-    src.add_argument("--cache-dir", help="where to download the Inception graph (default "
-                     "$ADM_BENCH_CACHE or ~/.cache/adm-bench)")
+    src.add_argument(
+        "--cache-dir", help="where to download the Inception graph (default $ADM_BENCH_CACHE or ~/.cache/adm-bench)"
+    )
     ap.add_argument("--graph-sha256", help="expected sha256 of the graph (also pins it)")
-    ap.add_argument("--graph-lock", help="JSON lock file pinning the graph's sha256; written "
-                    "from the graph on first use, enforced afterwards")
+    ap.add_argument(
+        "--graph-lock",
+        help="JSON lock file pinning the graph's sha256; written from the graph on first use, enforced afterwards",
+    )
     ap.add_argument("--out", help="write the metrics JSON here (atomically)")
-    ap.add_argument("--feature-cache", help="directory caching features/statistics/radii by "
-                    "content hash (the reference is then processed once per sweep)")
-    ap.add_argument("--label-demo", action="store_true",
-                    help="assert that the graph is the demo network (its numbers are labelled demo)")
+    ap.add_argument(
+        "--feature-cache",
+        help="directory caching features/statistics/radii by "
+        "content hash (the reference is then processed once per sweep)",
+    )
+    ap.add_argument(
+        "--label-demo",
+        action="store_true",
+        help="assert that the graph is the demo network (its numbers are labelled demo)",
+    )
     ap.add_argument("--batch-size", type=int, help="images per forward pass (default: by size)")
     ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0 = all)")
-    ap.add_argument("--bootstrap", type=int, default=10,
-                    help="bootstrap replicates for the intervals (0 = none)")
+    ap.add_argument("--bootstrap", type=int, default=10, help="bootstrap replicates for the intervals (0 = none)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ap.add_argument("--fid-method", choices=("eigh", "sqrtm"), default="eigh",
-                    help="tr sqrt(S1 S2) by eigenvalues (fast) or scipy sqrtm (reference)")
+    ap.add_argument(
+        "--fid-method",
+        choices=("eigh", "sqrtm"),
+        default="eigh",
+        help="tr sqrt(S1 S2) by eigenvalues (fast) or scipy sqrtm (reference)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -285,11 +361,22 @@ def main(argv=None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        result = evaluate(args.ref_batch, args.sample_batch, args.graph, args.cache_dir,
-                          args.feature_cache, args.label_demo, args.graph_sha256,
-                          args.batch_size, args.threads, args.bootstrap, args.seed,
-                          args.fid_method, progress=not args.no_progress,
-                          graph_lock=args.graph_lock)
+        result = evaluate(
+            args.ref_batch,
+            args.sample_batch,
+            args.graph,
+            args.cache_dir,
+            args.feature_cache,
+            args.label_demo,
+            args.graph_sha256,
+            args.batch_size,
+            args.threads,
+            args.bootstrap,
+            args.seed,
+            args.fid_method,
+            progress=not args.no_progress,
+            graph_lock=args.graph_lock,
+        )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,8 +36,8 @@ ALGORITHM_VERSION = f"features-2/{manifold.VERSION}"
 
 @dataclass(eq=False)
 class FeatureSet:
-    pool: np.ndarray                 # float32 [N, D] pool_3 features (for IS and P&R)
-    stats: dict[str, np.ndarray]     # mu, sigma (pool) and mu_s, sigma_s (spatial)
+    pool: np.ndarray  # float32 [N, D] pool_3 features (for IS and P&R)
+    stats: dict[str, np.ndarray]  # mu, sigma (pool) and mu_s, sigma_s (spatial)
     spatial: np.ndarray | None = None  # float32 [N, h*w*7], kept only on request (sFID CI)
 
 
@@ -69,17 +69,24 @@ def _prefetch(batches: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndar
         yield item
 
 
-def compute_features(net: FeatureGraph, images: ImageArray, batch_size: int | None = None,
-                     keep_spatial: bool = False, prefetch: bool = True,
-                     progress: bool = False) -> FeatureSet:
+def compute_features(
+    net: FeatureGraph,
+    images: ImageArray,
+    batch_size: int | None = None,
+    keep_spatial: bool = False,
+    prefetch: bool = True,
+    progress: bool = False,
+) -> FeatureSet:
     """Run every image through the graph once, accumulating the spatial moments on the fly."""
     batch_size = batch_size or default_batch_size(images.resolution)
     batches = iter_image_batches(images, batch_size)
     batches = _prefetch(batches) if prefetch else (b.astype(np.float32) for b in batches)
     if progress:
         from tqdm import tqdm
-        batches = tqdm(batches, total=-(-images.num_images // batch_size), unit="batch",
-                       desc=images.path.name, leave=False)
+
+        batches = tqdm(
+            batches, total=-(-images.num_images // batch_size), unit="batch", desc=images.path.name, leave=False
+        )
     pool_parts, spatial_parts, moments = [], [], None
     for batch in batches:
         pool, spatial = net.run(batch)
@@ -90,8 +97,10 @@ def compute_features(net: FeatureGraph, images: ImageArray, batch_size: int | No
             spatial_parts.append(spatial)
     pool = np.concatenate(pool_parts)
     if not np.isfinite(pool).all() or not np.isfinite(moments.s2).all():
-        raise EvalError(f"{images.path}: the feature graph {net.loaded.path} gave non-finite "
-                        "features; refusing to compute metrics from them")
+        raise EvalError(
+            f"{images.path}: the feature graph {net.loaded.path} gave non-finite "
+            "features; refusing to compute metrics from them"
+        )
     mu, sigma = feature_stats(pool)
     mu_s, sigma_s = moments.finalize()
     stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
@@ -101,12 +110,13 @@ def compute_features(net: FeatureGraph, images: ImageArray, batch_size: int | No
 # --------------------------------------------------------------------------- cache
 def cache_version() -> str:
     from evaluations.tfops import tf_version
+
     return f"{ALGORITHM_VERSION}/tf-{tf_version()}"
 
 
-def cache_entry(cache_dir: Path, npz_path: Path, graph_sha256: str,
-                version: str | None = None) -> Path:
+def cache_entry(cache_dir: Path, npz_path: Path, graph_sha256: str, version: str | None = None) -> Path:
     import hashlib
+
     tag = hashlib.sha256((version or cache_version()).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{sha256_file(npz_path)[:24]}-{graph_sha256[:16]}-{tag}"
 
@@ -162,8 +172,9 @@ def cached_array(entry: Path | None, name: str, compute) -> np.ndarray:
     return value
 
 
-def features_for(net: FeatureGraph, images: ImageArray, cache_dir: Path | None,
-                 keep_spatial: bool = False, **kwargs) -> tuple[FeatureSet, Path | None, bool]:
+def features_for(
+    net: FeatureGraph, images: ImageArray, cache_dir: Path | None, keep_spatial: bool = False, **kwargs
+) -> tuple[FeatureSet, Path | None, bool]:
     """(features, cache entry or None, whether they came from the cache)."""
     if cache_dir is None:
         return compute_features(net, images, keep_spatial=keep_spatial, **kwargs), None, False
@@ -173,6 +184,14 @@ def features_for(net: FeatureGraph, images: ImageArray, cache_dir: Path | None,
     if cached is not None:
         return cached, entry, True
     feats = compute_features(net, images, keep_spatial=keep_spatial, **kwargs)
-    store_cached(entry, feats, {"npz": str(images.path), "graph_sha256": net.loaded.sha256,
-                                "num_images": images.num_images, "version": cache_version()})
+    store_cached(
+        entry,
+        feats,
+        {
+            "npz": str(images.path),
+            "graph_sha256": net.loaded.sha256,
+            "num_images": images.num_images,
+            "version": cache_version(),
+        },
+    )
     return feats, entry, False

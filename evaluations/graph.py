@@ -30,15 +30,21 @@ INCEPTION_NAME = "inception-v3-2015"
 UNVERIFIED_NAME = "unverified feature graph"
 # The 2015 graph's interface beyond the four names the evaluator uses: it decodes JPEGs,
 # resizes with the legacy ResizeBilinear op, and its logits weight is 2048 x 1008.
-INCEPTION_2015_OPS = {"DecodeJpeg": "DecodeJpeg", "ExpandDims": "ExpandDims",
-                      "ResizeBilinear": "ResizeBilinear", LOGITS_OP: "MatMul"}
+INCEPTION_2015_OPS = {
+    "DecodeJpeg": "DecodeJpeg",
+    "ExpandDims": "ExpandDims",
+    "ResizeBilinear": "ResizeBilinear",
+    LOGITS_OP: "MatMul",
+}
 INCEPTION_2015_WEIGHT = (2048, 1008)
 
 
 def _tf():
     import os
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ banner out of the output
     import tensorflow as tf  # deferred: importing TensorFlow costs seconds
+
     return tf
 
 
@@ -46,13 +52,13 @@ def _tf():
 class LoadedGraph:
     path: Path
     sha256: str
-    graph_def: object      # tf.compat.v1.GraphDef
+    graph_def: object  # tf.compat.v1.GraphDef
     demo_label: str | None  # the marker text when this is the demo network
     pinned_sha256: str | None = None  # the sha256 this run trusts as Inception's (lock file)
 
     @property
     def feature_network(self) -> str:
-        """"inception-v3-2015" only for the pinned file with the 2015 interface."""
+        """ "inception-v3-2015" only for the pinned file with the 2015 interface."""
         if self.demo_label is not None:
             return "demo"
         if self.pinned_sha256 == self.sha256 and has_inception_2015_interface(self.graph_def):
@@ -98,8 +104,7 @@ def parse_graph_def(data: bytes, path: Path):
     return graph_def
 
 
-def load_graph(path: str | Path, expected_sha256: str | None = None,
-               pinned_sha256: str | None = None) -> LoadedGraph:
+def load_graph(path: str | Path, expected_sha256: str | None = None, pinned_sha256: str | None = None) -> LoadedGraph:
     """Read and check a frozen GraphDef; a wrong checksum or missing node is an EvalError.
     ``pinned_sha256``: the value this run trusts as Inception's (a mismatch is only a label)."""
     path = Path(path)
@@ -123,15 +128,17 @@ class FeatureGraph:
         with self.graph.as_default():
             self.images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
             pool, spatial = tf.compat.v1.import_graph_def(
-                loaded.graph_def, input_map={INPUT_TENSOR: self.images},
-                return_elements=[POOL_TENSOR, SPATIAL_TENSOR], name="")
+                loaded.graph_def,
+                input_map={INPUT_TENSOR: self.images},
+                return_elements=[POOL_TENSOR, SPATIAL_TENSOR],
+                name="",
+            )
             n = tf.shape(pool)[0]
             self.pool = tf.reshape(pool, [n, -1])
             # (h, w, c) flattening order, as the reference reshapes NHWC
             self.spatial = tf.reshape(spatial[..., :SPATIAL_CHANNELS], [n, -1])
             self.weight = self.graph.get_operation_by_name(LOGITS_OP).inputs[1]
-        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads,
-                                          inter_op_parallelism_threads=threads)
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads)
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ REF_BATCH = 10000  # the reference's ManifoldEstimator row_batch_size = col_batc
 # final sum by <= U16 |Y|: in all <= U16 (2 |Y| + 2.1 S) + 5 * 2^-25. Entries that matter have
 # |Y| <= T + slack for the decision threshold T, so U16 (2.5 T + 4.5 S) covers them with ample
 # room for the float32 errors of ``d`` and for the float32 summation order of u.v.
-U16 = 2.0 ** -11
+U16 = 2.0**-11
 
 
 def round_fp16(x: np.ndarray) -> np.ndarray:
@@ -61,9 +61,9 @@ def round_fp16(x: np.ndarray) -> np.ndarray:
 class DistanceFeatures:
     """A feature set as the reference's distance block sees it."""
 
-    full: np.ndarray        # float32 [N, D], original (for the float32 fallback)
-    half: np.ndarray        # float32 [N, D] holding the float16 cast
-    norms16: np.ndarray     # float32 [N] TensorFlow's float16 |u|^2 (inf when it overflows)
+    full: np.ndarray  # float32 [N, D], original (for the float32 fallback)
+    half: np.ndarray  # float32 [N, D] holding the float16 cast
+    norms16: np.ndarray  # float32 [N] TensorFlow's float16 |u|^2 (inf when it overflows)
     norms_half: np.ndarray  # float32 [N] float32 |u|^2 of the float16 values (for the bound)
     norms_full: np.ndarray  # float32 [N] TensorFlow's float32 |u|^2 (fallback blocks)
     ref_batch: int = REF_BATCH  # rows per reference batch: where its blocks begin
@@ -77,8 +77,8 @@ def prepare(features: np.ndarray, ref_batch: int = REF_BATCH) -> DistanceFeature
     norms16, norms_full = reference_norms(full, ref_batch)
     norms_half = np.empty(len(full), np.float32)
     for s in range(0, len(full), 4096):  # chunked: no float64 copy of the whole set
-        h = half[s:s + 4096]
-        norms_half[s:s + 4096] = np.einsum("ij,ij->i", h, h, dtype=np.float64)
+        h = half[s : s + 4096]
+        norms_half[s : s + 4096] = np.einsum("ij,ij->i", h, h, dtype=np.float64)
     return DistanceFeatures(full, half, norms16, norms_half, norms_full, ref_batch)
 
 
@@ -106,8 +106,7 @@ def _cannot_overflow(nu16, nv16, norms_r, norms_c) -> bool:
     return 1.01 * bound < FP16_MAX
 
 
-def reference_block_is_fp16(a: DistanceFeatures, rows, b: DistanceFeatures, cols,
-                            chunk: int = 2048) -> bool:
+def reference_block_is_fp16(a: DistanceFeatures, rows, b: DistanceFeatures, cols, chunk: int = 2048) -> bool:
     """Whether the reference keeps the float16 values of its block (rows of ``a``, columns of
     ``b``): every entry finite. Otherwise it recomputes the whole block in float32."""
     nu16, nv16 = a.norms16[rows], b.norms16[cols]
@@ -117,9 +116,8 @@ def reference_block_is_fp16(a: DistanceFeatures, rows, b: DistanceFeatures, cols
         return True
     rows = np.arange(len(a.full))[rows]
     for s in range(0, len(rows), chunk):  # large features: look at every entry
-        r = rows[s:s + chunk]
-        if not np.isfinite(exact_fp16(a.norms16[r, None], a.half[r] @ b.half[cols].T,
-                                      nv16[None, :])).all():
+        r = rows[s : s + chunk]
+        if not np.isfinite(exact_fp16(a.norms16[r, None], a.half[r] @ b.half[cols].T, nv16[None, :])).all():
             return False
     return True
 
@@ -131,13 +129,13 @@ class Block:
     transposed block (cols, rows) ``(|v|^2 - 2 u.v) + |u|^2``; float16 addition does not commute
     with the rounding, so the two are not always equal (and can differ in overflow)."""
 
-    d: np.ndarray          # float32 [R, C]: exact if ``exact``, else within ``slack`` of exact
-    mm: np.ndarray         # float32 u.v of the float16 inputs (to refine entries)
-    nu16: np.ndarray       # float16 norms of the block's rows / columns
+    d: np.ndarray  # float32 [R, C]: exact if ``exact``, else within ``slack`` of exact
+    mm: np.ndarray  # float32 u.v of the float16 inputs (to refine entries)
+    nu16: np.ndarray  # float16 norms of the block's rows / columns
     nv16: np.ndarray
-    norms_r: np.ndarray    # float32 norms of the float16 rows / columns (for the slack)
+    norms_r: np.ndarray  # float32 norms of the float16 rows / columns (for the slack)
     norms_c: np.ndarray
-    tiny: float            # absolute rounding-error term (subnormals)
+    tiny: float  # absolute rounding-error term (subnormals)
     exact: bool = False
     d_t: np.ndarray | None = None  # exact transposed-orientation values (only when ``exact``)
 
@@ -165,8 +163,15 @@ class Block:
         return exact_fp16(self.nu16[r], self.mm[r, c], self.nv16[c])
 
 
-def distance_block(a: DistanceFeatures, rows, b: DistanceFeatures, cols, transposed: bool = False,
-                   fp16: bool | None = None, fp16_t: bool | None = None) -> Block:
+def distance_block(
+    a: DistanceFeatures,
+    rows,
+    b: DistanceFeatures,
+    cols,
+    transposed: bool = False,
+    fp16: bool | None = None,
+    fp16_t: bool | None = None,
+) -> Block:
     """One GEMM; ``rows``/``cols`` are slices or index arrays inside one reference block.
     ``fp16``/``fp16_t``: whether the reference block holding it (in row / transposed
     orientation) keeps float16 values (``reference_block_is_fp16``; None: the block is a
@@ -178,7 +183,7 @@ def distance_block(a: DistanceFeatures, rows, b: DistanceFeatures, cols, transpo
     nu16, nv16 = a.norms16[rows], b.norms16[cols]
     norms_r, norms_c = a.norms_half[rows], b.norms_half[cols]
     mm = a.half[rows] @ b.half[cols].T
-    tiny = 8 * 2.0 ** -25
+    tiny = 8 * 2.0**-25
     if fp16 and (fp16_t or not transposed) and _cannot_overflow(nu16, nv16, norms_r, norms_c):
         d = np.multiply(mm, -2.0)
         d += nu16[:, None]
@@ -188,8 +193,7 @@ def distance_block(a: DistanceFeatures, rows, b: DistanceFeatures, cols, transpo
     d = exact_fp16(nu16[:, None], mm, nv16[None, :]) if fp16 else _float32_dists(a, rows, b, cols)
     d_t = None
     if transposed:
-        d_t = (exact_fp16(nv16[None, :], mm, nu16[:, None]) if fp16_t
-               else _float32_dists(b, cols, a, rows).T)
+        d_t = exact_fp16(nv16[None, :], mm, nu16[:, None]) if fp16_t else _float32_dists(b, cols, a, rows).T
     return Block(d, mm, nu16, nv16, norms_r, norms_c, tiny, True, d_t)
 
 
@@ -258,14 +262,16 @@ def manifold_radii(feats: DistanceFeatures, k: int = 3, block: int = 4096) -> np
         blk = distance_block(feats, s, feats, s, fp16=modes[i, i])
         # Any k+1 entries bound the k-th smallest reference value by their k-th d + slack
         # (a last reference batch of <= k rows has no bound yet: all its entries count).
-        kth = (np.partition(blk.d, k, axis=1)[:, k] if s.stop - s.start > k
-               else np.full(s.stop - s.start, np.inf, np.float32))
+        kth = (
+            np.partition(blk.d, k, axis=1)[:, k]
+            if s.stop - s.start > k
+            else np.full(s.stop - s.start, np.inf, np.float32)
+        )
         r, c = blk.candidates(kth + blk.slack(kth))
         _merge_smallest(top, s.start + r, blk.refine(r, c))
     for m, (s, i) in enumerate(blocks):
-        for t, j in blocks[m + 1:]:
-            blk = distance_block(feats, s, feats, t, transposed=True, fp16=modes[i, j],
-                                 fp16_t=modes[j, i])
+        for t, j in blocks[m + 1 :]:
+            blk = distance_block(feats, s, feats, t, transposed=True, fp16=modes[i, j], fp16_t=modes[j, i])
             r, c = blk.candidates(top[s, k])
             _merge_smallest(top, s.start + r, blk.refine(r, c))
             r, c = blk.candidates(top[t, k], per_column=True, transposed=True)
@@ -273,9 +279,17 @@ def manifold_radii(feats: DistanceFeatures, k: int = 3, block: int = 4096) -> np
     return top[:, k].copy()
 
 
-def _mark(blk: Block, rows: np.ndarray, cols: np.ndarray, ref_radii: np.ndarray,
-          sample_radii: np.ndarray, sample_in: np.ndarray, ref_in: np.ndarray,
-          precision: bool = True, recall: bool = True) -> None:
+def _mark(
+    blk: Block,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    ref_radii: np.ndarray,
+    sample_radii: np.ndarray,
+    sample_in: np.ndarray,
+    ref_in: np.ndarray,
+    precision: bool = True,
+    recall: bool = True,
+) -> None:
     """Record what one (reference rows, sample cols) block proves; rows/cols are global indices."""
     if precision:  # samples inside some reference ball
         rad = ref_radii[rows]
@@ -287,8 +301,14 @@ def _mark(blk: Block, rows: np.ndarray, cols: np.ndarray, ref_radii: np.ndarray,
         ref_in[rows[r[blk.refine(r, c) <= rad[c]]]] = True
 
 
-def coverage(ref: DistanceFeatures, ref_radii: np.ndarray, sample: DistanceFeatures,
-             sample_radii: np.ndarray, block_rows: int = 2560, block_cols: int = 4096):
+def coverage(
+    ref: DistanceFeatures,
+    ref_radii: np.ndarray,
+    sample: DistanceFeatures,
+    sample_radii: np.ndarray,
+    block_rows: int = 2560,
+    block_cols: int = 4096,
+):
     """Boolean indicators: each sample inside some reference ball (precision), and each
     reference point inside some sample ball (recall); ``<=`` as in the reference.
 
@@ -310,11 +330,9 @@ def coverage(ref: DistanceFeatures, ref_radii: np.ndarray, sample: DistanceFeatu
                 _mark(distance_block(ref, rs, sample, cs, fp16=fp16), rows, cols, *radii)
                 continue
             if open_r.size:
-                _mark(distance_block(ref, open_r, sample, cs, fp16=fp16), open_r, cols, *radii,
-                      precision=False)
+                _mark(distance_block(ref, open_r, sample, cs, fp16=fp16), open_r, cols, *radii, precision=False)
             if open_c.size:
-                _mark(distance_block(ref, rs, sample, open_c, fp16=fp16), rows, open_c, *radii,
-                      recall=False)
+                _mark(distance_block(ref, rs, sample, open_c, fp16=fp16), rows, open_c, *radii, recall=False)
     return sample_in, ref_in
 
 
@@ -325,6 +343,7 @@ def blas_threads(threads: int | None):
         yield
         return
     from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
 

@@ -56,11 +56,12 @@ class RunningMoments:
         return (self.shift + mean_c).astype(np.float32), sigma
 
 
-def feature_stats(features: np.ndarray, weights: np.ndarray | None = None,
-                  chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def feature_stats(
+    features: np.ndarray, weights: np.ndarray | None = None, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
     moments = RunningMoments(features.shape[1])
     for s in range(0, len(features), chunk):
-        moments.update(features[s:s + chunk], None if weights is None else weights[s:s + chunk])
+        moments.update(features[s : s + chunk], None if weights is None else weights[s : s + chunk])
     return moments.finalize()
 
 
@@ -119,7 +120,7 @@ def inception_score_splits(probs: np.ndarray, split_size: int = IS_SPLIT_SIZE) -
     """exp(E_x KL(p(y|x) || p(y))) for each contiguous split of ``split_size`` rows."""
     scores = []
     for s in range(0, len(probs), split_size):
-        part = probs[s:s + split_size]
+        part = probs[s : s + split_size]
         with np.errstate(divide="ignore", invalid="ignore"):
             kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
         kl = np.nan_to_num(kl, nan=0.0)  # 0 log 0 = 0 (one-hot predictions)
@@ -137,12 +138,17 @@ class PrecisionRecall:
     precision: float
     recall: float
     sample_in: np.ndarray  # bool [n_samples]: inside some reference ball
-    ref_in: np.ndarray     # bool [n_ref]: inside some sample ball
+    ref_in: np.ndarray  # bool [n_ref]: inside some sample ball
 
 
-def precision_recall(ref: np.ndarray, sample: np.ndarray, ref_radii: np.ndarray | None = None,
-                     k: int = PR_NEIGHBOURHOOD, threads: int | None = None,
-                     ref_batch: int = manifold.REF_BATCH) -> PrecisionRecall:
+def precision_recall(
+    ref: np.ndarray,
+    sample: np.ndarray,
+    ref_radii: np.ndarray | None = None,
+    k: int = PR_NEIGHBOURHOOD,
+    threads: int | None = None,
+    ref_batch: int = manifold.REF_BATCH,
+) -> PrecisionRecall:
     """Improved precision/recall; ``ref_radii`` may come from a cache (``manifold_radii``);
     ``threads``: BLAS threads for the distance GEMMs (None/0: all cores); ``ref_batch``: the
     reference's row/column batch (where its float32 fallback is decided)."""
@@ -164,8 +170,9 @@ def normal_interval(replicates: np.ndarray, point: float, z: float = 1.959964) -
     return [point - z * se, point + z * se]
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, point: float, replicates: int,
-                 seed: int = 0) -> list[float] | None:
+def bootstrap_ci(
+    stat: Callable[[np.ndarray], float], n: int, point: float, replicates: int, seed: int = 0
+) -> list[float] | None:
     """Resample the n sample images with replacement; ``stat`` takes per-image counts."""
     if replicates < 2:
         return None
@@ -174,19 +181,24 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, point: float, repl
     return normal_interval(np.asarray(reps), point)
 
 
-def fid_ci(features: np.ndarray, mu_ref, sigma_ref, point: float, replicates: int,
-           seed: int = 0, method: str = "eigh") -> list[float] | None:
+def fid_ci(
+    features: np.ndarray, mu_ref, sigma_ref, point: float, replicates: int, seed: int = 0, method: str = "eigh"
+) -> list[float] | None:
     """CI of FID over resampled sample features; the reference statistics are held fixed."""
+
     def stat(counts):
         mu, sigma = feature_stats(features, weights=counts.astype(np.float64))
         return frechet_distance(mu, sigma, mu_ref, sigma_ref, method)
+
     return bootstrap_ci(stat, len(features), point, replicates, seed)
 
 
-def inception_score_ci(probs: np.ndarray, point: float, replicates: int, seed: int = 0,
-                       split_size: int = IS_SPLIT_SIZE) -> list[float] | None:
+def inception_score_ci(
+    probs: np.ndarray, point: float, replicates: int, seed: int = 0, split_size: int = IS_SPLIT_SIZE
+) -> list[float] | None:
     def stat(counts):
         return inception_score(np.repeat(probs, counts, axis=0), split_size)
+
     return bootstrap_ci(stat, len(probs), point, replicates, seed)
 
 

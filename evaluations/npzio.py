@@ -26,9 +26,9 @@ class ImageArray:
     """Where ``arr_0`` lives inside an npz and what it holds (validated)."""
 
     path: Path
-    shape: tuple[int, ...]       # (N, H, W, 3)
+    shape: tuple[int, ...]  # (N, H, W, 3)
     dtype: np.dtype
-    data_offset: int | None      # byte offset of the raw array for a stored member, else None
+    data_offset: int | None  # byte offset of the raw array for a stored member, else None
 
     @property
     def num_images(self) -> int:
@@ -64,8 +64,7 @@ def npz_keys(path: str | Path) -> list[str]:
 def _read_npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype, bool]:
     try:
         version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}[version]
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
         shape, fortran, dtype = reader(f)
     except (ValueError, KeyError, EOFError) as exc:
         raise EvalError(f"{path}: arr_0 has a corrupt .npy header ({exc})") from None
@@ -95,14 +94,14 @@ def open_images(path: str | Path) -> ImageArray:
     _check_layout(path, shape, dtype, fortran)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if info.file_size < header_len + nbytes:
-        raise EvalError(f"{path}: arr_0 is truncated ({info.file_size} of "
-                        f"{header_len + nbytes} bytes)")
+        raise EvalError(f"{path}: arr_0 is truncated ({info.file_size} of {header_len + nbytes} bytes)")
     offset = None
     if info.compress_type == zipfile.ZIP_STORED:
         offset = _stored_offset(path, info) + header_len
         if path.stat().st_size < offset + nbytes:
-            raise EvalError(f"{path}: file is truncated (arr_0 needs {offset + nbytes} bytes, "
-                            f"file has {path.stat().st_size})")
+            raise EvalError(
+                f"{path}: file is truncated (arr_0 needs {offset + nbytes} bytes, file has {path.stat().st_size})"
+            )
     return ImageArray(path, tuple(shape), dtype, offset)
 
 
@@ -110,8 +109,9 @@ def _check_layout(path: Path, shape, dtype: np.dtype, fortran: bool) -> None:
     if len(shape) != 4:
         raise EvalError(f"{path}: arr_0 must be [N, H, W, 3] images, got shape {tuple(shape)}")
     if shape[-1] != 3 and shape[1] == 3:
-        raise EvalError(f"{path}: arr_0 has shape {tuple(shape)}, which looks like NCHW; "
-                        "images must be NHWC [N, H, W, 3]")
+        raise EvalError(
+            f"{path}: arr_0 has shape {tuple(shape)}, which looks like NCHW; images must be NHWC [N, H, W, 3]"
+        )
     if shape[-1] != 3:
         raise EvalError(f"{path}: arr_0 must have 3 colour channels last, got shape {tuple(shape)}")
     if shape[1] != shape[2]:
@@ -119,8 +119,7 @@ def _check_layout(path: Path, shape, dtype: np.dtype, fortran: bool) -> None:
     if fortran:
         raise EvalError(f"{path}: arr_0 is Fortran-ordered; save a C-ordered array")
     if dtype != np.uint8:
-        raise EvalError(f"{path}: arr_0 has dtype {dtype}; expected uint8 images in 0..255"
-                        f"{_describe_bad_values(path)}")
+        raise EvalError(f"{path}: arr_0 has dtype {dtype}; expected uint8 images in 0..255{_describe_bad_values(path)}")
 
 
 def _describe_bad_values(path: Path) -> str:
@@ -142,10 +141,9 @@ def iter_image_batches(images: ImageArray, batch_size: int) -> Iterator[np.ndarr
     """Yield uint8 [b, H, W, 3] batches in file order."""
     n = images.num_images
     if images.data_offset is not None:
-        mm = np.memmap(images.path, dtype=np.uint8, mode="r", offset=images.data_offset,
-                       shape=images.shape)
+        mm = np.memmap(images.path, dtype=np.uint8, mode="r", offset=images.data_offset, shape=images.shape)
         for start in range(0, n, batch_size):
-            yield np.array(mm[start:start + batch_size])
+            yield np.array(mm[start : start + batch_size])
         return
     per_image = int(np.prod(images.shape[1:]))
     with zipfile.ZipFile(images.path) as zf, zf.open("arr_0.npy") as f:
@@ -169,8 +167,10 @@ def read_optional(path: str | Path, keys: tuple[str, ...]) -> dict[str, np.ndarr
         return None
     if len(present) != len(keys):
         missing = [k for k in keys if k not in present]
-        raise EvalError(f"{path}: has precomputed {'/'.join(present)} but not "
-                        f"{'/'.join(missing)}; store all of {'/'.join(keys)} or none")
+        raise EvalError(
+            f"{path}: has precomputed {'/'.join(present)} but not "
+            f"{'/'.join(missing)}; store all of {'/'.join(keys)} or none"
+        )
     try:
         with np.load(path) as data:
             return {k: np.asarray(data[k]) for k in keys}

@@ -30,8 +30,10 @@ def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
         if "arr_1" in data.files:
             arrays["arr_1"] = data["arr_1"]
     if "arr_1" in arrays and arrays["arr_1"].shape != (images.num_images,):
-        raise EvalError(f"{images.path}: {images.num_images} images but labels arr_1 of shape "
-                        f"{arrays['arr_1'].shape}; need one label per image")
+        raise EvalError(
+            f"{images.path}: {images.num_images} images but labels arr_1 of shape "
+            f"{arrays['arr_1'].shape}; need one label per image"
+        )
     if graph is not None:
         from evaluations.features import compute_features
         from evaluations.graph import FeatureGraph, load_graph
@@ -64,17 +66,19 @@ examples:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluations.reference",
-                                 description=__doc__.split("\n")[0], epilog=EXAMPLES,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluations.reference",
+        description=__doc__.split("\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--build-from", help="held-out npz (arr_0 uint8 NHWC, optional arr_1)")
     mode.add_argument("--download", choices=sorted(REFERENCE_URLS), help="OpenAI reference batch")
     ap.add_argument("--out", help="output npz for --build-from")
     ap.add_argument("--graph", help="also store mu/sigma/mu_s/sigma_s computed with this graph")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--cache-dir", help="download directory (default $ADM_BENCH_CACHE or "
-                    "~/.cache/adm-bench)")
+    ap.add_argument("--cache-dir", help="download directory (default $ADM_BENCH_CACHE or ~/.cache/adm-bench)")
     ap.add_argument("--sha256", help="expected sha256 of the downloaded file")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

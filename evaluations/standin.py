@@ -20,8 +20,7 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
     37, the smallest input from which a 5x5 stride-2 convolution gives the 17x17 map.
     ``small``: same names, but a 4x4x8 map, 64 pool features and 10 logits, for CLI tests whose
     2048-dimensional covariances would cost minutes on a shared 2-core machine."""
-    side, pool_dim, n_logits, channels = (11, 64, 10, 8) if small else (37, POOL_DIM, NUM_LOGITS,
-                                                                       SPATIAL_SHAPE[2])
+    side, pool_dim, n_logits, channels = (11, 64, 10, 8) if small else (37, POOL_DIM, NUM_LOGITS, SPATIAL_SHAPE[2])
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -42,7 +41,7 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
         x = (x - 128.0) / 128.0  # the graph normalises its 0..255 input itself, after resizing
         with tf.name_scope("mixed_6"):
             spatial = tf.nn.conv2d(x, const((5, 5, 3, channels), "w", 0.2), 2, "VALID", name="conv")
-        h = tf.reduce_mean(tf.nn.relu(spatial), axis=[1, 2])                     # (N, 192)
+        h = tf.reduce_mean(tf.nn.relu(spatial), axis=[1, 2])  # (N, 192)
         h = tf.nn.relu(tf.matmul(h, const((channels, pool_dim), "w_pool", 0.3)))  # (N, 2048)
         pool = tf.reshape(h, [-1, 1, 1, pool_dim], name="pool_3")
         with tf.name_scope("softmax"):
@@ -54,8 +53,8 @@ def build_standin_graph_def(seed: int = 0, full_resize: bool = False, small: boo
     return graph.as_graph_def()
 
 
-def write_standin_graph(path, seed: int = 0, full_resize: bool = False,
-                        small: bool = False) -> None:
+def write_standin_graph(path, seed: int = 0, full_resize: bool = False, small: bool = False) -> None:
     from pathlib import Path
+
     graph_def = build_standin_graph_def(seed, full_resize, small)
     Path(path).write_bytes(graph_def.SerializeToString(deterministic=True))

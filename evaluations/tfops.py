@@ -33,6 +33,7 @@ def _session():
 
 def tf_version() -> str:
     import tensorflow as tf
+
     return tf.__version__
 
 
@@ -43,6 +44,5 @@ def reference_norms(features: np.ndarray, batch: int) -> tuple[np.ndarray, np.nd
     n = len(features)
     out16, out32 = np.empty(n, np.float32), np.empty(n, np.float32)
     for s in range(0, n, batch):
-        out16[s:s + batch], out32[s:s + batch] = sess.run([norms16, norms32],
-                                                          {x: features[s:s + batch]})
+        out16[s : s + batch], out32[s : s + batch] = sess.run([norms16, norms32], {x: features[s : s + batch]})
     return out16, out32

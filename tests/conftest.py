@@ -18,6 +18,7 @@ from adm.nets.classifier import Classifier
 from adm.nets.presets import get_preset
 from adm.nets.unet import UNet
 
+
 def randomise_(module: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
     """Overwrite every parameter with N(0, std^2) draws from a seeded generator; returns it in eval mode.
 
@@ -97,8 +98,8 @@ def tiny_saved_nets(tmp_path_factory):
     random and non-zero (a fresh UNet's zero-initialised output head would make every sample the
     same function of the noise alone, hiding label, guidance and batch effects), saved as our
     training writes them (JSON beside). Read-only: shared by every test that asks for it."""
-    from adm.nets.checkpoints import save_model
     from adm.nets.build import build_model
+    from adm.nets.checkpoints import save_model
 
     d = tmp_path_factory.mktemp("nets")
     unet = randomise_(build_model(get_preset("tiny-test")), seed=0)
@@ -111,7 +112,7 @@ def tiny_saved_nets(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """40 random 16x16 images with labels 0..9 (the tiny-test presets' size), drawn from
-    default_rng(0): images first, then labels. tests/test_label_dropout.py's golden weights were
+    default_rng(0): images first, then labels. tests/unit/test_label_dropout.py's golden weights were
     trained on exactly these bytes: keep the draw as it is."""
     import numpy as np
 
@@ -135,8 +136,16 @@ def fresh_clone(dest: Path) -> Path:
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=root, capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = root / name
         if src.is_file():
@@ -149,7 +158,7 @@ def fresh_clone(dest: Path) -> Path:
 def smoke(tmp_path_factory):
     """The smoke DAG: the README's SMOKE_COMMAND run from the root of a fresh clone, started as
     `.venv/bin/snakemake` with a failing `python` first on PATH; (clone root, seconds).
-    Session-scoped: tests/test_workflow.py and tests/test_workflow_rerun.py read the same run."""
+    Session-scoped: tests/workflow/test_workflow.py and tests/workflow/test_workflow_rerun.py read the same run."""
     import shlex
     import time
 

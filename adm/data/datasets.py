@@ -26,8 +26,12 @@ class DataError(ValueError):
 
 def save_npz(path, images: np.ndarray, labels: np.ndarray, **extra) -> None:
     """Write `arr_0` (uint8 NHWC) and `arr_1` (int64) atomically (temp file + os.replace)."""
-    atomic_write(path, lambda f: np.savez(f, arr_0=np.ascontiguousarray(images, np.uint8),
-                                          arr_1=np.asarray(labels, np.int64), **extra))
+    atomic_write(
+        path,
+        lambda f: np.savez(
+            f, arr_0=np.ascontiguousarray(images, np.uint8), arr_1=np.asarray(labels, np.int64), **extra
+        ),
+    )
 
 
 def load_npz(path, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +117,14 @@ def prepare_digits(out_train, out_heldout, heldout_fraction: float = 0.2, seed: 
     save_npz(out_train, images[train], labels[train])
     if out_heldout is not None:
         save_npz(out_heldout, images[held], labels[held])
-    return {"dataset": "digits", "n_train": int(len(train)), "n_heldout": int(len(held)),
-            "image_size": 8, "num_classes": 10, "pixel_mapping": "round(v*255/16), gray→RGB"}
+    return {
+        "dataset": "digits",
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
+        "image_size": 8,
+        "num_classes": 10,
+        "pixel_mapping": "round(v*255/16), gray→RGB",
+    }
 
 
 # ----------------------------------------------------------------------------- ImageNet folders
@@ -142,7 +152,7 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     pil_image = pil_image.resize(tuple(round(x * scale) for x in pil_image.size), resample=Image.BICUBIC)
     arr = np.array(pil_image)
     top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-    return arr[top: top + image_size, left: left + image_size]
+    return arr[top : top + image_size, left : left + image_size]
 
 
 def read_image(path: Path, image_size: int) -> np.ndarray:

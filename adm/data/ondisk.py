@@ -30,18 +30,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from adm.fileio import atomic_write
 from adm.data.datasets import DataError, check_dataset, list_image_files, read_image, stratified_split
+from adm.fileio import atomic_write
 
 FORMAT = "adm-npz-stored/1"  # progress-marker format; a marker of another format is ignored
-_LOCAL = struct.Struct("<IHHHHHIIIHH")      # local file header (30 bytes), APPNOTE 4.3.7
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header (30 bytes), APPNOTE 4.3.7
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory header (46 bytes), 4.3.12
-_EOCD64 = struct.Struct("<IQHHIIQQQQ")      # zip64 end of central directory record (56), 4.3.14
-_LOCATOR = struct.Struct("<IIQI")           # zip64 end of central directory locator (20), 4.3.15
-_EOCD = struct.Struct("<IHHHHIIH")          # end of central directory record (22), 4.3.16
+_EOCD64 = struct.Struct("<IQHHIIQQQQ")  # zip64 end of central directory record (56), 4.3.14
+_LOCATOR = struct.Struct("<IIQI")  # zip64 end of central directory locator (20), 4.3.15
+_EOCD = struct.Struct("<IHHHHIIH")  # end of central directory record (22), 4.3.16
 _ZIP64, _VERSION, _U32 = 1, 45, 0xFFFFFFFF  # zip64 extra-field id, "version needed" for zip64
 _DOS_DATE, _DOS_TIME = (0 << 9) | (1 << 5) | 1, 0  # 1980-01-01 00:00, as np.savez stamps members
-_CRC_AT = 14                                # byte offset of the CRC-32 inside a local header
+_CRC_AT = 14  # byte offset of the CRC-32 inside a local header
 
 
 # ----------------------------------------------------------------------------- reading (training)
@@ -73,8 +73,10 @@ def map_images(path) -> np.memmap:
         with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
             info = zf.getinfo("arr_0.npy")
             if info.compress_type != zipfile.ZIP_STORED:
-                raise DataError(f"{path}: arr_0 is compressed, so it cannot be memory-mapped; save it with "
-                                "np.savez (not savez_compressed) or write it with prepare-data")
+                raise DataError(
+                    f"{path}: arr_0 is compressed, so it cannot be memory-mapped; save it with "
+                    "np.savez (not savez_compressed) or write it with prepare-data"
+                )
             f.seek(_member_data_offset(f, info))
             shape, fortran, dtype = _npy_header(f)
             start = f.tell()
@@ -84,8 +86,10 @@ def map_images(path) -> np.memmap:
             raise
         raise DataError(f"cannot read dataset {path}: {e}") from None
     if dtype != np.uint8 or fortran or len(shape) != 4 or shape[-1] != 3:
-        raise DataError(f"{path}: arr_0 must be uint8 [N,H,W,3], got {dtype} {list(shape)}"
-                        + (" in Fortran order" if fortran else ""))
+        raise DataError(
+            f"{path}: arr_0 must be uint8 [N,H,W,3], got {dtype} {list(shape)}"
+            + (" in Fortran order" if fortran else "")
+        )
     if shape[0] == 0:
         raise DataError(f"{path}: the dataset is empty")
     if start + int(np.prod(shape)) > size:
@@ -113,33 +117,61 @@ def open_dataset(path, image_size: int | None = None) -> tuple[np.memmap, np.nda
 
 def _local_header(name: bytes, crc: int, size: int) -> bytes:
     extra = struct.pack("<HHQQ", _ZIP64, 16, size, size)  # always zip64: arr_0 may exceed 4 GiB
-    return _LOCAL.pack(0x04034B50, _VERSION, 0, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
-                       _U32, _U32, len(name), len(extra)) + name + extra
+    return (
+        _LOCAL.pack(
+            0x04034B50, _VERSION, 0, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc, _U32, _U32, len(name), len(extra)
+        )
+        + name
+        + extra
+    )
 
 
 def _central_header(name: bytes, crc: int, size: int, offset: int) -> bytes:
     big_offset = offset >= _U32
     extra = struct.pack("<QQ", size, size) + (struct.pack("<Q", offset) if big_offset else b"")
     extra = struct.pack("<HH", _ZIP64, len(extra)) + extra
-    return _CENTRAL.pack(0x02014B50, (3 << 8) | _VERSION, _VERSION, 0, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE,
-                         crc, _U32, _U32, len(name), len(extra), 0, 0, 0, 0o644 << 16,
-                         _U32 if big_offset else offset) + name + extra
+    return (
+        _CENTRAL.pack(
+            0x02014B50,
+            (3 << 8) | _VERSION,
+            _VERSION,
+            0,
+            zipfile.ZIP_STORED,
+            _DOS_TIME,
+            _DOS_DATE,
+            crc,
+            _U32,
+            _U32,
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            0o644 << 16,
+            _U32 if big_offset else offset,
+        )
+        + name
+        + extra
+    )
 
 
 def _directory_and_end(entries: list[bytes], cd_offset: int) -> bytes:
     cd = b"".join(entries)
     eocd64_at = cd_offset + len(cd)
     n = len(entries)
-    return (cd + _EOCD64.pack(0x06064B50, _EOCD64.size - 12, (3 << 8) | _VERSION, _VERSION, 0, 0, n, n,
-                              len(cd), cd_offset)
-            + _LOCATOR.pack(0x07064B50, 0, eocd64_at, 1)
-            + _EOCD.pack(0x06054B50, 0, 0, n, n, min(len(cd), _U32), min(cd_offset, _U32), 0))
+    return (
+        cd
+        + _EOCD64.pack(0x06064B50, _EOCD64.size - 12, (3 << 8) | _VERSION, _VERSION, 0, 0, n, n, len(cd), cd_offset)
+        + _LOCATOR.pack(0x07064B50, 0, eocd64_at, 1)
+        + _EOCD.pack(0x06054B50, 0, 0, n, n, min(len(cd), _U32), min(cd_offset, _U32), 0)
+    )
 
 
 def _npy_header_bytes(shape: tuple, dtype) -> bytes:
     b = io.BytesIO()
-    np.lib.format.write_array_header_1_0(b, {"descr": np.dtype(dtype).str, "fortran_order": False,
-                                             "shape": tuple(int(s) for s in shape)})
+    np.lib.format.write_array_header_1_0(
+        b, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": tuple(int(s) for s in shape)}
+    )
     return b.getvalue()
 
 
@@ -185,8 +217,15 @@ def _decoder(workers: int):
         yield lambda jobs: pool.imap(_decode, jobs, chunksize=16)
 
 
-def write_images_npz(files: list[Path], labels: np.ndarray, image_size: int, dest, decode=None,
-                     chunk: int = 1024, bar: tqdm | None = None) -> None:
+def write_images_npz(
+    files: list[Path],
+    labels: np.ndarray,
+    image_size: int,
+    dest,
+    decode=None,
+    chunk: int = 1024,
+    bar: tqdm | None = None,
+) -> None:
     """Decode `files` into `dest` (uncompressed npz), resuming a killed earlier call for `dest`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +246,7 @@ def write_images_npz(files: list[Path], labels: np.ndarray, image_size: int, des
     try:
         if bar is not None:
             bar.update(state["done"])
-        jobs = [(str(p), image_size) for p in files[state["done"]:]]
+        jobs = [(str(p), image_size) for p in files[state["done"] :]]
         buf = []
         for i, img in enumerate((decode or (lambda j: map(_decode, j)))(jobs), start=state["done"] + 1):
             buf.append(img)
@@ -241,8 +280,12 @@ def _finish(f, crc0: int, size0: int, labels: np.ndarray) -> None:
     at1 = f.tell()
     f.write(_local_header(b"arr_1.npy", crc1, len(lab)) + lab)
     cd_offset = f.tell()
-    f.write(_directory_and_end([_central_header(b"arr_0.npy", crc0, size0, 0),
-                                _central_header(b"arr_1.npy", crc1, len(lab), at1)], cd_offset))
+    f.write(
+        _directory_and_end(
+            [_central_header(b"arr_0.npy", crc0, size0, 0), _central_header(b"arr_1.npy", crc1, len(lab), at1)],
+            cd_offset,
+        )
+    )
     f.seek(_CRC_AT)
     f.write(struct.pack("<I", crc0))
     f.flush()
@@ -257,31 +300,61 @@ def synset_labels(files: list[Path], data_dir) -> tuple[np.ndarray, list[str]]:
     tops = [p.relative_to(data_dir).parts for p in files]
     loose = [str(p) for p, parts in zip(files, tops) if len(parts) < 2]
     if loose:
-        raise DataError(f"{loose[0]} is not inside a class folder; expected {data_dir}/<synset>/<image> "
-                        f"(ImageNet's train layout){f' ({len(loose)} such files)' if len(loose) > 1 else ''}")
+        raise DataError(
+            f"{loose[0]} is not inside a class folder; expected {data_dir}/<synset>/<image> "
+            f"(ImageNet's train layout){f' ({len(loose)} such files)' if len(loose) > 1 else ''}"
+        )
     names = [parts[0] for parts in tops]
     classes = sorted(set(names))
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[c] for c in names], np.int64), classes
 
 
-def prepare_folder(data_dir, image_size: int, out_train, out_heldout=None, heldout_fraction: float = 0.0,
-                   seed: int = 0, workers: int = 1, progress: bool = True, chunk: int = 1024) -> dict:
+def prepare_folder(
+    data_dir,
+    image_size: int,
+    out_train,
+    out_heldout=None,
+    heldout_fraction: float = 0.0,
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+    chunk: int = 1024,
+) -> dict:
     """ImageNet-style folder → train (and stratified held-out) npz, ready for `open_dataset`."""
     if image_size < 1 or workers < 1 or chunk < 1:
         raise DataError(f"image size, workers and chunk must be >= 1 (got {image_size}, {workers}, {chunk})")
     files = list_image_files(data_dir)
     labels, classes = synset_labels(files, data_dir)
-    train, held = (stratified_split(labels, heldout_fraction, seed) if out_heldout is not None
-                   else (np.arange(len(files)), np.zeros(0, np.int64)))
+    train, held = (
+        stratified_split(labels, heldout_fraction, seed)
+        if out_heldout is not None
+        else (np.arange(len(files)), np.zeros(0, np.int64))
+    )
     outputs = [(idx, dest) for idx, dest in ((train, out_train), (held, out_heldout)) if dest is not None]
     for idx, dest in outputs:
         if len(idx) == 0:
             raise DataError(f"no images left for {dest} (held-out fraction {heldout_fraction})")
-    with tqdm(total=sum(len(idx) for idx, _ in outputs), desc="prepare-data", unit="img",
-              disable=not progress, dynamic_ncols=True) as bar, _decoder(workers) as decode:
+    with (
+        tqdm(
+            total=sum(len(idx) for idx, _ in outputs),
+            desc="prepare-data",
+            unit="img",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+        _decoder(workers) as decode,
+    ):
         for idx, dest in outputs:
             write_images_npz([files[i] for i in idx], labels[idx], image_size, dest, decode, chunk, bar)
-    return {"dataset": "folder", "data_dir": str(data_dir), "n_train": int(len(train)),
-            "n_heldout": int(len(held)), "image_size": image_size, "num_classes": len(classes),
-            "classes": classes, "labels": "sorted synset folder names", "format": "npz, stored (memory-mappable)"}
+    return {
+        "dataset": "folder",
+        "data_dir": str(data_dir),
+        "n_train": int(len(train)),
+        "n_heldout": int(len(held)),
+        "image_size": image_size,
+        "num_classes": len(classes),
+        "classes": classes,
+        "labels": "sorted synset folder names",
+        "format": "npz, stored (memory-mappable)",
+    }

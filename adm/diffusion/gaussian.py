@@ -88,8 +88,10 @@ def original_timesteps(schedule: Schedule, k: torch.Tensor) -> torch.Tensor:
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps  (Ho et al. Eq. 4)."""
-    return (coef(schedule, "sqrt_alphas_cumprod", k, x0) * x0
-            + coef(schedule, "sqrt_one_minus_alphas_cumprod", k, x0) * noise)
+    return (
+        coef(schedule, "sqrt_alphas_cumprod", k, x0) * x0
+        + coef(schedule, "sqrt_one_minus_alphas_cumprod", k, x0) * noise
+    )
 
 
 def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor):
@@ -98,8 +100,7 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor, k: torc
     mu_tilde = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
              + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t   (Ho et al. Eq. 7)
     """
-    mean = (coef(schedule, "posterior_mean_coef1", k, x_t) * x0
-            + coef(schedule, "posterior_mean_coef2", k, x_t) * x_t)
+    mean = coef(schedule, "posterior_mean_coef1", k, x_t) * x0 + coef(schedule, "posterior_mean_coef2", k, x_t) * x_t
     variance = coef(schedule, "posterior_variance", k, x_t).expand_as(x_t)
     log_variance = coef(schedule, "posterior_log_variance_clipped", k, x_t).expand_as(x_t)
     return mean, variance, log_variance
@@ -117,14 +118,17 @@ def split_output(out: torch.Tensor, learn_sigma: bool):
 
 def predict_xstart_from_eps(schedule, x_t, k, eps):
     """x_0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)  (inverse of Eq. 4)."""
-    return (coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t
-            - coef(schedule, "sqrt_recipm1_alphas_cumprod", k, x_t) * eps)
+    return (
+        coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t
+        - coef(schedule, "sqrt_recipm1_alphas_cumprod", k, x_t) * eps
+    )
 
 
 def predict_eps_from_xstart(schedule, x_t, k, x0):
     """eps = (x_t / sqrt(alpha_bar_t) - x_0) / sqrt(1 / alpha_bar_t - 1)  (Eq. 4 solved for eps)."""
-    return ((coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t - x0)
-            / coef(schedule, "sqrt_recipm1_alphas_cumprod", k, x_t))
+    return (coef(schedule, "sqrt_recip_alphas_cumprod", k, x_t) * x_t - x0) / coef(
+        schedule, "sqrt_recipm1_alphas_cumprod", k, x_t
+    )
 
 
 def _log_variance(schedule, v, x_t, k, learn_sigma):
@@ -140,8 +144,14 @@ def _log_variance(schedule, v, x_t, k, learn_sigma):
     return coef(schedule, "fixed_large_log_variance", k, x_t).expand_as(x_t)
 
 
-def p_mean_variance(schedule: Schedule, out: torch.Tensor, x_t: torch.Tensor, k: torch.Tensor,
-                    clip_denoised: bool = True, learn_sigma: bool = True) -> dict:
+def p_mean_variance(
+    schedule: Schedule,
+    out: torch.Tensor,
+    x_t: torch.Tensor,
+    k: torch.Tensor,
+    clip_denoised: bool = True,
+    learn_sigma: bool = True,
+) -> dict:
     """p_theta(x_{t-1} | x_t) = N(mu_theta, Sigma_theta) from the raw network output at step k.
 
     Returns dict(mean, variance, log_variance, pred_xstart, eps), each shaped like x_t.
@@ -157,26 +167,44 @@ def p_mean_variance(schedule: Schedule, out: torch.Tensor, x_t: torch.Tensor, k:
         pred_xstart = pred_xstart.clamp(-1, 1)
     # mu_theta(x_t, t) = mu_tilde(x_0_hat, x_t)  (IDDPM Eq. 11 via x_0_hat)
     mean, _, _ = q_posterior(schedule, pred_xstart, x_t, k)
-    return {"mean": mean, "variance": torch.exp(log_variance), "log_variance": log_variance,
-            "pred_xstart": pred_xstart, "eps": eps}
+    return {
+        "mean": mean,
+        "variance": torch.exp(log_variance),
+        "log_variance": log_variance,
+        "pred_xstart": pred_xstart,
+        "eps": eps,
+    }
 
 
-def vb_terms_bpd(schedule: Schedule, out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
-                 k: torch.Tensor, clip_denoised: bool = False, learn_sigma: bool = True):
+def vb_terms_bpd(
+    schedule: Schedule,
+    out: torch.Tensor,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    k: torch.Tensor,
+    clip_denoised: bool = False,
+    learn_sigma: bool = True,
+):
     """One term of L_vlb in bits/dim: L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0,
     the discretized decoder NLL L_0 = -log p(x_0 | x_1) at t = 0 (Ho et al. Eq. 5)."""
     true_mean, _, true_log_var = q_posterior(schedule, x0, x_t, k)
     p = p_mean_variance(schedule, out, x_t, k, clip_denoised=clip_denoised, learn_sigma=learn_sigma)
     kl = mean_flat(normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])) / math.log(2.0)
-    decoder_nll = -discretized_gaussian_log_likelihood(
-        x0, means=p["mean"], log_scales=0.5 * p["log_variance"])
+    decoder_nll = -discretized_gaussian_log_likelihood(x0, means=p["mean"], log_scales=0.5 * p["log_variance"])
     decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
     return torch.where(k == 0, decoder_nll, kl)
 
 
-def hybrid_loss(model_fn: ModelFn, schedule: Schedule, x0: torch.Tensor, k: torch.Tensor,
-                y: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                learn_sigma: bool = True, lambda_vlb: float = 0.001) -> dict:
+def hybrid_loss(
+    model_fn: ModelFn,
+    schedule: Schedule,
+    x0: torch.Tensor,
+    k: torch.Tensor,
+    y: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    learn_sigma: bool = True,
+    lambda_vlb: float = 0.001,
+) -> dict:
     """IDDPM's L_hybrid = L_simple + lambda L_vlb (Eq. 16, lambda = 0.001), per example: dict of [N].
 
     L_vlb = sum over all K terms is estimated by K * L_t at the sampled t, so the vb term is

@@ -161,7 +161,7 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
     """
     spec = str(spec).strip()
     if spec.startswith("ddim"):
-        want = int(spec[len("ddim"):])
+        want = int(spec[len("ddim") :])
         for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == want:
                 return list(range(0, num_steps, stride))
@@ -184,8 +184,10 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
     if kept == [0] and num_steps > 1:
         # One step at t = 0: the sampler would start from pure noise at the step whose posterior
         # variance is 0 (log 0 = -inf in the learned-range variance, eq. 15), i.e. return noise.
-        raise ValueError(f"respacing {spec!r} keeps only t = 0, where sampling would start from pure "
-                         "noise and never leave it: take 2 steps or more")
+        raise ValueError(
+            f"respacing {spec!r} keeps only t = 0, where sampling would start from pure "
+            "noise and never leave it: take 2 steps or more"
+        )
     return kept
 
 

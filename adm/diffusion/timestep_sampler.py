@@ -86,7 +86,7 @@ class LossAwareSampler(UniformSampler):
 
 
 def make_timestep_sampler(name: str, num_timesteps: int) -> UniformSampler:
-    """"uniform" or "loss-second-moment" (the names of the reference's --schedule_sampler)."""
+    """ "uniform" or "loss-second-moment" (the names of the reference's --schedule_sampler)."""
     if name == "uniform":
         return UniformSampler(num_timesteps)
     if name == "loss-second-moment":

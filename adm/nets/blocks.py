@@ -149,23 +149,36 @@ class ResBlock(TimestepBlock):
     without it, the projected embedding is simply added to h.
     """
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False,
-                 use_checkpoint: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = True,
+        up: bool = False,
+        down: bool = False,
+        use_checkpoint: bool = False,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.use_checkpoint = use_checkpoint
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(),
-                                       nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.updown = up or down
         resample = (lambda: Upsample(channels, False)) if up else (lambda: Downsample(channels, False))
         self.h_upd = resample() if self.updown else nn.Identity()
         self.x_upd = resample() if self.updown else nn.Identity()
         emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, emb_out))
-        self.out_layers = nn.Sequential(normalization(out_channels), nn.SiLU(), nn.Dropout(p=dropout),
-                                        zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.out_layers = nn.Sequential(
+            normalization(out_channels),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
+            zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
+        )
         same = out_channels == channels
         self.skip_connection = nn.Identity() if same else nn.Conv2d(channels, out_channels, 1)
 
@@ -221,7 +234,7 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spatial: int, channels: int, head_channels: int, out_channels: int):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(channels, spatial ** 2 + 1) / channels ** 0.5)
+        self.positional_embedding = nn.Parameter(torch.randn(channels, spatial**2 + 1) / channels**0.5)
         self.qkv_proj = nn.Conv1d(channels, 3 * channels, 1)
         self.c_proj = nn.Conv1d(channels, out_channels, 1)
         self.num_heads = heads_for(channels, 1, head_channels)

@@ -19,11 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from adm.fileio import atomic_write
-from adm.nets.config import ClassifierConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
-from adm.fileio import write_json
-from adm.nets.presets import get_preset
+from adm.fileio import atomic_write, write_json
 from adm.nets.build import build_model
+from adm.nets.config import ClassifierConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
+from adm.nets.presets import get_preset
 
 KINDS: dict[str, type] = {"unet": UNetConfig, "classifier": ClassifierConfig}
 MAX_LISTED_KEYS = 5  # how many mismatching keys an error message names
@@ -54,14 +53,23 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     write_json(path, obj)
 
 
-def save_model(model: nn.Module, cfg: UNetConfig | ClassifierConfig, path: str | os.PathLike,
-               diffusion: DiffusionConfig | None = None) -> None:
+def save_model(
+    model: nn.Module,
+    cfg: UNetConfig | ClassifierConfig,
+    path: str | os.PathLike,
+    diffusion: DiffusionConfig | None = None,
+) -> None:
     """Save the weights (float32, OpenAI key names) and the JSON describing them beside."""
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+        for k, v in model.state_dict().items()
+    }
     atomic_torch_save(state, path)
-    meta = {"kind": kind_of(cfg), "config": to_dict(cfg),
-            "diffusion": to_dict(diffusion) if diffusion is not None else None}
+    meta = {
+        "kind": kind_of(cfg),
+        "config": to_dict(cfg),
+        "diffusion": to_dict(diffusion) if diffusion is not None else None,
+    }
     atomic_write_json(meta, sidecar_path(path))
 
 
@@ -91,8 +99,10 @@ def resolve_config(path: str | os.PathLike, cfg: Any = None) -> UNetConfig | Cla
         return cfg
     meta = read_sidecar(path)
     if meta is None:
-        raise CheckpointError(f"{path}: no {sidecar_path(path).name} beside it; give a config or a preset "
-                              f"name (OpenAI's released files carry no config)")
+        raise CheckpointError(
+            f"{path}: no {sidecar_path(path).name} beside it; give a config or a preset "
+            f"name (OpenAI's released files carry no config)"
+        )
     try:
         return from_dict(KINDS[meta["kind"]], meta["config"])
     except ValueError as e:
@@ -112,8 +122,10 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: st
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a {what} file") from None
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors, and a "
-                              f"{what} is only ever read as plain weights (that load never runs code)") from None
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects other than tensors, and a "
+            f"{what} is only ever read as plain weights (that load never runs code)"
+        ) from None
     except Exception as e:  # truncated zip, foreign format, ... (torch raises several types)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: not a readable weights-only {what} ({type(e).__name__}: {first})") from None
@@ -150,8 +162,9 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
     return problems
 
 
-def load_model(path: str | os.PathLike, cfg: Any = None, expect_kind: str | None = None,
-               map_location: Any = "cpu") -> tuple[nn.Module, UNetConfig | ClassifierConfig]:
+def load_model(
+    path: str | os.PathLike, cfg: Any = None, expect_kind: str | None = None, map_location: Any = "cpu"
+) -> tuple[nn.Module, UNetConfig | ClassifierConfig]:
     """Build the network for `path` and load its weights; returns (model in eval mode, cfg).
 
     cfg: a UNetConfig / ClassifierConfig, a preset name, or None to read the JSON beside the file.

@@ -11,17 +11,28 @@ import torch
 from torch import nn
 
 from adm.nets import fp16
-from adm.nets.config import ClassifierConfig
 from adm.nets.blocks import AttentionPool2d, normalization, timestep_embedding, zero_module
+from adm.nets.config import ClassifierConfig
 from adm.nets.unet import EncoderSpec, build_encoder, check_image, check_timesteps, time_embed_mlp
 
 
 def classifier_spec(cfg: ClassifierConfig) -> EncoderSpec:
     # OpenAI's create_classifier: one head unless num_head_channels is given, legacy q,k,v order.
-    return EncoderSpec(cfg.image_size, cfg.in_channels, cfg.model_channels, cfg.num_res_blocks,
-                       cfg.attention_resolutions, cfg.resolved_channel_mult, cfg.dropout, 1,
-                       cfg.num_head_channels, cfg.use_scale_shift_norm, cfg.resblock_updown,
-                       new_attention_order=False, use_checkpoint=False)
+    return EncoderSpec(
+        cfg.image_size,
+        cfg.in_channels,
+        cfg.model_channels,
+        cfg.num_res_blocks,
+        cfg.attention_resolutions,
+        cfg.resolved_channel_mult,
+        cfg.dropout,
+        1,
+        cfg.num_head_channels,
+        cfg.use_scale_shift_norm,
+        cfg.resblock_updown,
+        new_attention_order=False,
+        use_checkpoint=False,
+    )
 
 
 def pool_head(cfg: ClassifierConfig, channels: int, res: int) -> nn.Sequential:
@@ -29,8 +40,13 @@ def pool_head(cfg: ClassifierConfig, channels: int, res: int) -> nn.Sequential:
     if cfg.pool == "attention":
         pool = AttentionPool2d(res, channels, cfg.num_head_channels, cfg.num_classes)
         return nn.Sequential(normalization(channels), nn.SiLU(), pool)
-    return nn.Sequential(normalization(channels), nn.SiLU(), nn.AdaptiveAvgPool2d((1, 1)),
-                         zero_module(nn.Conv2d(channels, cfg.num_classes, 1)), nn.Flatten())
+    return nn.Sequential(
+        normalization(channels),
+        nn.SiLU(),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        zero_module(nn.Conv2d(channels, cfg.num_classes, 1)),
+        nn.Flatten(),
+    )
 
 
 class Classifier(nn.Module):

@@ -42,34 +42,38 @@ def _check_levels(image_size: int, channel_mult: tuple[float, ...], model_channe
     if not channel_mult:
         raise ValueError("channel_mult is empty")
     if image_size % 2 ** (len(channel_mult) - 1):
-        raise ValueError(f"image_size {image_size} is not divisible by 2**{len(channel_mult) - 1} "
-                         f"(one halving per channel_mult level)")
+        raise ValueError(
+            f"image_size {image_size} is not divisible by 2**{len(channel_mult) - 1} "
+            f"(one halving per channel_mult level)"
+        )
     for mult in channel_mult:
         width = int(mult * model_channels)
         if width <= 0 or width % GROUPNORM_GROUPS:
-            raise ValueError(f"level width int({mult} * {model_channels}) = {width} is not a positive "
-                             f"multiple of {GROUPNORM_GROUPS} (GroupNorm groups)")
+            raise ValueError(
+                f"level width int({mult} * {model_channels}) = {width} is not a positive "
+                f"multiple of {GROUPNORM_GROUPS} (GroupNorm groups)"
+            )
 
 
 @dataclass(frozen=True)
 class UNetConfig:
-    image_size: int                          # H = W of x_t, pixels
-    model_channels: int                      # base width ("num_channels")
-    num_res_blocks: int                      # ResBlocks per level on the way down (up path has one more)
-    attention_resolutions: tuple[int, ...]   # FEATURE-MAP sizes (32, 16, 8), not downsample rates
-    channel_mult: tuple[float, ...]          # per level; the 512 model uses 0.5
-    in_channels: int = 3                     # 6 for super-resolution (x ‖ upsampled low-res)
-    learn_sigma: bool = True                 # out_channels = 2 * image channels (eps and v) if True
-    num_classes: int | None = None           # None = unconditional
-    dropout: float = 0.0                     # dropout inside every ResBlock
-    num_heads: int = 4                       # attention heads when num_head_channels is -1
-    num_head_channels: int = -1              # >0: heads = channels // num_head_channels
-    num_heads_upsample: int = -1             # heads on the up path; -1 = num_heads (deprecated)
-    use_scale_shift_norm: bool = True        # AdaGN: GroupNorm(h)·(1+scale)+shift (paper §3)
-    resblock_updown: bool = True             # BigGAN residual blocks for up/downsampling (paper §3)
-    use_new_attention_order: bool = False    # split q,k,v before heads (True) or heads first (legacy)
-    super_res: bool = False                  # SuperResUNet: forward(x, t, y, low_res)
-    use_checkpoint: bool = False             # gradient checkpointing (memory for compute)
+    image_size: int  # H = W of x_t, pixels
+    model_channels: int  # base width ("num_channels")
+    num_res_blocks: int  # ResBlocks per level on the way down (up path has one more)
+    attention_resolutions: tuple[int, ...]  # FEATURE-MAP sizes (32, 16, 8), not downsample rates
+    channel_mult: tuple[float, ...]  # per level; the 512 model uses 0.5
+    in_channels: int = 3  # 6 for super-resolution (x ‖ upsampled low-res)
+    learn_sigma: bool = True  # out_channels = 2 * image channels (eps and v) if True
+    num_classes: int | None = None  # None = unconditional
+    dropout: float = 0.0  # dropout inside every ResBlock
+    num_heads: int = 4  # attention heads when num_head_channels is -1
+    num_head_channels: int = -1  # >0: heads = channels // num_head_channels
+    num_heads_upsample: int = -1  # heads on the up path; -1 = num_heads (deprecated)
+    use_scale_shift_norm: bool = True  # AdaGN: GroupNorm(h)·(1+scale)+shift (paper §3)
+    resblock_updown: bool = True  # BigGAN residual blocks for up/downsampling (paper §3)
+    use_new_attention_order: bool = False  # split q,k,v before heads (True) or heads first (legacy)
+    super_res: bool = False  # SuperResUNet: forward(x, t, y, low_res)
+    use_checkpoint: bool = False  # gradient checkpointing (memory for compute)
     # one extra label embedding, index num_classes, for "no label" (classifier-free guidance
     # trains with it, Ho & Salimans 2021); labels then lie in [0, num_classes]
     null_class: bool = field(default=False, metadata=OMIT_AT_DEFAULT)
@@ -102,18 +106,18 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    image_size: int                          # H = W of x_t, pixels
-    model_channels: int = 128                # classifier_width
-    num_res_blocks: int = 2                  # classifier_depth
+    image_size: int  # H = W of x_t, pixels
+    model_channels: int = 128  # classifier_width
+    num_res_blocks: int = 2  # classifier_depth
     attention_resolutions: tuple[int, ...] = (32, 16, 8)  # FEATURE-MAP sizes
-    channel_mult: tuple[float, ...] = ()     # () = size default (see DEFAULT_CHANNEL_MULT)
-    num_classes: int = 1000                  # logits per image
-    in_channels: int = 3                     # channels of x_t
-    num_head_channels: int = 64              # channels per attention head (also the attention pool's)
-    use_scale_shift_norm: bool = True        # AdaGN in every ResBlock
-    resblock_updown: bool = True             # BigGAN residual blocks for downsampling
-    pool: str = "attention"                  # or "adaptive": how the 1×C logits are read off the map
-    dropout: float = 0.0                     # dropout inside every ResBlock
+    channel_mult: tuple[float, ...] = ()  # () = size default (see DEFAULT_CHANNEL_MULT)
+    num_classes: int = 1000  # logits per image
+    in_channels: int = 3  # channels of x_t
+    num_head_channels: int = 64  # channels per attention head (also the attention pool's)
+    use_scale_shift_norm: bool = True  # AdaGN in every ResBlock
+    resblock_updown: bool = True  # BigGAN residual blocks for downsampling
+    pool: str = "attention"  # or "adaptive": how the 1×C logits are read off the map
+    dropout: float = 0.0  # dropout inside every ResBlock
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
@@ -134,9 +138,9 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    diffusion_steps: int = 1000              # T
-    noise_schedule: str = "linear"           # "linear" | "cosine" (Nichol & Dhariwal 2021 Eq. 17)
-    learn_sigma: bool = True                 # the network also outputs v (Eq. 15) and trains on L_hybrid
+    diffusion_steps: int = 1000  # T
+    noise_schedule: str = "linear"  # "linear" | "cosine" (Nichol & Dhariwal 2021 Eq. 17)
+    learn_sigma: bool = True  # the network also outputs v (Eq. 15) and trains on L_hybrid
 
     def __post_init__(self) -> None:
         if self.noise_schedule not in ("linear", "cosine"):

@@ -20,8 +20,9 @@ def convert_torso_to_fp16(model: nn.Module, torso: list[nn.Module]) -> None:
     """Cast the torso's conv weights to float16 (as OpenAI's convert_module_to_f16); CUDA only."""
     devices = {p.device.type for p in model.parameters()}
     if devices != {"cuda"}:
-        raise ValueError(f"fp16 mode needs the model on CUDA (parameters are on {sorted(devices)}); "
-                         f"use fp32 or bf16 autocast on CPU")
+        raise ValueError(
+            f"fp16 mode needs the model on CUDA (parameters are on {sorted(devices)}); use fp32 or bf16 autocast on CPU"
+        )
     for conv in _convs(torso):
         conv.to(torch.float16)
     model.dtype = torch.float16

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from adm.nets import fp16
-from adm.nets.config import UNetConfig
 from adm.nets.blocks import (
     AttentionBlock,
     Downsample,
@@ -27,25 +26,26 @@ from adm.nets.blocks import (
     timestep_embedding,
     zero_module,
 )
+from adm.nets.config import UNetConfig
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     """What the down path and middle block need, shared by the UNet and the classifier."""
 
-    image_size: int                          # H = W of the input, pixels
-    in_channels: int                         # channels fed to the first conv
-    model_channels: int                      # base width; the embedding is 4× this
-    num_res_blocks: int                      # ResBlocks per level
-    attention_resolutions: tuple[int, ...]   # feature-map sizes that get self-attention
-    channel_mult: tuple[float, ...]          # width multiplier per level
-    dropout: float                           # ResBlock dropout
-    num_heads: int                           # heads when num_head_channels <= 0
-    num_head_channels: int                   # >0: channels per head
-    use_scale_shift_norm: bool               # AdaGN
-    resblock_updown: bool                    # ResBlock (True) or strided conv (False) downsampling
-    new_attention_order: bool                # q,k,v split before heads
-    use_checkpoint: bool                     # gradient checkpointing in every block
+    image_size: int  # H = W of the input, pixels
+    in_channels: int  # channels fed to the first conv
+    model_channels: int  # base width; the embedding is 4× this
+    num_res_blocks: int  # ResBlocks per level
+    attention_resolutions: tuple[int, ...]  # feature-map sizes that get self-attention
+    channel_mult: tuple[float, ...]  # width multiplier per level
+    dropout: float  # ResBlock dropout
+    num_heads: int  # heads when num_head_channels <= 0
+    num_head_channels: int  # >0: channels per head
+    use_scale_shift_norm: bool  # AdaGN
+    resblock_updown: bool  # ResBlock (True) or strided conv (False) downsampling
+    new_attention_order: bool  # q,k,v split before heads
+    use_checkpoint: bool  # gradient checkpointing in every block
 
     @property
     def emb_channels(self) -> int:
@@ -59,8 +59,15 @@ class EncoderSpec:
         return AttentionBlock(channels, heads, self.new_attention_order, self.use_checkpoint)
 
     def resblock(self, channels: int, out_channels: int | None = None, **updown: bool) -> ResBlock:
-        return ResBlock(channels, self.emb_channels, self.dropout, out_channels,
-                        self.use_scale_shift_norm, use_checkpoint=self.use_checkpoint, **updown)
+        return ResBlock(
+            channels,
+            self.emb_channels,
+            self.dropout,
+            out_channels,
+            self.use_scale_shift_norm,
+            use_checkpoint=self.use_checkpoint,
+            **updown,
+        )
 
 
 def time_embed_mlp(model_channels: int) -> nn.Sequential:
@@ -110,17 +117,29 @@ def build_decoder(spec: EncoderSpec, skips: list[int], res: int, heads_up: int) 
 
 
 def unet_spec(cfg: UNetConfig) -> EncoderSpec:
-    return EncoderSpec(cfg.image_size, cfg.in_channels, cfg.model_channels, cfg.num_res_blocks,
-                       cfg.attention_resolutions, cfg.channel_mult, cfg.dropout, cfg.num_heads,
-                       cfg.num_head_channels, cfg.use_scale_shift_norm, cfg.resblock_updown,
-                       cfg.use_new_attention_order, cfg.use_checkpoint)
+    return EncoderSpec(
+        cfg.image_size,
+        cfg.in_channels,
+        cfg.model_channels,
+        cfg.num_res_blocks,
+        cfg.attention_resolutions,
+        cfg.channel_mult,
+        cfg.dropout,
+        cfg.num_heads,
+        cfg.num_head_channels,
+        cfg.use_scale_shift_norm,
+        cfg.resblock_updown,
+        cfg.use_new_attention_order,
+        cfg.use_checkpoint,
+    )
 
 
 def check_image(x: torch.Tensor, channels: int, size: int, name: str = "x") -> None:
     """One clear ValueError when x is not (N, channels, size, size) floating point."""
     if x.ndim != 4 or x.shape[1] != channels or tuple(x.shape[2:]) != (size, size):
-        raise ValueError(f"{name} must have shape (N, {channels}, {size}, {size}) for this config, "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape (N, {channels}, {size}, {size}) for this config, got {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
@@ -167,16 +186,20 @@ class UNet(nn.Module):
         self.input_blocks, self.middle_block, skips, res = build_encoder(spec)
         heads_up = cfg.num_heads_upsample if cfg.num_heads_upsample != -1 else cfg.num_heads
         self.output_blocks = build_decoder(spec, skips, res, heads_up)
-        self.out = nn.Sequential(normalization(spec.width(0)), nn.SiLU(),
-                                 zero_module(nn.Conv2d(spec.width(0), cfg.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            normalization(spec.width(0)),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(spec.width(0), cfg.out_channels, 3, padding=1)),
+        )
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Timestep embedding plus class embedding (paper §3: added, then fed to every AdaGN)."""
         emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels))  # (N, 4·ch)
         return emb + self.label_emb(y) if y is not None else emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                low_res: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, low_res: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x: (N, C, H, W), t: (N,) original timesteps, y: (N,) labels -> (N, out_channels, H, W)."""
         cfg = self.cfg
         check_image(x, cfg.image_channels, cfg.image_size)

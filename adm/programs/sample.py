@@ -25,35 +25,36 @@ from adm.fileio import write_json
 from adm.programs.shards import ShardError, merge_shards, shard_range  # noqa: F401 (re-exported)
 
 
-
 @dataclass(frozen=True)
 class SampleConfig:
-    model: str                        # diffusion checkpoint .pt (our JSON beside it, or --model-preset)
-    out: str                          # shard npz to write (atomic); the resolved config goes to .json beside
-    num_samples: int                  # N: total samples over all shards
-    classifier: str | None = None     # classifier checkpoint .pt; needed when scale > 0 (classifier guidance)
-    scale: float = 0.0                # classifier guidance scale s, or the CFG weight w (0 = unguided)
-    shard: int = 0                    # k: this shard's number, 0 <= k < num_shards
-    num_shards: int = 1               # n: shard k covers global indices [k·N//n, (k+1)·N//n)
-    seed: int = 0                     # base seed: sample i uses (seed, i) only
-    respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
-    batch_size: int | str = 64        # images per forward pass (images equal up to float rounding, see tests/test_invariance.py), or "auto":
-                                      # the largest that fits the device, from two probe steps
-    labels: str = "uniform"           # "uniform" (i.i.d. per index) | "balanced" (each block of C holds every class)
-    model_preset: str | None = None   # config for OpenAI files that carry no JSON
+    model: str  # diffusion checkpoint .pt (our JSON beside it, or --model-preset)
+    out: str  # shard npz to write (atomic); the resolved config goes to .json beside
+    num_samples: int  # N: total samples over all shards
+    classifier: str | None = None  # classifier checkpoint .pt; needed when scale > 0 (classifier guidance)
+    scale: float = 0.0  # classifier guidance scale s, or the CFG weight w (0 = unguided)
+    shard: int = 0  # k: this shard's number, 0 <= k < num_shards
+    num_shards: int = 1  # n: shard k covers global indices [k·N//n, (k+1)·N//n)
+    seed: int = 0  # base seed: sample i uses (seed, i) only
+    respacing: str = "250"  # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
+    batch_size: int | str = (
+        64  # images per forward pass (images equal up to float rounding, see tests/unit/test_invariance.py), or "auto":
+    )
+    # the largest that fits the device, from two probe steps
+    labels: str = "uniform"  # "uniform" (i.i.d. per index) | "balanced" (each block of C holds every class)
+    model_preset: str | None = None  # config for OpenAI files that carry no JSON
     classifier_preset: str | None = None  # likewise for the classifier
-    diffusion_preset: str | None = None   # T/schedule when the model's JSON has none (default: model_preset)
-    clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
-    precision: str = "fp32"           # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
-    compile: bool = False             # torch.compile both networks (pays only on long runs; see bench/)
-    fast: str = "exact"               # named fast path (adm.sampling.precision.FAST_MODES): exact (bytes equal to the
-                                      # reference) | fast (fused attention) | compiled (fast + torch.compile)
-    channels_last: bool = False       # NHWC weights and activations on top of the mode (rounding only)
-    fused_attention: bool = False     # SDPA's fused attention kernels on top of the mode (rounding only)
+    diffusion_preset: str | None = None  # T/schedule when the model's JSON has none (default: model_preset)
+    clip_denoised: bool = True  # clip x̂₀ to [-1, 1] at every step (as the paper's sampler)
+    precision: str = "fp32"  # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
+    compile: bool = False  # torch.compile both networks (pays only on long runs; see bench/)
+    fast: str = "exact"  # named fast path (adm.sampling.precision.FAST_MODES): exact (bytes equal to the
+    # reference) | fast (fused attention) | compiled (fast + torch.compile)
+    channels_last: bool = False  # NHWC weights and activations on top of the mode (rounding only)
+    fused_attention: bool = False  # SDPA's fused attention kernels on top of the mode (rounding only)
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
-                                      # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
-    guidance: str = "classifier"      # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
-                                      # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model)
+    # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
+    guidance: str = "classifier"  # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
+    # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model)
 
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
@@ -107,8 +108,9 @@ def load_networks(cfg: SampleConfig, device):
         diffusion_cfg = get_preset(name, kind="diffusion")
     classifier = classifier_cfg = None
     if cfg.scale > 0 and cfg.guidance == "classifier":
-        classifier, classifier_cfg = load_model(cfg.classifier, cfg.classifier_preset, expect_kind="classifier",
-                                                map_location=device)
+        classifier, classifier_cfg = load_model(
+            cfg.classifier, cfg.classifier_preset, expect_kind="classifier", map_location=device
+        )
         if classifier_cfg.image_size != model_cfg.image_size:
             raise ValueError(f"classifier is {classifier_cfg.image_size}px but the model is {model_cfg.image_size}px")
     return model, model_cfg, diffusion_cfg, classifier, classifier_cfg
@@ -120,16 +122,22 @@ def self_guided(cfg: SampleConfig, model_cfg, model_fn, schedule):
     from adm.sampling.guidance import classifier_free_guidance
 
     if not model_cfg.null_class:
-        raise ValueError(f"{cfg.model}: --guidance cfg needs a model trained with a null class "
-                         f"(train-diffusion --label-dropout P > 0); this one has none")
-    return classifier_free_guidance(model_fn, cfg.scale, model_cfg.num_classes, model_cfg.learn_sigma,
-                                    schedule, cfg.guidance_interval)
+        raise ValueError(
+            f"{cfg.model}: --guidance cfg needs a model trained with a null class "
+            f"(train-diffusion --label-dropout P > 0); this one has none"
+        )
+    return classifier_free_guidance(
+        model_fn, cfg.scale, model_cfg.num_classes, model_cfg.learn_sigma, schedule, cfg.guidance_interval
+    )
 
 
 def guidance_record(cfg: SampleConfig) -> dict:
     """How the shard was guided, for its JSON: method, weight and its convention, interval."""
-    rule = ("eps~ = (1 + w) eps(x, y) - w eps(x, null), w = scale; v from the conditional pass"
-            if cfg.guidance == "cfg" else "mean + scale * Sigma * grad log p(y | x_t) (DDIM: eps form)")
+    rule = (
+        "eps~ = (1 + w) eps(x, y) - w eps(x, null), w = scale; v from the conditional pass"
+        if cfg.guidance == "cfg"
+        else "mean + scale * Sigma * grad log p(y | x_t) (DDIM: eps form)"
+    )
     interval = None if cfg.guidance_interval is None else [cfg.guidance_interval[0], cfg.guidance_interval[1]]
     return {"method": cfg.guidance, "scale": cfg.scale, "rule": rule, "sigma_interval": interval}
 
@@ -151,6 +159,7 @@ def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
 
 def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
+    from adm.diffusion.schedule import make_schedule, respace
     from adm.sampling.batch_memory import guided_step, out_of_memory_message, probe_batch_size
     from adm.sampling.guidance import classifier_guidance, limited_interval
     from adm.sampling.precision import (
@@ -161,7 +170,6 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     )
     from adm.sampling.rng import randn_per_sample, sample_generators, sample_labels
     from adm.sampling.samplers import ddim_sample, ddpm_sample, to_uint8
-    from adm.diffusion.schedule import make_schedule, respace
 
     dev = torch.device(device)
     model, model_cfg, diffusion_cfg, classifier, classifier_cfg = load_networks(cfg, dev)
@@ -170,8 +178,13 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     base_schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
     schedule = respace(base_schedule, spec)
     num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
-    fast = fast_path(cfg.fast, resolve_sampling_precision(cfg.precision, dev.type), compile=cfg.compile,
-                     channels_last=cfg.channels_last, fused_attention=cfg.fused_attention)
+    fast = fast_path(
+        cfg.fast,
+        resolve_sampling_precision(cfg.precision, dev.type),
+        compile=cfg.compile,
+        channels_last=cfg.channels_last,
+        fused_attention=cfg.fused_attention,
+    )
     classifier_fn = sampling_classifier_fn(classifier, fast, dev.type) if classifier is not None else None
     full_cond_fn = classifier_guidance(classifier_fn, cfg.scale) if classifier is not None else None
     # sigma bounds are looked up at the ORIGINAL timestep in the training schedule; a full
@@ -189,40 +202,78 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
 
     indices = shard_range(cfg.num_samples, cfg.shard, cfg.num_shards)
     images = np.zeros((len(indices), size, size, 3), np.uint8)
-    labels = (sample_labels(cfg.seed, indices, num_classes, cfg.labels).numpy() if num_classes
-              else np.zeros(len(indices), np.int64))
+    labels = (
+        sample_labels(cfg.seed, indices, num_classes, cfg.labels).numpy()
+        if num_classes
+        else np.zeros(len(indices), np.int64)
+    )
     probe = probe_batch_size(step, dev, cap=len(indices)) if cfg.batch_size == "auto" else None
     if probe is not None and probe["batch_size"] < 1:
         raise ValueError(out_of_memory_message(1, dev, probe))
     batch_size = probe["batch_size"] if probe else cfg.batch_size
     t0 = time.time()
-    bar = tqdm(total=len(indices), desc=f"sample {cfg.guidance} {cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
-               unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(indices),
+        desc=f"sample {cfg.guidance} {cfg.scale:g} shard {cfg.shard}/{cfg.num_shards}",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for batch in _batches(indices, batch_size):
             sl = slice(batch.start - indices.start, batch.stop - indices.start)
             gens = sample_generators(cfg.seed, batch)  # CPU generators: identical noise on any device
             noise = randn_per_sample(gens, (channels, size, size), dev)  # x_T of each sample
             y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
-            x0 = sampler(model_fn, noise, schedule, labels=y, cond_fn=cond_fn, generators=gens,
-                         clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
+            x0 = sampler(
+                model_fn,
+                noise,
+                schedule,
+                labels=y,
+                cond_fn=cond_fn,
+                generators=gens,
+                clip_denoised=cfg.clip_denoised,
+                learn_sigma=model_cfg.learn_sigma,
+            )
             if not bool(torch.isfinite(x0).all()):  # the uint8 cast would turn NaN into black pixels
                 bar.close()
-                raise ValueError(f"samples {batch.start}..{batch.stop - 1} are not finite (NaN/inf) at --scale "
-                                 f"{cfg.scale:g} (the guidance gradient or the network overflowed); nothing written to {cfg.out}")
+                raise ValueError(
+                    f"samples {batch.start}..{batch.stop - 1} are not finite (NaN/inf) at --scale "
+                    f"{cfg.scale:g} (the guidance gradient or the network overflowed); nothing written to {cfg.out}"
+                )
             images[sl] = to_uint8(x0)
             bar.update(len(batch))
     except torch.OutOfMemoryError:  # one line naming a size that fits; no shard file is written
         bar.close()
-        raise ValueError(out_of_memory_message(batch_size, dev, _probe_after_oom(step, dev, len(indices), probe))) from None
+        raise ValueError(
+            out_of_memory_message(batch_size, dev, _probe_after_oom(step, dev, len(indices), probe))
+        ) from None
     bar.close()
     elapsed = time.time() - t0
     save_npz(cfg.out, images, labels, indices=np.arange(indices.start, indices.stop, dtype=np.int64))
-    summary = {"n": len(indices), "first_index": indices.start, "sampling_s": elapsed,
-               "images_per_s": len(indices) / max(elapsed, 1e-9), "steps": len(schedule),
-               "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes}
-    write_json(Path(cfg.out).with_suffix(".json"), {
-        "command": "sample", "config": dataclasses.asdict(cfg), "device": device,
-        "precision": fast.precision, "fast_path": dataclasses.asdict(fast), "batch_size": batch_size, "batch_probe": probe, "guidance": guidance_record(cfg),
-        "diffusion": dataclasses.asdict(diffusion_cfg), **summary, **(run_info or {})})
+    summary = {
+        "n": len(indices),
+        "first_index": indices.start,
+        "sampling_s": elapsed,
+        "images_per_s": len(indices) / max(elapsed, 1e-9),
+        "steps": len(schedule),
+        "sampler": "ddim" if use_ddim else "ddpm",
+        "num_classes": num_classes,
+    }
+    write_json(
+        Path(cfg.out).with_suffix(".json"),
+        {
+            "command": "sample",
+            "config": dataclasses.asdict(cfg),
+            "device": device,
+            "precision": fast.precision,
+            "fast_path": dataclasses.asdict(fast),
+            "batch_size": batch_size,
+            "batch_probe": probe,
+            "guidance": guidance_record(cfg),
+            "diffusion": dataclasses.asdict(diffusion_cfg),
+            **summary,
+            **(run_info or {}),
+        },
+    )
     return summary

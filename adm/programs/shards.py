@@ -90,8 +90,10 @@ def merge_shards(shards, out, num_samples: int, progress: bool = True, num_class
         raise ShardError(f"shard indices span {idx.min()}..{idx.max()}, outside 0..{num_samples - 1}")
     if len(idx) != num_samples:
         missing = sorted(set(range(num_samples)) - set(idx.tolist()))
-        raise ShardError(f"{len(missing)} of {num_samples} sample indices missing (first: {missing[:5]}); "
-                         f"a shard is absent or incomplete")
+        raise ShardError(
+            f"{len(missing)} of {num_samples} sample indices missing (first: {missing[:5]}); "
+            f"a shard is absent or incomplete"
+        )
     order = np.argsort(idx, kind="stable")
     images = np.concatenate([p[0] for p in parts])[order]
     labels = np.concatenate([p[1] for p in parts])[order].astype(np.int64)

@@ -31,14 +31,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from adm.fileio import atomic_write
 from adm.data.datasets import save_npz, to_float
-from adm.fileio import write_json
+from adm.fileio import atomic_write, write_json
 from adm.programs.sample import _batches
 from adm.programs.shards import shard_range
 
 UPSAMPLE_FACTOR = 4  # OpenAI's upsamplers: 64 -> 256 and 128 -> 512
-NOISE_STREAM = 3     # adm.sampling.rng uses streams 0 (noise), 1 (labels), 2 (balanced labels)
+NOISE_STREAM = 3  # adm.sampling.rng uses streams 0 (noise), 1 (labels), 2 (balanced labels)
 
 
 class UpsampleError(ValueError):
@@ -47,19 +46,19 @@ class UpsampleError(ValueError):
 
 @dataclass(frozen=True)
 class UpsampleConfig:
-    model: str                        # super-resolution checkpoint .pt (our JSON beside it, or --model-preset)
-    low_res: str                      # npz: arr_0 uint8 [N,h,w,3], arr_1 int labels [N] (what `adm merge` writes)
-    out: str                          # shard npz to write at the model's size (atomic); resolved config in .json beside
-    shard: int = 0                    # k: shard k of n covers low-res images [k·N//n, (k+1)·N//n)
-    num_shards: int = 1               # n
-    seed: int = 0                     # base seed: output i uses (seed, i) only
-    respacing: str = "250"            # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
-    batch_size: int = 16              # images per forward pass (a 512 image costs ~4 GiB of activations in fp32)
-    low_res_size: int | None = None   # h = w the upsampler takes; None = its JSON's, its preset's, else image_size // 4
-    model_preset: str | None = None   # config for OpenAI files that carry no JSON
+    model: str  # super-resolution checkpoint .pt (our JSON beside it, or --model-preset)
+    low_res: str  # npz: arr_0 uint8 [N,h,w,3], arr_1 int labels [N] (what `adm merge` writes)
+    out: str  # shard npz to write at the model's size (atomic); resolved config in .json beside
+    shard: int = 0  # k: shard k of n covers low-res images [k·N//n, (k+1)·N//n)
+    num_shards: int = 1  # n
+    seed: int = 0  # base seed: output i uses (seed, i) only
+    respacing: str = "250"  # sampling steps: "250", "25" (DDPM) or "ddim25" (DDIM)
+    batch_size: int = 16  # images per forward pass (a 512 image costs ~4 GiB of activations in fp32)
+    low_res_size: int | None = None  # h = w the upsampler takes; None = its JSON's, its preset's, else image_size // 4
+    model_preset: str | None = None  # config for OpenAI files that carry no JSON
     diffusion_preset: str | None = None  # T/schedule when the model's JSON has none (default: model_preset)
-    clip_denoised: bool = True        # clip x̂₀ to [-1, 1] at every step (as OpenAI's super_res_sample.py)
-    precision: str = "fp32"           # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
+    clip_denoised: bool = True  # clip x̂₀ to [-1, 1] at every step (as OpenAI's super_res_sample.py)
+    precision: str = "fp32"  # fp32 (exact) | fp16 (CUDA; the paper's) | bf16 | auto (fp16 on CUDA, else fp32)
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -98,8 +97,9 @@ class LowResBound(nn.Module):
         self.net.convert_to_fp16()
 
 
-def expected_low_res_size(image_size: int, override: int | None, model_cfg=None, model_path=None,
-                          model_preset: str | None = None) -> int:
+def expected_low_res_size(
+    image_size: int, override: int | None, model_cfg=None, model_path=None, model_preset: str | None = None
+) -> int:
     """h = w of the upsampler's input: the override, the checkpoint JSON's `low_res_size`, the
     preset's, else image_size / 4 (OpenAI's ratio)."""
     from adm.nets.checkpoints import read_sidecar
@@ -114,7 +114,9 @@ def expected_low_res_size(image_size: int, override: int | None, model_cfg=None,
     if known is not None:
         return known
     if image_size % UPSAMPLE_FACTOR:
-        raise UpsampleError(f"a {image_size}px upsampler is not {UPSAMPLE_FACTOR}x of a whole size; give --low-res-size")
+        raise UpsampleError(
+            f"a {image_size}px upsampler is not {UPSAMPLE_FACTOR}x of a whole size; give --low-res-size"
+        )
     return image_size // UPSAMPLE_FACTOR
 
 
@@ -141,22 +143,31 @@ def load_low_res(path, size: int, num_classes: int | None, model_size: int) -> t
     if images.dtype.kind == "f" and not np.isfinite(images).all():
         raise UpsampleError(f"{path}: arr_0 holds non-finite values (NaN/inf); expected uint8 images")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise UpsampleError(f"{path}: arr_0 must be uint8 [N,h,w,3] (as `adm sample` writes), "
-                            f"got {images.dtype} {list(images.shape)}")
+        raise UpsampleError(
+            f"{path}: arr_0 must be uint8 [N,h,w,3] (as `adm sample` writes), got {images.dtype} {list(images.shape)}"
+        )
     if len(images) == 0:
         raise UpsampleError(f"{path}: holds no images")
     if images.shape[1:3] != (size, size):
-        raise UpsampleError(f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the upsampler makes "
-                            f"{model_size}x{model_size} from {size}x{size} (wrong file, wrong upsampler, or --low-res-size)")
+        raise UpsampleError(
+            f"{path}: images are {images.shape[1]}x{images.shape[2]}, but the upsampler makes "
+            f"{model_size}x{model_size} from {size}x{size} (wrong file, wrong upsampler, or --low-res-size)"
+        )
     if labels is None:
         if num_classes:
-            raise UpsampleError(f"{path}: no labels (arr_1), but the upsampler is class-conditional ({num_classes} classes)")
+            raise UpsampleError(
+                f"{path}: no labels (arr_1), but the upsampler is class-conditional ({num_classes} classes)"
+            )
         return images, np.zeros(len(images), np.int64)
     if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-        raise UpsampleError(f"{path}: arr_1 must be integer labels [{len(images)}], got {labels.dtype} {list(labels.shape)}")
+        raise UpsampleError(
+            f"{path}: arr_1 must be integer labels [{len(images)}], got {labels.dtype} {list(labels.shape)}"
+        )
     if num_classes and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UpsampleError(f"{path}: labels span {labels.min()}..{labels.max()}, outside the upsampler's "
-                            f"{num_classes} classes 0..{num_classes - 1}")
+        raise UpsampleError(
+            f"{path}: labels span {labels.min()}..{labels.max()}, outside the upsampler's "
+            f"{num_classes} classes 0..{num_classes - 1}"
+        )
     return images, labels.astype(np.int64)
 
 
@@ -164,12 +175,18 @@ def load_upsampler(cfg: UpsampleConfig, device):
     """(model, model_cfg, diffusion_cfg) of a super-resolution checkpoint."""
     from adm.programs.sample import SampleConfig, load_networks
 
-    base = SampleConfig(model=cfg.model, out=cfg.out, num_samples=1, model_preset=cfg.model_preset,
-                        diffusion_preset=cfg.diffusion_preset)
+    base = SampleConfig(
+        model=cfg.model,
+        out=cfg.out,
+        num_samples=1,
+        model_preset=cfg.model_preset,
+        diffusion_preset=cfg.diffusion_preset,
+    )
     model, model_cfg, diffusion_cfg, _, _ = load_networks(base, device)
     if not model_cfg.super_res:
-        raise UpsampleError(f"{cfg.model}: not a super-resolution model (its config has super_res false); "
-                            f"`adm sample` runs base models")
+        raise UpsampleError(
+            f"{cfg.model}: not a super-resolution model (its config has super_res false); `adm sample` runs base models"
+        )
     return model, model_cfg, diffusion_cfg
 
 
@@ -180,13 +197,15 @@ def upsample_generators(seed: int, indices: range) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(per_sample_seed(int(seed), int(i), NOISE_STREAM)) for i in indices]
 
 
-def upsample_shard(cfg: UpsampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
+def upsample_shard(
+    cfg: UpsampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None
+) -> dict:
     """Upsample shard `cfg.shard` of the low-res file; writes arr_0 uint8 NHWC at the model's size,
     arr_1 the low-res labels, `indices`; returns a summary."""
+    from adm.diffusion.schedule import make_schedule, respace
     from adm.sampling.precision import FastPath, resolve_sampling_precision, sampling_model_fn
     from adm.sampling.rng import randn_per_sample
     from adm.sampling.samplers import ddim_sample, ddpm_sample, to_uint8
-    from adm.diffusion.schedule import make_schedule, respace
 
     dev = torch.device(device)
     model, model_cfg, diffusion_cfg = load_upsampler(cfg, dev)
@@ -205,39 +224,70 @@ def upsample_shard(cfg: UpsampleConfig, device: str = "cpu", progress: bool = Tr
 
     indices = shard_range(len(low_images), cfg.shard, cfg.num_shards)
     images = np.zeros((len(indices), size, size, 3), np.uint8)
-    labels = low_labels[indices.start:indices.stop]
+    labels = low_labels[indices.start : indices.stop]
     t0 = time.time()
-    bar = tqdm(total=len(indices), desc=f"upsample {low_size}->{size} shard {cfg.shard}/{cfg.num_shards}",
-               unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(indices),
+        desc=f"upsample {low_size}->{size} shard {cfg.shard}/{cfg.num_shards}",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for batch in _batches(indices, cfg.batch_size):
             sl = slice(batch.start - indices.start, batch.stop - indices.start)
-            bound.low_res = to_float(low_images[batch.start:batch.stop], device=dev)  # uint8 -> [-1, 1]
+            bound.low_res = to_float(low_images[batch.start : batch.stop], device=dev)  # uint8 -> [-1, 1]
             gens = upsample_generators(cfg.seed, batch)  # CPU generators: identical noise on any device
             noise = randn_per_sample(gens, (3, size, size), dev)  # x_T of each output image
             y = torch.from_numpy(labels[sl]).to(dev) if num_classes else None
-            x0 = sampler(model_fn, noise, schedule, labels=y, generators=gens,
-                         clip_denoised=cfg.clip_denoised, learn_sigma=model_cfg.learn_sigma)
+            x0 = sampler(
+                model_fn,
+                noise,
+                schedule,
+                labels=y,
+                generators=gens,
+                clip_denoised=cfg.clip_denoised,
+                learn_sigma=model_cfg.learn_sigma,
+            )
             if not bool(torch.isfinite(x0).all()):  # the uint8 cast would turn NaN into black pixels
-                raise UpsampleError(f"upsampled images {batch.start}..{batch.stop - 1} are not finite (NaN/inf): "
-                                    f"the network overflowed; nothing written to {cfg.out}")
+                raise UpsampleError(
+                    f"upsampled images {batch.start}..{batch.stop - 1} are not finite (NaN/inf): "
+                    f"the network overflowed; nothing written to {cfg.out}"
+                )
             images[sl] = to_uint8(x0)
             bar.update(len(batch))
     except torch.OutOfMemoryError:
-        raise UpsampleError(f"{dev.type} out of memory at batch size {cfg.batch_size} ({size}x{size}); "
-                            f"try a smaller --batch-size") from None
+        raise UpsampleError(
+            f"{dev.type} out of memory at batch size {cfg.batch_size} ({size}x{size}); try a smaller --batch-size"
+        ) from None
     finally:
         bar.close()
     elapsed = time.time() - t0
     save_npz(cfg.out, images, labels, indices=np.arange(indices.start, indices.stop, dtype=np.int64))
-    summary = {"n": len(indices), "first_index": indices.start, "sampling_s": elapsed,
-               "images_per_s": len(indices) / max(elapsed, 1e-9), "steps": len(schedule),
-               "sampler": "ddim" if use_ddim else "ddpm", "num_classes": num_classes,
-               "image_size": size, "low_res_size": low_size}
-    write_json(Path(cfg.out).with_suffix(".json"), {
-        "command": "upsample", "config": dataclasses.asdict(cfg), "device": device,
-        "precision": fast.precision, "diffusion": dataclasses.asdict(diffusion_cfg),
-        "noise_stream": NOISE_STREAM, **summary, **(run_info or {})})
+    summary = {
+        "n": len(indices),
+        "first_index": indices.start,
+        "sampling_s": elapsed,
+        "images_per_s": len(indices) / max(elapsed, 1e-9),
+        "steps": len(schedule),
+        "sampler": "ddim" if use_ddim else "ddpm",
+        "num_classes": num_classes,
+        "image_size": size,
+        "low_res_size": low_size,
+    }
+    write_json(
+        Path(cfg.out).with_suffix(".json"),
+        {
+            "command": "upsample",
+            "config": dataclasses.asdict(cfg),
+            "device": device,
+            "precision": fast.precision,
+            "diffusion": dataclasses.asdict(diffusion_cfg),
+            "noise_stream": NOISE_STREAM,
+            **summary,
+            **(run_info or {}),
+        },
+    )
     return summary
 
 
@@ -264,17 +314,25 @@ def interpolate_npz(src, dst, size: int, mode: str = "bicubic", chunk: int = 16)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
         raise UpsampleError(f"{src}: arr_0 must be uint8 [N,h,h,3], got {images.dtype} {list(images.shape)}")
     if size < images.shape[1]:
-        raise UpsampleError(f"{src}: images are {images.shape[1]}x{images.shape[1]}, larger than the {size}x{size} asked")
+        raise UpsampleError(
+            f"{src}: images are {images.shape[1]}x{images.shape[1]}, larger than the {size}x{size} asked"
+        )
     out = np.empty((len(images), size, size, 3), np.uint8)
     for start in range(0, len(images), chunk):
-        x = torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2).double()  # (B, 3, h, h)
+        x = torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2).double()  # (B, 3, h, h)
         y = F.interpolate(x, size=(size, size), mode=mode, align_corners=False)  # (B, 3, size, size)
-        out[start:start + chunk] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out[start : start + chunk] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if labels is None:  # an unconditional base model's file: no labels to pass on
         atomic_write(dst, lambda f: np.savez(f, arr_0=out))
     else:
         save_npz(dst, out, labels)
-    info = {"command": "interpolate", "source": str(src), "n": len(images), "from_size": int(images.shape[1]),
-            "image_size": int(size), "method": f"{mode} (torch, align_corners=False, float64), rounded to uint8"}
+    info = {
+        "command": "interpolate",
+        "source": str(src),
+        "n": len(images),
+        "from_size": int(images.shape[1]),
+        "image_size": int(size),
+        "method": f"{mode} (torch, align_corners=False, float64), rounded to uint8",
+    }
     write_json(Path(dst).with_suffix(".json"), info)
     return info

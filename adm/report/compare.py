@@ -22,8 +22,10 @@ from typing import Iterable, Mapping
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
 from .table import _digits, _fmt  # the number formatting of Table 1, shared
 
-SPREAD_NOTE = ("mean ± sd across seed sets (sample standard deviation, n − 1), with the min–max range; "
-               "in brackets the first seed's value and its 95% bootstrap interval")
+SPREAD_NOTE = (
+    "mean ± sd across seed sets (sample standard deviation, n − 1), with the min–max range; "
+    "in brackets the first seed's value and its 95% bootstrap interval"
+)
 
 
 def arm_label(arm: str, method: str, interval) -> str:
@@ -77,14 +79,18 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
     for arm, scale in sorted(groups, key=lambda k: (arm_order.index(k[0]), k[1])):
         group = groups[(arm, scale)]
         head = group[0]
-        row = {"arm": arm, "method": head["method"],
-               "label": arm_label(arm, head["method"], head.get("interval")),
-               "interval_lo": (head.get("interval") or [None, None])[0],
-               "interval_hi": (head.get("interval") or [None, None])[1],
-               "scale": scale, "n_seeds": len(group),
-               "seeds": " ".join(str(e["seed"]) for e in group),
-               "n_samples": head["doc"].get("n_samples"),
-               "feature_network": head["doc"].get("feature_network")}
+        row = {
+            "arm": arm,
+            "method": head["method"],
+            "label": arm_label(arm, head["method"], head.get("interval")),
+            "interval_lo": (head.get("interval") or [None, None])[0],
+            "interval_hi": (head.get("interval") or [None, None])[1],
+            "scale": scale,
+            "n_seeds": len(group),
+            "seeds": " ".join(str(e["seed"]) for e in group),
+            "n_samples": head["doc"].get("n_samples"),
+            "feature_network": head["doc"].get("feature_network"),
+        }
         for m in METRICS:
             summary = metric_summary([e["doc"] for e in group], m)
             row.update({f"{m}_{k}": v for k, v in summary.items()})
@@ -114,8 +120,10 @@ def row_cells(row: dict) -> list[str]:
 
 def comparison_notes(rows: list[dict]) -> list[str]:
     lines = [DEMO_BANNER] if any(r["feature_network"] == "demo" for r in rows) else []
-    lines.append(f"Cells: {SPREAD_NOTE}. Scale: classifier scale s, or the CFG paper's w "
-                 "(eps = (1 + w) eps(x, y) − w eps(x, ∅); w = 0 is the plain conditional model).")
+    lines.append(
+        f"Cells: {SPREAD_NOTE}. Scale: classifier scale s, or the CFG paper's w "
+        "(eps = (1 + w) eps(x, y) − w eps(x, ∅); w = 0 is the plain conditional model)."
+    )
     return lines
 
 
@@ -133,8 +141,11 @@ def write_comparison(entries: list[dict], out_csv: str | Path, out_md: str | Pat
         writer.writeheader()
         writer.writerows(rows)
     head = header_cells()
-    lines = [f"> {n}" for n in notes] + ["", "| " + " | ".join(head) + " |",
-                                         "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    lines = [f"> {n}" for n in notes] + [
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(head))) + "|",
+    ]
     lines += ["| " + " | ".join(row_cells(r)) + " |" for r in rows]
     Path(out_md).write_text("\n".join(lines) + "\n")
     return rows
@@ -151,8 +162,11 @@ def tradeoff_curves(rows: list[dict]) -> dict[str, dict[float, dict]]:
     adm.report.tradeoff.write_tradeoff_plots (sd only where there are two or more seeds)."""
     curves: dict[str, dict[float, dict]] = {}
     for r in rows:
-        point = {"metrics": {m: r[f"{m}_mean"] for m in METRICS}, "n_seeds": r["n_seeds"],
-                 "feature_network": r["feature_network"]}
+        point = {
+            "metrics": {m: r[f"{m}_mean"] for m in METRICS},
+            "n_seeds": r["n_seeds"],
+            "feature_network": r["feature_network"],
+        }
         spread = {m: r[f"{m}_sd"] for m in METRICS if r[f"{m}_sd"] is not None}
         if spread:
             point["spread"] = spread
@@ -165,8 +179,11 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     `data_uri` embeds a PNG (adm.report.html.data_uri; passed in so this module imports no HTML code)."""
     rows = read_comparison_csv(comparison_csv)
     head = header_cells()
-    table = ['<table class="compare"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-             + "</tr></thead><tbody>"]
+    table = [
+        '<table class="compare"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+    ]
     for r in rows:
         typed = {k: _number(v) for k, v in r.items()}
         cells = row_cells({**typed, "label": r["label"], "seeds": r["seeds"]})
@@ -174,9 +191,11 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     table.append("</tbody></table>")
     imgs = "\n".join(f'<img class="plot" alt="{html.escape(Path(p).stem)}" src="{data_uri(p)}">' for p in plots)
     n_seeds = max((int(r["n_seeds"]) for r in rows), default=1)
-    intro = (f"<p>Classifier guidance over the full interval and in a limited sigma interval, and "
-             f"classifier-free guidance, on the same axes; up to {n_seeds} independent seed sets per "
-             f"point. {html.escape(SPREAD_NOTE)}. Error bars: ± one sd across seeds.</p>")
+    intro = (
+        f"<p>Classifier guidance over the full interval and in a limited sigma interval, and "
+        f"classifier-free guidance, on the same axes; up to {n_seeds} independent seed sets per "
+        f"point. {html.escape(SPREAD_NOTE)}. Error bars: ± one sd across seeds.</p>"
+    )
     return "\n".join(["<h2>Guidance methods compared</h2>", intro, imgs, "\n".join(table)])
 
 

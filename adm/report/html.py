@@ -13,8 +13,7 @@ from typing import Mapping
 from adm.training.log import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, UNVERIFIED_BANNER
-from .runinfo import (elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions,
-                      read_benchmarks)
+from .runinfo import elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions, read_benchmarks
 from .table import header_cells, is_demo, is_unverified, notes, row_cells, table_rows
 
 
@@ -55,12 +54,15 @@ def read_training_curves(path: str | Path, curves: Mapping[str, str]) -> dict[st
 
 
 def _curve_section(inputs: ReportInputs) -> str:
-    from .plots import plot_training_curves
     import matplotlib.pyplot as plt
 
+    from .plots import plot_training_curves
+
     curves = {}
-    for name, path, wanted in (("diffusion loss", inputs.diffusion_log, DIFFUSION_CURVES),
-                               ("classifier accuracy", inputs.classifier_log, CLASSIFIER_CURVES)):
+    for name, path, wanted in (
+        ("diffusion loss", inputs.diffusion_log, DIFFUSION_CURVES),
+        ("classifier accuracy", inputs.classifier_log, CLASSIFIER_CURVES),
+    ):
         if path and Path(path).is_file():
             columns = read_training_curves(path, wanted)
             if columns:
@@ -94,9 +96,14 @@ def _summary_section(inputs: ReportInputs) -> str:
         facts.append(("GPU-hours", f"{gpu_hours(benchmarks, inputs.gpus_per_rule):.2f}"))
     parts = ["<h2>Run summary</h2>", _table_html(None, facts, "facts")]
     if benchmarks:
-        rows = [[rule, int(b["jobs"]), format_seconds(b["wall_s"]), f"{b['max_rss_mb']:.0f}"]
-                for rule, b in sorted(benchmarks.items(), key=lambda kv: -kv[1]["wall_s"])]
-        parts += ["<h3>Wall time per rule</h3>", _table_html(["rule", "jobs", "wall time", "max RSS (MB)"], rows, "bench")]
+        rows = [
+            [rule, int(b["jobs"]), format_seconds(b["wall_s"]), f"{b['max_rss_mb']:.0f}"]
+            for rule, b in sorted(benchmarks.items(), key=lambda kv: -kv[1]["wall_s"])
+        ]
+        parts += [
+            "<h3>Wall time per rule</h3>",
+            _table_html(["rule", "jobs", "wall time", "max RSS (MB)"], rows, "bench"),
+        ]
     versions = package_versions()
     parts += ["<h3>Package versions</h3>", _table_html(["package", "version"], list(versions.items()), "versions")]
     parts += ["<h3>Configuration</h3>", f"<pre>{html.escape(json.dumps(inputs.config, indent=2, default=str))}</pre>"]
@@ -151,19 +158,27 @@ def render_report(inputs: ReportInputs) -> str:
     )
     metric_names = ", ".join(METRIC_LABELS[m] for m in METRICS)
     body = [
-        f"<h1>{html.escape(inputs.title)}</h1>", banner,
-        "<h2>Table 1: classifier scale sweep</h2>", note_html, metrics_table,
-        f"<h2>Metrics vs scale</h2>{banner}<p>{metric_names} against the classifier scale.</p>", plots,
+        f"<h1>{html.escape(inputs.title)}</h1>",
+        banner,
+        "<h2>Table 1: classifier scale sweep</h2>",
+        note_html,
+        metrics_table,
+        f"<h2>Metrics vs scale</h2>{banner}<p>{metric_names} against the classifier scale.</p>",
+        plots,
         *_comparison_section(inputs),
         "<h2>Samples per scale</h2><p>The same global sample indices (same seeds and labels) at every scale.</p>",
         f'<div class="grid">{grids}</div>',
         *_upsample_section(inputs),
-        "<h2>Training curves</h2>", _curve_section(inputs),
+        "<h2>Training curves</h2>",
+        _curve_section(inputs),
         _summary_section(inputs),
     ]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(inputs.title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(inputs.title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def write_report(inputs: ReportInputs, out_html: str | Path) -> Path:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .paper import DEMO_BANNER, METRIC_LABELS, PAPER_TABLE1, METRICS  # noqa: E402
+from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, PAPER_TABLE1  # noqa: E402
 from .table import is_demo  # noqa: E402
 
 # plot name -> metrics drawn on it (one panel each).
@@ -38,12 +38,21 @@ def plot_trend(results: Mapping[float, dict], metrics: tuple[str, ...], title: s
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
     for m in metrics:
         scales, values, err = _series(results, m)
-        ax.errorbar(scales, values, yerr=err, marker="o", capsize=3, color=_COLORS[m], label=f"{METRIC_LABELS[m]} (ours)")
+        ax.errorbar(
+            scales, values, yerr=err, marker="o", capsize=3, color=_COLORS[m], label=f"{METRIC_LABELS[m]} (ours)"
+        )
         if overlay_paper:
             paper = sorted(PAPER_TABLE1.items())
             idx = METRICS.index(m)
-            ax.plot([s for s, _ in paper], [r[idx] for _, r in paper], "--", marker="x", color=_COLORS[m],
-                    alpha=0.7, label=f"{METRIC_LABELS[m]} (paper)")
+            ax.plot(
+                [s for s, _ in paper],
+                [r[idx] for _, r in paper],
+                "--",
+                marker="x",
+                color=_COLORS[m],
+                alpha=0.7,
+                label=f"{METRIC_LABELS[m]} (paper)",
+            )
     ax.set_xlabel("classifier scale s")
     ax.set_ylabel(" / ".join(METRIC_LABELS[m] for m in metrics))
     ax.set_title(title, fontsize=9)

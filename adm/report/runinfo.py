@@ -12,14 +12,26 @@ from importlib import metadata
 from pathlib import Path
 
 # Distributions whose versions matter for the numbers (read from metadata: nothing is imported).
-PACKAGES = ("adm-bench", "torch", "tensorflow-cpu", "tensorflow", "numpy", "scipy", "snakemake",
-            "snakemake-executor-plugin-slurm", "matplotlib", "pillow")
+PACKAGES = (
+    "adm-bench",
+    "torch",
+    "tensorflow-cpu",
+    "tensorflow",
+    "numpy",
+    "scipy",
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+    "matplotlib",
+    "pillow",
+)
 
 
 def git_commit(repo: str | Path) -> str:
     """`<sha>` plus ` (dirty)` when the tree has changes; 'unknown' outside git or before the first commit."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
@@ -53,8 +65,12 @@ def hardware() -> dict[str, str]:
     except (OSError, AttributeError):
         pass
     if shutil.which("nvidia-smi"):
-        res = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        res = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         if res.returncode == 0 and res.stdout.strip():
             info["gpus"] = "; ".join(res.stdout.strip().splitlines())
     return info

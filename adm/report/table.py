@@ -14,8 +14,17 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .paper import (DEMO_BANNER, DEMO_REASON, INCEPTION_FEATURES, METRIC_LABELS, METRICS, PAPER_SETTING,
-                    UNVERIFIED_BANNER, UNVERIFIED_REASON, paper_metrics)
+from .paper import (
+    DEMO_BANNER,
+    DEMO_REASON,
+    INCEPTION_FEATURES,
+    METRIC_LABELS,
+    METRICS,
+    PAPER_SETTING,
+    UNVERIFIED_BANNER,
+    UNVERIFIED_REASON,
+    paper_metrics,
+)
 
 _SCALE_RE = re.compile(r"scale(\d+(?:\.\d+)?)")
 
@@ -51,8 +60,7 @@ def is_demo(results: Mapping[float, dict]) -> bool:
 
 def is_unverified(results: Mapping[float, dict]) -> bool:
     """True when a non-demo scale was measured with a graph not verified as Inception-V3."""
-    return not is_demo(results) and any(
-        doc.get("feature_network") != INCEPTION_FEATURES for doc in results.values())
+    return not is_demo(results) and any(doc.get("feature_network") != INCEPTION_FEATURES for doc in results.values())
 
 
 def table_rows(results: Mapping[float, dict], compare_paper: bool) -> list[dict]:
@@ -120,8 +128,11 @@ def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
         lines = [DEMO_BANNER, DEMO_REASON]
     else:
         lines = [UNVERIFIED_BANNER, UNVERIFIED_REASON] if is_unverified(results) else []
-        lines.append(f"Paper: {PAPER_SETTING}. Δ = ours − paper." if compare_paper
-                     else "Ours only: this configuration does not match the paper's setting.")
+        lines.append(
+            f"Paper: {PAPER_SETTING}. Δ = ours − paper."
+            if compare_paper
+            else "Ours only: this configuration does not match the paper's setting."
+        )
     lines.append(interval_note(results))
     return lines
 
@@ -134,11 +145,13 @@ def interval_note(results: Mapping[float, dict]) -> str:
         return "No intervals: the evaluation ran without bootstrap resamples."
     fid = "/".join(str(c) for c in counts)
     pr = "/".join(str(max(c, 200)) for c in counts)
-    return (f"Brackets: 95% bootstrap intervals (value ± 1.96 standard errors). FID, sFID and IS: "
-            f"{fid} resamples, with replacement, of the generated images, the reference batch "
-            f"held fixed; precision and recall: {pr} resamples of which images fall inside the "
-            f"other set's manifold (generated images for precision, reference images for recall), "
-            f"the nearest-neighbour radii held fixed.")
+    return (
+        f"Brackets: 95% bootstrap intervals (value ± 1.96 standard errors). FID, sFID and IS: "
+        f"{fid} resamples, with replacement, of the generated images, the reference batch "
+        f"held fixed; precision and recall: {pr} resamples of which images fall inside the "
+        f"other set's manifold (generated images for precision, reference images for recall), "
+        f"the nearest-neighbour radii held fixed."
+    )
 
 
 def write_csv(rows: list[dict], path: str | Path, note_lines: list[str]) -> None:

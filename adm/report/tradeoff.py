@@ -73,8 +73,16 @@ def tradeoff_figure(curves: Curves, x: str, y: str, title: str, overlay_paper: b
         scales, xs, ys, sx, sy = (list(c) for c in zip(*rows))
         color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]  # arms on top of each other stay apart
         has_bars = any(sx) or any(sy)
-        ax.errorbar(xs, ys, xerr=sx if has_bars else None, yerr=sy if has_bars else None, marker=marker,
-                    capsize=3, color=color, label=label)
+        ax.errorbar(
+            xs,
+            ys,
+            xerr=sx if has_bars else None,
+            yerr=sy if has_bars else None,
+            marker=marker,
+            capsize=3,
+            color=color,
+            label=label,
+        )
         _label_points(ax, scales, xs, ys, color)
     if overlay_paper:
         scales, xs, ys = (list(c) for c in zip(*paper_points(x, y)))

@@ -118,8 +118,12 @@ def probe_batch_size(step: Callable[[int], object], device: torch.device, cap: i
     peaks = [peak_bytes(lambda b=b: step(b), device) for b in (1, 2)]
     fixed, per_image = affine_fit(*peaks)
     free = available_bytes(device)
-    return {"batch_size": fitting_batch(fixed, per_image, free, cap), "fixed_bytes": fixed,
-            "per_image_bytes": per_image, "available_bytes": free}
+    return {
+        "batch_size": fitting_batch(fixed, per_image, free, cap),
+        "fixed_bytes": fixed,
+        "per_image_bytes": per_image,
+        "available_bytes": free,
+    }
 
 
 def out_of_memory_message(batch_size: int, device: torch.device, probe: dict | None) -> str:
@@ -127,14 +131,17 @@ def out_of_memory_message(batch_size: int, device: torch.device, probe: dict | N
     where = f"{device.type} out of memory at batch size {batch_size}"
     if not probe:
         return f"{where}; try a smaller --batch-size or --batch-size auto"
-    mib = 2 ** 20
-    return (f"{where}: a guided step needs ~{probe['per_image_bytes'] / mib:.0f} MiB per image + "
-            f"{probe['fixed_bytes'] / mib:.0f} MiB, {probe['available_bytes'] / mib:.0f} MiB are free; "
-            f"--batch-size {max(probe['batch_size'], 1)} fits" + ("" if probe["batch_size"] else " (barely)"))
+    mib = 2**20
+    return (
+        f"{where}: a guided step needs ~{probe['per_image_bytes'] / mib:.0f} MiB per image + "
+        f"{probe['fixed_bytes'] / mib:.0f} MiB, {probe['available_bytes'] / mib:.0f} MiB are free; "
+        f"--batch-size {max(probe['batch_size'], 1)} fits" + ("" if probe["batch_size"] else " (barely)")
+    )
 
 
-def guided_step(model_fn, cond_fn, shape: tuple[int, ...], num_classes: int | None, t: int,
-                device: torch.device) -> Callable[[int], object]:
+def guided_step(
+    model_fn, cond_fn, shape: tuple[int, ...], num_classes: int | None, t: int, device: torch.device
+) -> Callable[[int], object]:
     """step(b): one UNet forward and one classifier gradient on b images at timestep t, the
     unit whose peak memory `probe_batch_size` measures (zeros: the values do not matter)."""
 

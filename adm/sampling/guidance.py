@@ -22,8 +22,16 @@ import torch.nn.functional as F
 
 from adm.diffusion.schedule import Schedule
 
-__all__ = ["classifier_guidance", "CondFn", "limited_interval", "step_sigmas", "check_interval",
-           "is_full_interval", "classifier_free_guidance", "interval_switch"]
+__all__ = [
+    "classifier_guidance",
+    "CondFn",
+    "limited_interval",
+    "step_sigmas",
+    "check_interval",
+    "is_full_interval",
+    "classifier_free_guidance",
+    "interval_switch",
+]
 
 CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,6 +60,7 @@ def classifier_guidance(classifier: Callable, scale: float) -> CondFn | None:
 
 
 # --- limited-interval guidance (Kynkäänniemi et al. 2024) ------------------------------------
+
 
 def step_sigmas(schedule: Schedule) -> np.ndarray:
     """sigma_k = sqrt((1 - alpha_bar) / alpha_bar) of each step's ORIGINAL timestep (float64 [K]).
@@ -130,8 +139,15 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
 
 # --- classifier-free guidance (Ho & Salimans 2021) -------------------------------------------
 
-def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, learn_sigma: bool = True,
-                             schedule: Schedule | None = None, interval=None) -> Callable:
+
+def classifier_free_guidance(
+    model_fn: Callable,
+    w: float,
+    null_label: int,
+    learn_sigma: bool = True,
+    schedule: Schedule | None = None,
+    interval=None,
+) -> Callable:
     """model_fn'(x_t, t, y): eps~ = (1 + w) eps(x_t, y) - w eps(x_t, null) (the CFG paper's w).
 
     w = 0 is the plain conditional model and returns ``model_fn`` itself (bit for bit). With
@@ -158,7 +174,7 @@ def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, lear
         return model_fn
     w, null_label = float(w), int(null_label)
     checked: list = [None]  # the label tensor last checked (samplers pass the same y every step)
-    nulls: dict = {}        # id(y) -> its null-label tensor, built once per batch, not per step
+    nulls: dict = {}  # id(y) -> its null-label tensor, built once per batch, not per step
 
     def cfg_model_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if y is None:
@@ -167,8 +183,10 @@ def classifier_free_guidance(model_fn: Callable, w: float, null_label: int, lear
             # once per label tensor (one read-back per batch, not per step); a "meta" tensor
             # holds no values (shape-only runs): nothing to check
             if y.device.type != "meta" and bool((y == null_label).any()):
-                raise ValueError(f"labels include the null class {null_label}: classifier-free guidance "
-                                 f"guides towards a real class, never the null one")
+                raise ValueError(
+                    f"labels include the null class {null_label}: classifier-free guidance "
+                    f"guides towards a real class, never the null one"
+                )
             checked[0] = y
             nulls.clear()
             nulls[id(y)] = torch.full_like(y, null_label)

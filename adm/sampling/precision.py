@@ -41,14 +41,16 @@ SAMPLING_PRECISIONS = ("auto",) + PRECISIONS
 
 
 def resolve_sampling_precision(precision: str, device_type: str) -> str:
-    """"auto" -> fp16 on CUDA (the paper's mode), fp32 elsewhere; fp16 off CUDA is a user error."""
+    """ "auto" -> fp16 on CUDA (the paper's mode), fp32 elsewhere; fp16 off CUDA is a user error."""
     if precision not in SAMPLING_PRECISIONS:
         raise ValueError(f"precision must be one of {SAMPLING_PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return "fp16" if device_type == "cuda" else "fp32"
     if precision == "fp16" and device_type != "cuda":
-        raise ValueError(f"--precision fp16 (OpenAI's fp16 torso) runs on CUDA only, the device is "
-                         f"{device_type}; use fp32 (exact) or bf16 there")
+        raise ValueError(
+            f"--precision fp16 (OpenAI's fp16 torso) runs on CUDA only, the device is "
+            f"{device_type}; use fp32 (exact) or bf16 there"
+        )
     return precision
 
 
@@ -60,17 +62,18 @@ class FastPath:
     """How the sampler runs the two networks. No field changes an image beyond float rounding;
     bench/bench_sampling.py measures each one against the reference sampler."""
 
-    precision: str = "fp32"       # resolved mode: fp32 (exact) | fp16 (CUDA) | bf16
-    inference_mode: bool = True   # UNet forward under torch.inference_mode (no autograd records)
-    channels_last: bool = False   # NHWC weights and activations (tensor-core friendly on CUDA)
-    compile: bool = False         # torch.compile both forwards; the first batch pays the compile
+    precision: str = "fp32"  # resolved mode: fp32 (exact) | fp16 (CUDA) | bf16
+    inference_mode: bool = True  # UNet forward under torch.inference_mode (no autograd records)
+    channels_last: bool = False  # NHWC weights and activations (tensor-core friendly on CUDA)
+    compile: bool = False  # torch.compile both forwards; the first batch pays the compile
     classifier_fp16: bool = False  # OpenAI's --classifier_use_fp16 (CUDA; off in the README's command)
     fused_attention: bool = False  # SDPA's fused kernels on contiguous heads (adm.nets.blocks.qkv_attention)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"FastPath.precision must be one of {PRECISIONS} (resolve 'auto' first), "
-                             f"got {self.precision!r}")
+            raise ValueError(
+                f"FastPath.precision must be one of {PRECISIONS} (resolve 'auto' first), got {self.precision!r}"
+            )
 
 
 # Named fast-path sets (`adm sample --fast MODE`, config `sampling.fast`): each turns on FastPath
@@ -94,8 +97,9 @@ def check_fast_mode(mode: str) -> str:
 
 def fast_path(mode: str, precision: str, **fields: bool) -> FastPath:
     """The FastPath of a named mode; `fields` (channels_last=True, ...) turn further fields on."""
-    return FastPath(precision=precision, **{**FAST_MODES[check_fast_mode(mode)],
-                                            **{k: v for k, v in fields.items() if v}})
+    return FastPath(
+        precision=precision, **{**FAST_MODES[check_fast_mode(mode)], **{k: v for k, v in fields.items() if v}}
+    )
 
 
 def _freeze(net: nn.Module) -> nn.Module:

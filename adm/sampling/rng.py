@@ -49,8 +49,7 @@ def randn_per_sample(generators: Sequence[torch.Generator], shape_per_sample, de
     return torch.stack(rows).to(device)
 
 
-def sample_labels(base_seed: int, indices: Sequence[int], num_classes: int,
-                  mode: str = "uniform") -> torch.Tensor:
+def sample_labels(base_seed: int, indices: Sequence[int], num_classes: int, mode: str = "uniform") -> torch.Tensor:
     """int64 class labels y_i that depend on (base_seed, i) only.
 
     "uniform": y_i ~ Uniform{0..num_classes-1}, an independent draw per index (the paper's

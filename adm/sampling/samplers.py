@@ -29,8 +29,8 @@ from adm.diffusion.gaussian import (
     predict_eps_from_xstart,
     predict_xstart_from_eps,
 )
-from adm.sampling.rng import randn_per_sample
 from adm.diffusion.schedule import Schedule
+from adm.sampling.rng import randn_per_sample
 
 __all__ = ["ddpm_sample", "ddim_sample", "to_uint8"]
 
@@ -74,8 +74,17 @@ def _not_last(k, x):
 
 
 @torch.no_grad()
-def ddpm_sample(model_fn, noise, schedule, labels=None, cond_fn=None, generators=None,
-                clip_denoised=True, learn_sigma=True, progress=False):
+def ddpm_sample(
+    model_fn,
+    noise,
+    schedule,
+    labels=None,
+    cond_fn=None,
+    generators=None,
+    clip_denoised=True,
+    learn_sigma=True,
+    progress=False,
+):
     """Ancestral sampling x_T -> x_0 (Ho et al. Alg. 2; guided: Dhariwal & Nichol Alg. 1)."""
     _check(noise, labels, cond_fn, generators)
     x = noise  # x_T ~ N(0, I)
@@ -94,8 +103,18 @@ def ddpm_sample(model_fn, noise, schedule, labels=None, cond_fn=None, generators
 
 
 @torch.no_grad()
-def ddim_sample(model_fn, noise, schedule, labels=None, cond_fn=None, generators=None,
-                eta=0.0, clip_denoised=True, learn_sigma=True, progress=False):
+def ddim_sample(
+    model_fn,
+    noise,
+    schedule,
+    labels=None,
+    cond_fn=None,
+    generators=None,
+    eta=0.0,
+    clip_denoised=True,
+    learn_sigma=True,
+    progress=False,
+):
     """DDIM x_T -> x_0 (Song et al. 2021 Eq. 12; guided: Dhariwal & Nichol Alg. 2). eta=0 is
     deterministic given x_T; eta=1 matches DDPM's posterior variance beta_tilde."""
     _check(noise, labels, cond_fn, generators)
@@ -116,8 +135,7 @@ def ddim_sample(model_fn, noise, schedule, labels=None, cond_fn=None, generators
             x0 = predict_xstart_from_eps(schedule, x, k, eps)
         # DDIM Eq. 16: sigma_t(eta) = eta sqrt((1 - alpha_bar_{t-1}) / (1 - alpha_bar_t))
         #                              * sqrt(1 - alpha_bar_t / alpha_bar_{t-1})
-        sigma = (eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
-                 * torch.sqrt(1 - alpha_bar / alpha_bar_prev))
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         # DDIM Eq. 12: x_{t-1} = sqrt(alpha_bar_{t-1}) x_0_hat
         #                      + sqrt(1 - alpha_bar_{t-1} - sigma^2) eps_hat + sigma z
         # (the clamp only guards float32 rounding below 0 at eta = 1)

@@ -17,28 +17,27 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adm.training import distributed as dist
-from adm.nets.config import ClassifierConfig, DiffusionConfig, to_dict
 from adm.data.datasets import DataError, load_npz, to_float
-from adm.fileio import write_json
 from adm.diffusion.gaussian import q_sample
-from adm.sampling.precision import autocast
 from adm.diffusion.schedule import make_schedule
 from adm.diffusion.timestep_sampler import UniformSampler
-from adm.fileio import clean_stale_temps
+from adm.fileio import clean_stale_temps, write_json
+from adm.nets.build import build_model
+from adm.nets.config import ClassifierConfig, DiffusionConfig, to_dict
+from adm.sampling.precision import autocast
+from adm.training import distributed as dist
+from adm.training.draws import _seed, batch_indices, step_draws
 from adm.training.log import CLASSIFIER_COLUMNS, CLASSIFIER_EVAL, LOG, RESUME_LOG, CSVLog
+from adm.training.presets import TrainConfig
 from adm.training.resume import array_digest, resume, run_settings
 from adm.training.state import (
     Meter,
     checkpoint_state,
-    optimizer_step,
     load_training_data,
     lr_at,
+    optimizer_step,
     save_checkpoint,
 )
-from adm.training.presets import TrainConfig
-from adm.training.draws import _seed, batch_indices, step_draws
-from adm.nets.build import build_model
 
 HELDOUT_MAX = 2048  # held-out images scored per evaluation (a fixed subset for large sets)
 
@@ -50,15 +49,15 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def train_classifier(
-    data,                             # training npz (arr_0 uint8 NHWC, arr_1 int64)
-    heldout,                          # held-out npz for accuracy on unseen images (None = skip)
-    out_dir,                          # run folder: checkpoint.pt (+ its log), log.csv, model.pt/.json, train_config.json
-    model_cfg: ClassifierConfig,      # classifier network (a preset from adm.nets.presets)
-    diffusion_cfg: DiffusionConfig,   # the forward process whose x_t the classifier must read
-    cfg: TrainConfig,                 # optimisation settings (ema_rates unused: no EMA, as in ADM)
-    device: str = "cpu",              # "cpu" | "cuda"
-    progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
-    run_info: dict | None = None,     # extra fields recorded in train_config.json
+    data,  # training npz (arr_0 uint8 NHWC, arr_1 int64)
+    heldout,  # held-out npz for accuracy on unseen images (None = skip)
+    out_dir,  # run folder: checkpoint.pt (+ its log), log.csv, model.pt/.json, train_config.json
+    model_cfg: ClassifierConfig,  # classifier network (a preset from adm.nets.presets)
+    diffusion_cfg: DiffusionConfig,  # the forward process whose x_t the classifier must read
+    cfg: TrainConfig,  # optimisation settings (ema_rates unused: no EMA, as in ADM)
+    device: str = "cpu",  # "cpu" | "cuda"
+    progress: bool = True,  # tqdm bar with ETA on stderr (rank 0)
+    run_info: dict | None = None,  # extra fields recorded in train_config.json
     restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
 ) -> dict:
     """Train until `cfg.steps` (resuming from `out_dir/checkpoint.pt`); returns a summary with accuracies."""
@@ -76,28 +75,53 @@ def train_classifier(
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(dev)
-    net = torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None) if world > 1 else model
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None)
+        if world > 1
+        else model
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
     ckpt = out_dir / "checkpoint.pt"
-    data_id = {"train_sha256": array_digest(images, labels),
-               "heldout_sha256": array_digest(*held) if held is not None else None}  # held-out rows are in the log
-    meta = run_settings("train-classifier", model_cfg, diffusion_cfg, cfg, data_id,
-                        unused=("ema_rates", "schedule_sampler"))
+    data_id = {
+        "train_sha256": array_digest(images, labels),
+        "heldout_sha256": array_digest(*held) if held is not None else None,
+    }  # held-out rows are in the log
+    meta = run_settings(
+        "train-classifier", model_cfg, diffusion_cfg, cfg, data_id, unused=("ema_rates", "schedule_sampler")
+    )
     meter = Meter()
-    start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, meter=meter,
-                             restart_on_change=restart_on_change)
+    start, elapsed0 = resume(
+        ckpt, meta, cfg.steps, model, opt, scaler, meter=meter, restart_on_change=restart_on_change
+    )
     log = CSVLog(out_dir / RESUME_LOG, CLASSIFIER_COLUMNS, resume_step=start if start else None, main=dist.is_main())
     if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
-        write_json(out_dir / "train_config.json", {
-            "command": "train-classifier", "data": str(data), "heldout": str(heldout) if heldout else None,
-            "device": device, "world_size": world, "model": to_dict(model_cfg),
-            "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg), "data_sha256": data_id,
-            "resumed_from": start, **(run_info or {})})
+        write_json(
+            out_dir / "train_config.json",
+            {
+                "command": "train-classifier",
+                "data": str(data),
+                "heldout": str(heldout) if heldout else None,
+                "device": device,
+                "world_size": world,
+                "model": to_dict(model_cfg),
+                "diffusion": to_dict(diffusion_cfg),
+                "train": to_dict(cfg),
+                "data_sha256": data_id,
+                "resumed_from": start,
+                **(run_info or {}),
+            },
+        )
 
     t0, tick, seen, last_eval = time.time() - elapsed0, time.time(), 0, {}  # elapsed_s spans resumed segments
-    bar = tqdm(total=cfg.steps, initial=start, desc="train-classifier", unit="step",
-               disable=not (progress and dist.is_main()), dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc="train-classifier",
+        unit="step",
+        disable=not (progress and dist.is_main()),
+        dynamic_ncols=True,
+    )
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -109,9 +133,9 @@ def train_classifier(
         opt.zero_grad(set_to_none=True)
         bad = torch.zeros((), device=dev)
         for i in range(0, local_bs, micro):
-            xb, yb = x0[i:i + micro], y[i:i + micro]
-            t = t_all[i:i + micro].to(dev)
-            x_t = q_sample(schedule, xb, t, eps_all[i:i + micro].to(dev))
+            xb, yb = x0[i : i + micro], y[i : i + micro]
+            t = t_all[i : i + micro].to(dev)
+            x_t = q_sample(schedule, xb, t, eps_all[i : i + micro].to(dev))
             sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
             with sync:
                 with autocast(cfg.precision, dev.type):
@@ -134,8 +158,14 @@ def train_classifier(
             row.update(last_eval)
         if done % cfg.log_interval == 0 or done == cfg.steps:
             now = time.time()
-            row.update(meter.means(), step=done, lr=lr_at(cfg, step), samples_per_s=seen / max(now - tick, 1e-9),
-                       elapsed_s=now - t0, loss_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
+            row.update(
+                meter.means(),
+                step=done,
+                lr=lr_at(cfg, step),
+                samples_per_s=seen / max(now - tick, 1e-9),
+                elapsed_s=now - t0,
+                loss_scale=scaler.get_scale() if scaler.is_enabled() else 1.0,
+            )
             bar.set_postfix({"loss": f"{row.get('loss', float('nan')):.3f}", "acc": f"{row.get('acc@1', 0):.2f}"})
             tick, seen = now, 0
         if row:
@@ -157,15 +187,22 @@ def train_classifier(
         log.publish(out_dir / LOG)
     dist.barrier()
     now = time.time()
-    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": now - t0,
-            "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9), **last_eval}
+    return {
+        "steps": cfg.steps,
+        "resumed_from": start,
+        "train_time_s": now - t0,
+        "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9),
+        **last_eval,
+    }
 
 
 def load_heldout(path, model_cfg: ClassifierConfig, seed: int):
     """A fixed (seeded) subset of at most HELDOUT_MAX held-out images."""
     images, labels = load_npz(path, model_cfg.image_size)
     if labels.max() >= model_cfg.num_classes or labels.min() < 0:
-        raise DataError(f"{path}: labels span {labels.min()}..{labels.max()} but the classifier has {model_cfg.num_classes} classes")
+        raise DataError(
+            f"{path}: labels span {labels.min()}..{labels.max()} but the classifier has {model_cfg.num_classes} classes"
+        )
     if len(images) > HELDOUT_MAX:
         keep = np.sort(np.random.default_rng(_seed(seed, 4)).permutation(len(images))[:HELDOUT_MAX])
         images, labels = images[keep], labels[keep]
@@ -182,11 +219,13 @@ def evaluate(model, held, schedule, cfg: TrainConfig, dev, batch: int) -> dict:
     model.eval()
     sums = {name: 0.0 for name in CLASSIFIER_EVAL}
     for i in range(0, len(images), batch):
-        x0 = to_float(images[i:i + batch]).to(dev)
-        y = torch.from_numpy(labels[i:i + batch]).to(dev)
-        t = t_all[i:i + batch].to(dev)
-        for prefix, x, tt in (("heldout_", q_sample(schedule, x0, t, noise_all[i:i + batch].to(dev)), t),
-                              ("heldout_clean_", x0, torch.zeros_like(t))):
+        x0 = to_float(images[i : i + batch]).to(dev)
+        y = torch.from_numpy(labels[i : i + batch]).to(dev)
+        t = t_all[i : i + batch].to(dev)
+        for prefix, x, tt in (
+            ("heldout_", q_sample(schedule, x0, t, noise_all[i : i + batch].to(dev)), t),
+            ("heldout_clean_", x0, torch.zeros_like(t)),
+        ):
             with autocast(cfg.precision, dev.type):
                 logits = model(x, tt).float()
             sums[prefix + "loss"] += float(F.cross_entropy(logits, y, reduction="sum"))

@@ -16,44 +16,43 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from adm.training import distributed as dist
-from adm.nets.config import DiffusionConfig, UNetConfig, to_dict
 from adm.data.datasets import to_float
-from adm.fileio import write_json
 from adm.diffusion.gaussian import hybrid_loss
-from adm.sampling.precision import autocast
 from adm.diffusion.schedule import make_schedule
 from adm.diffusion.timestep_sampler import make_timestep_sampler
-from adm.fileio import clean_stale_temps
+from adm.fileio import clean_stale_temps, write_json
+from adm.nets.build import build_model
+from adm.nets.config import DiffusionConfig, UNetConfig, to_dict
+from adm.sampling.precision import autocast
+from adm.training import distributed as dist
+from adm.training.draws import batch_indices, label_dropout_mask, step_draws, with_null_class
 from adm.training.log import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
+from adm.training.presets import TrainConfig
 from adm.training.resume import array_digest, resume, run_settings
 from adm.training.state import (
     Meter,
     checkpoint_state,
     ema_state_dict,
     ema_update,
-    optimizer_step,
     load_training_data,
     lr_at,
+    optimizer_step,
     save_checkpoint,
 )
-from adm.training.presets import TrainConfig
-from adm.training.draws import batch_indices, step_draws, label_dropout_mask, with_null_class
-from adm.nets.build import build_model
 
 
 def train_diffusion(
-    data,                             # training npz: arr_0 uint8 [N,H,W,3], arr_1 int64 labels
-    out_dir,                          # run folder: checkpoint.pt (+ its log), log.csv, ema*.pt, train_config.json
-    model_cfg: UNetConfig,            # network (a preset from adm.nets.presets)
-    diffusion_cfg: DiffusionConfig,   # T and noise schedule of the forward process
-    cfg: TrainConfig,                 # optimisation settings (steps, batch, lr, EMA, precision, ...)
-    device: str = "cpu",              # "cpu" | "cuda" (one GPU per torchrun process)
-    progress: bool = True,            # tqdm bar with ETA on stderr (rank 0)
-    run_info: dict | None = None,     # extra fields recorded in train_config.json (threads, preset names)
+    data,  # training npz: arr_0 uint8 [N,H,W,3], arr_1 int64 labels
+    out_dir,  # run folder: checkpoint.pt (+ its log), log.csv, ema*.pt, train_config.json
+    model_cfg: UNetConfig,  # network (a preset from adm.nets.presets)
+    diffusion_cfg: DiffusionConfig,  # T and noise schedule of the forward process
+    cfg: TrainConfig,  # optimisation settings (steps, batch, lr, EMA, precision, ...)
+    device: str = "cpu",  # "cpu" | "cuda" (one GPU per torchrun process)
+    progress: bool = True,  # tqdm bar with ETA on stderr (rank 0)
+    run_info: dict | None = None,  # extra fields recorded in train_config.json (threads, preset names)
     restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
-    condition=None,                   # super-resolution: x_0 batch -> extra network kwargs (low_res);
-                                      # None = the base model (adm.training.upsampler.LowResCondition)
+    condition=None,  # super-resolution: x_0 batch -> extra network kwargs (low_res);
+    # None = the base model (adm.training.upsampler.LowResCondition)
 ) -> dict:
     """Train until `cfg.steps`, resuming from `out_dir/checkpoint.pt` if present; returns a summary."""
     dev = dist.init(device)
@@ -69,7 +68,11 @@ def train_diffusion(
 
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_model(model_cfg).to(dev)
-    net = torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None) if world > 1 else model
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None)
+        if world > 1
+        else model
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.precision == "fp16")
     sampler = make_timestep_sampler(cfg.schedule_sampler, K)
@@ -84,10 +87,21 @@ def train_diffusion(
     start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, sampler, ema, meter, restart_on_change)
     log = CSVLog(out_dir / RESUME_LOG, DIFFUSION_COLUMNS, resume_step=start if start else None, main=dist.is_main())
     if dist.is_main():  # only now: a refused resume must not leave a config claiming new settings
-        write_json(out_dir / "train_config.json", {
-            "command": command, "data": str(data), "device": device, "world_size": world,
-            "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg), "train": to_dict(cfg),
-            "data_sha256": meta["data"]["train_sha256"], "resumed_from": start, **(run_info or {})})
+        write_json(
+            out_dir / "train_config.json",
+            {
+                "command": command,
+                "data": str(data),
+                "device": device,
+                "world_size": world,
+                "model": to_dict(model_cfg),
+                "diffusion": to_dict(diffusion_cfg),
+                "train": to_dict(cfg),
+                "data_sha256": meta["data"]["train_sha256"],
+                "resumed_from": start,
+                **(run_info or {}),
+            },
+        )
 
     cond = {}  # the current microbatch's extra network inputs (low_res of the same images)
 
@@ -96,8 +110,14 @@ def train_diffusion(
             return net(x_t, t, y, **cond).float()
 
     t0, tick, seen = time.time() - elapsed0, time.time(), 0  # elapsed_s counts every resumed segment
-    bar = tqdm(total=cfg.steps, initial=start, desc="train-diffusion", unit="step",
-               disable=not (progress and dist.is_main()), dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc="train-diffusion",
+        unit="step",
+        disable=not (progress and dist.is_main()),
+        dynamic_ncols=True,
+    )
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -112,8 +132,8 @@ def train_diffusion(
         opt.zero_grad(set_to_none=True)
         bad, step_losses = torch.zeros((), device=dev), []
         for i in range(0, local_bs, micro):
-            xb, yb = x0[i:i + micro], (y[i:i + micro] if y is not None else None)
-            k, w, noise = (a[i:i + micro].to(dev) for a in (k_all, w_all, eps_all))
+            xb, yb = x0[i : i + micro], (y[i : i + micro] if y is not None else None)
+            k, w, noise = (a[i : i + micro].to(dev) for a in (k_all, w_all, eps_all))
             cond = condition(xb) if condition is not None else {}
             sync = contextlib.nullcontext() if world == 1 or i + micro >= local_bs else net.no_sync()
             with sync:
@@ -135,8 +155,16 @@ def train_diffusion(
         if done % cfg.log_interval == 0 or done == cfg.steps:
             row = meter.means()
             now = time.time()
-            log.write({"step": done, "lr": lr_at(cfg, step), **row, "loss_scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
-                       "samples_per_s": seen / max(now - tick, 1e-9), "elapsed_s": now - t0})
+            log.write(
+                {
+                    "step": done,
+                    "lr": lr_at(cfg, step),
+                    **row,
+                    "loss_scale": scaler.get_scale() if scaler.is_enabled() else 1.0,
+                    "samples_per_s": seen / max(now - tick, 1e-9),
+                    "elapsed_s": now - t0,
+                }
+            )
             bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
             tick, seen = now, 0
         if done % cfg.save_interval == 0 or done == cfg.steps:
@@ -151,8 +179,13 @@ def train_diffusion(
         log.publish(out_dir / LOG)
     dist.barrier()
     now = time.time()
-    return {"steps": cfg.steps, "resumed_from": start, "train_time_s": now - t0,
-            "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9), "ema": str(out_dir / "ema.pt")}
+    return {
+        "steps": cfg.steps,
+        "resumed_from": start,
+        "train_time_s": now - t0,
+        "steps_per_s": (cfg.steps - start) / max(now - t0 - elapsed0, 1e-9),
+        "ema": str(out_dir / "ema.pt"),
+    }
 
 
 def export_ema(model, model_cfg, diffusion_cfg, ema, rates, out_dir: Path) -> None:

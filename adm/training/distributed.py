@@ -32,7 +32,8 @@ def choose_device(requested: str, env: Mapping[str, str], cuda_count: int) -> st
         visible = env.get("CUDA_VISIBLE_DEVICES", "<unset>")
         raise ValueError(
             f"LOCAL_RANK {local} has no GPU of its own: this process sees {cuda_count} GPU(s) "
-            f"(CUDA_VISIBLE_DEVICES={visible}); start at most {cuda_count} processes per node")
+            f"(CUDA_VISIBLE_DEVICES={visible}); start at most {cuda_count} processes per node"
+        )
     return f"cuda:{local}"
 
 

@@ -47,8 +47,12 @@ def step_draws(seed: int, step: int, batch_size: int, sampler, image_shape) -> t
     """
     k, w = sampler.sample(batch_size, torch.Generator().manual_seed(_seed(seed, step, 3)))
     mine = dist.share(batch_size)
-    eps = torch.stack([torch.randn(tuple(image_shape), generator=torch.Generator().manual_seed(_seed(seed, step, j, 4)))
-                       for j in range(mine.start, mine.stop)])
+    eps = torch.stack(
+        [
+            torch.randn(tuple(image_shape), generator=torch.Generator().manual_seed(_seed(seed, step, j, 4)))
+            for j in range(mine.start, mine.stop)
+        ]
+    )
     return k[mine], w[mine], eps
 
 
@@ -61,7 +65,7 @@ def label_dropout_mask(seed: int, step: int, batch_size: int, p: float, rank: in
     """
     drop = np.random.default_rng(_seed(seed, step, 5)).random(batch_size) < p
     local = batch_size // world
-    return drop[rank * local:(rank + 1) * local]
+    return drop[rank * local : (rank + 1) * local]
 
 
 def with_null_class(model_cfg, label_dropout: float):

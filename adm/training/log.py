@@ -15,9 +15,9 @@ from pathlib import Path
 
 from adm.fileio import atomic_copy, atomic_write
 
-LOG = "log.csv"                   # the declared copy (what the workflow and the report read)
+LOG = "log.csv"  # the declared copy (what the workflow and the report read)
 RESUME_LOG = "checkpoint-log.csv"  # the authoritative log, kept beside checkpoint.pt
-STEP = "step"                     # optimizer steps done when the row was written
+STEP = "step"  # optimizer steps done when the row was written
 TIMING_COLUMNS = ("samples_per_s", "elapsed_s")  # wall-clock columns: differ between any two runs
 
 
@@ -27,17 +27,35 @@ def _quartiles(*metrics: str) -> list[str]:
 
 
 # L_hybrid = L_simple (mse) + λ·L_vlb (vb), Nichol & Dhariwal 2021 Eq. 16.
-DIFFUSION_COLUMNS = [STEP, "lr", "loss", "mse", "vb", *_quartiles("loss", "mse", "vb"),
-                     "grad_norm", "loss_scale", *TIMING_COLUMNS]
+DIFFUSION_COLUMNS = [
+    STEP,
+    "lr",
+    "loss",
+    "mse",
+    "vb",
+    *_quartiles("loss", "mse", "vb"),
+    "grad_norm",
+    "loss_scale",
+    *TIMING_COLUMNS,
+]
 CLASSIFIER_TRAIN = ["loss", "acc@1", "acc@5", *_quartiles("loss", "acc@1")]  # on the noised training batches
-CLASSIFIER_EVAL = ["heldout_loss", "heldout_acc@1", "heldout_acc@5",        # held-out x_t (fixed t, noise)
-                   "heldout_clean_loss", "heldout_clean_acc@1", "heldout_clean_acc@5"]  # held-out x_0, t = 0
+CLASSIFIER_EVAL = [
+    "heldout_loss",
+    "heldout_acc@1",
+    "heldout_acc@5",  # held-out x_t (fixed t, noise)
+    "heldout_clean_loss",
+    "heldout_clean_acc@1",
+    "heldout_clean_acc@5",
+]  # held-out x_0, t = 0
 CLASSIFIER_COLUMNS = [STEP, "lr", *CLASSIFIER_TRAIN, "grad_norm", "loss_scale", *TIMING_COLUMNS, *CLASSIFIER_EVAL]
 
 # What the report draws from each log (column -> legend label).
 DIFFUSION_CURVES = {"loss": "L_hybrid", "mse": "L_simple (MSE of eps)", "vb": "L_vlb"}
-CLASSIFIER_CURVES = {"acc@1": "train acc@1 (noised)", "heldout_acc@1": "held-out acc@1 (noised)",
-                     "heldout_clean_acc@1": "held-out acc@1 (clean)"}
+CLASSIFIER_CURVES = {
+    "acc@1": "train acc@1 (noised)",
+    "heldout_acc@1": "held-out acc@1 (noised)",
+    "heldout_clean_acc@1": "held-out acc@1 (clean)",
+}
 
 
 def _format(value) -> str:

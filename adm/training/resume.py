@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adm.training import distributed as dist
 from adm.nets.config import to_dict
+from adm.training import distributed as dist
 from adm.training.presets import TrainConfig
 from adm.training.state import restore_rng_for_rank
 
@@ -35,9 +35,8 @@ def load_checkpoint(path: Path) -> dict | None:
     return state
 
 
-
 DIGEST_FULL_BYTES = 256 * 2**20  # data up to this size is hashed whole
-DIGEST_ROWS = 4096               # beyond it: every label plus this many evenly spaced images
+DIGEST_ROWS = 4096  # beyond it: every label plus this many evenly spaced images
 
 
 def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -71,15 +70,21 @@ def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
 NOT_COMPARED = ("steps", "save_interval")
 
 
-def run_settings(command: str, model_cfg, diffusion_cfg, cfg: TrainConfig, data: dict,
-                 unused: tuple[str, ...] = ()) -> dict:
+def run_settings(
+    command: str, model_cfg, diffusion_cfg, cfg: TrainConfig, data: dict, unused: tuple[str, ...] = ()
+) -> dict:
     """Everything that decides a run's weights and log; `unused` names fields this loop ignores."""
     # to_dict leaves out fields added later while at their default (label_dropout 0, null_class
     # off), so a checkpoint written before they existed still resumes; any other value of them
     # differs from the checkpoint and is compared like every weight-deciding setting
     train = {k: v for k, v in to_dict(cfg).items() if k not in NOT_COMPARED + unused}
-    meta = {"command": command, "model": to_dict(model_cfg), "diffusion": to_dict(diffusion_cfg),
-            "train": train, "data": data}
+    meta = {
+        "command": command,
+        "model": to_dict(model_cfg),
+        "diffusion": to_dict(diffusion_cfg),
+        "train": train,
+        "data": data,
+    }
     return json.loads(json.dumps(meta))  # tuples -> lists: compares equal after a torch.save round trip
 
 
@@ -131,8 +136,18 @@ def discard_stale(path: Path, reason: str) -> None:
     dist.barrier()
 
 
-def resume(path: Path, meta: dict, steps: int, model, opt, scaler, sampler=None, ema=None, meter=None,
-           restart_on_change: bool = False) -> tuple[int, float]:
+def resume(
+    path: Path,
+    meta: dict,
+    steps: int,
+    model,
+    opt,
+    scaler,
+    sampler=None,
+    ema=None,
+    meter=None,
+    restart_on_change: bool = False,
+) -> tuple[int, float]:
     """Load `path` if it exists and continues this run exactly; returns (start step, elapsed s).
 
     A checkpoint of other settings, or one past `steps`, is refused in one line naming the

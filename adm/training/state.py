@@ -56,7 +56,8 @@ def optimizer_step(model, opt, scaler, bad, step: int, ckpt, grad_clip: float, b
             bar.close()
         raise TrainingDiverged(
             f"loss is not finite (NaN/inf) at step {step + 1}; stopped. The last good checkpoint "
-            f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32.")
+            f"({ckpt}) is kept. Try a lower --lr, --grad-clip 1, or --precision fp32."
+        )
     scaler.unscale_(opt)
     gnorm = grad_norm_and_clip(model.parameters(), grad_clip)
     scaler.step(opt)
@@ -70,9 +71,16 @@ def optimizer_step(model, opt, scaler, bad, step: int, ckpt, grad_clip: float, b
 def capture_rng() -> dict:
     """Every global RNG state as weights_only-loadable objects (tensors, ints, tuples)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -178,11 +186,20 @@ def load_training_data(path, image_size: int, num_classes: int | None, cfg: Trai
     return images, labels, local, micro
 
 
-def checkpoint_state(step: int, meta: dict, model, opt, scaler, sampler=None, ema=None,
-                     meter=None, elapsed_s: float = 0.0) -> dict:
+def checkpoint_state(
+    step: int, meta: dict, model, opt, scaler, sampler=None, ema=None, meter=None, elapsed_s: float = 0.0
+) -> dict:
     """Everything needed to continue bit-exactly: weights, EMA, optimizer, loss scale, RNG, step,
     and the unfinished log interval of every rank (so the resumed log rows are exact)."""
-    return {"step": step, "meta": meta, "model": model.state_dict(), "opt": opt.state_dict(),
-            "scaler": scaler.state_dict(), "sampler": sampler_state(sampler) if sampler else {},
-            "ema": {repr(r): v for r, v in (ema or {}).items()}, "rng": gather_rng(),
-            "meter": gather_per_rank(meter.state() if meter else {}), "elapsed_s": float(elapsed_s)}
+    return {
+        "step": step,
+        "meta": meta,
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "sampler": sampler_state(sampler) if sampler else {},
+        "ema": {repr(r): v for r, v in (ema or {}).items()},
+        "rng": gather_rng(),
+        "meter": gather_per_rank(meter.state() if meter else {}),
+        "elapsed_s": float(elapsed_s),
+    }

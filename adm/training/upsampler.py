@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adm.fileio import atomic_write
 from adm.data.datasets import DataError, save_npz
-from adm.fileio import write_json
+from adm.fileio import atomic_write, write_json
 
 
 class LowResCondition:
@@ -37,8 +36,10 @@ class LowResCondition:
 
 def _factor(size: int, low_res_size: int) -> int:
     if low_res_size < 1 or size % low_res_size:
-        raise DataError(f"cannot area-downsample {size}x{size} to {low_res_size}x{low_res_size}: "
-                        f"the low-res size must divide the image size")
+        raise DataError(
+            f"cannot area-downsample {size}x{size} to {low_res_size}x{low_res_size}: "
+            f"the low-res size must divide the image size"
+        )
     return size // low_res_size
 
 
@@ -75,14 +76,30 @@ def downsample_npz(src, dst, low_res_size: int) -> dict:
         atomic_write(dst, lambda f: np.savez(f, arr_0=small))
     else:
         save_npz(dst, small, labels)
-    info = {"command": "downsample", "source": str(src), "n": len(images), "from_size": int(images.shape[1]),
-            "low_res_size": int(low_res_size), "method": "area (block mean), rounded to uint8"}
+    info = {
+        "command": "downsample",
+        "source": str(src),
+        "n": len(images),
+        "from_size": int(images.shape[1]),
+        "low_res_size": int(low_res_size),
+        "method": "area (block mean), rounded to uint8",
+    }
     write_json(Path(dst).with_suffix(".json"), info)
     return info
 
 
-def train_upsampler(data, out_dir, model_cfg, diffusion_cfg, cfg, low_res_size: int, device: str = "cpu",
-                    progress: bool = True, run_info: dict | None = None, restart_on_change: bool = False) -> dict:
+def train_upsampler(
+    data,
+    out_dir,
+    model_cfg,
+    diffusion_cfg,
+    cfg,
+    low_res_size: int,
+    device: str = "cpu",
+    progress: bool = True,
+    run_info: dict | None = None,
+    restart_on_change: bool = False,
+) -> dict:
     """Train until cfg.steps (resuming out_dir/checkpoint.pt); writes ema.pt (+ ema_<rate>.pt),
     model.pt (the raw weights), log.csv; each weights JSON also names the low-res size."""
     from adm.training import distributed as dist
@@ -92,8 +109,18 @@ def train_upsampler(data, out_dir, model_cfg, diffusion_cfg, cfg, low_res_size: 
         raise ValueError("train-upsampler needs a super-resolution preset (super_res true); use train-diffusion")
     _factor(model_cfg.image_size, low_res_size)
     info = {**(run_info or {}), "low_res_size": int(low_res_size)}
-    out = train_diffusion(data, out_dir, model_cfg, diffusion_cfg, cfg, device, progress, info,
-                          restart_on_change=restart_on_change, condition=LowResCondition(low_res_size))
+    out = train_diffusion(
+        data,
+        out_dir,
+        model_cfg,
+        diffusion_cfg,
+        cfg,
+        device,
+        progress,
+        info,
+        restart_on_change=restart_on_change,
+        condition=LowResCondition(low_res_size),
+    )
     if dist.is_main():
         export_raw_and_sizes(Path(out_dir), model_cfg, diffusion_cfg, int(low_res_size))
     dist.barrier()
@@ -105,11 +132,11 @@ def export_raw_and_sizes(out_dir: Path, model_cfg, diffusion_cfg, low_res_size: 
     upsample program reads it, so a trained upsampler needs no --low-res-size)."""
     import json
 
+    import torch
+
+    from adm.nets.build import build_model
     from adm.nets.checkpoints import save_model, sidecar_path
     from adm.training.resume import load_checkpoint
-    from adm.nets.build import build_model
-
-    import torch
 
     state = load_checkpoint(out_dir / "checkpoint.pt")
     with torch.device("meta"):

@@ -53,8 +53,10 @@ def mode_flags(mode: str) -> list[str]:
     precision, _, fast = mode.rpartition("-")  # "bf16-fast": bf16 with a fast path
     if fast in FAST_MODES and fast != "exact" and precision in ("", "bf16"):
         return ["--precision", precision or "fp32", "--fast", fast]
-    sys.exit(f"bench_bf16_demo: --mode must be bf16, a fast path of {[m for m in FAST_MODES if m != 'exact']} "
-             f"or bf16-<fast path>, got {mode!r}")
+    sys.exit(
+        f"bench_bf16_demo: --mode must be bf16, a fast path of {[m for m in FAST_MODES if m != 'exact']} "
+        f"or bf16-<fast path>, got {mode!r}"
+    )
 
 
 def pixel_change(run_dir: Path, name: str, samples: Path) -> dict:
@@ -66,25 +68,64 @@ def pixel_change(run_dir: Path, name: str, samples: Path) -> dict:
             sys.exit(f"bench_bf16_demo: the labels of scale {name} differ from the run's: not the same samples")
         d = np.abs(a["arr_0"].astype(np.int16) - b["arr_0"].astype(np.int16))
     per_image = d.reshape(len(d), -1).max(axis=1)
-    return {"max_abs_uint8": int(d.max()), "pixels_changed": float((d > 0).mean()),
-            "images_changed": int((per_image > 0).sum()), "images": len(d),
-            "images_changed_by_more_than_8": int((per_image > 8).sum())}
+    return {
+        "max_abs_uint8": int(d.max()),
+        "pixels_changed": float((d > 0).mean()),
+        "images_changed": int((per_image > 0).sum()),
+        "images": len(d),
+        "images_changed_by_more_than_8": int((per_image > 8).sum()),
+    }
 
 
 def sample_cmd(run_dir: Path, fp32_json: dict, out: Path, mode: str) -> list[str]:
     c = fp32_json["config"]
-    return [sys.executable, "-m", "adm", "sample", "--model", str(run_dir / "diffusion/ema.pt"),
-            "--classifier", str(run_dir / "classifier/model.pt"), "--scale", str(c["scale"]),
-            "--num-samples", str(c["num_samples"]), "--seed", str(c["seed"]),
-            "--respacing", c["respacing"], "--batch-size", str(c["batch_size"]),
-            "--labels", c["labels"], *mode_flags(mode), "--threads", "1",
-            "--no-progress", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "adm",
+        "sample",
+        "--model",
+        str(run_dir / "diffusion/ema.pt"),
+        "--classifier",
+        str(run_dir / "classifier/model.pt"),
+        "--scale",
+        str(c["scale"]),
+        "--num-samples",
+        str(c["num_samples"]),
+        "--seed",
+        str(c["seed"]),
+        "--respacing",
+        c["respacing"],
+        "--batch-size",
+        str(c["batch_size"]),
+        "--labels",
+        c["labels"],
+        *mode_flags(mode),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
 
 
 def eval_cmd(run_dir: Path, samples: Path, out: Path, bootstrap: int) -> list[str]:
-    return [sys.executable, "-m", "evaluations.evaluator", str(run_dir / "reference/ref.npz"),
-            str(samples), "--bootstrap", str(bootstrap), "--graph", str(run_dir / "featurenet/graph.pb"),
-            "--label-demo", "--threads", "1", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "evaluations.evaluator",
+        str(run_dir / "reference/ref.npz"),
+        str(samples),
+        "--bootstrap",
+        str(bootstrap),
+        "--graph",
+        str(run_dir / "featurenet/graph.pb"),
+        "--label-demo",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
 
 
 def compare(fp32: dict, other: dict, mode: str) -> dict:
@@ -92,8 +133,13 @@ def compare(fp32: dict, other: dict, mode: str) -> dict:
     for m in METRICS:
         lo, hi = fp32["ci"][m]
         v = other["metrics"][m]
-        rows[m] = {"fp32": fp32["metrics"][m], "fp32_ci": [lo, hi], mode: v,
-                   f"{mode}_ci": other["ci"][m], "inside": bool(lo <= v <= hi)}
+        rows[m] = {
+            "fp32": fp32["metrics"][m],
+            "fp32_ci": [lo, hi],
+            mode: v,
+            f"{mode}_ci": other["ci"][m],
+            "inside": bool(lo <= v <= hi),
+        }
     return rows
 
 
@@ -102,29 +148,47 @@ MODE_TEXT = {"bf16": "`adm sample --precision bf16`"}
 
 def write_mode_report(run_dir: Path, mode: str, results: dict, pixels: dict, timings: dict, bootstrap: int) -> None:
     """bench/out/{mode}_demo.{json,md} from the scales finished so far (written after each one)."""
-    doc = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                       "load_avg_1m_at_end": os.getloadavg()[0]},
-           "run_dir": str(run_dir), "mode": mode, "flags": mode_flags(mode), "scales": results,
-           "pixels_vs_fp32": pixels, "timings": timings,
-           "all_inside": all(r["inside"] for rows in results.values() for r in rows.values())}
+    doc = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0]},
+        "run_dir": str(run_dir),
+        "mode": mode,
+        "flags": mode_flags(mode),
+        "scales": results,
+        "pixels_vs_fp32": pixels,
+        "timings": timings,
+        "all_inside": all(r["inside"] for rows in results.values() for r in rows.values()),
+    }
     how = MODE_TEXT.get(mode, f"`adm sample {' '.join(mode_flags(mode))}`")
-    lines = [f"# {mode} sampling on the demo: metrics beside the fp32 run's bootstrap intervals", "",
-             f"Run: `{run_dir}` (fp32 = the DAG's own metrics); {mode} = {how}, "
-             "same models, seed, labels, steps and batch, evaluated with the same demo feature network "
-             f"and {bootstrap} bootstrap resamples. Machine: {doc['machine']}. "
-             f"All inside: **{doc['all_inside']}**.", "",
-             f"| scale | metric | fp32 | fp32 95% interval | {mode} | inside |", "|---:|:---|---:|:---|---:|:---|"]
+    lines = [
+        f"# {mode} sampling on the demo: metrics beside the fp32 run's bootstrap intervals",
+        "",
+        f"Run: `{run_dir}` (fp32 = the DAG's own metrics); {mode} = {how}, "
+        "same models, seed, labels, steps and batch, evaluated with the same demo feature network "
+        f"and {bootstrap} bootstrap resamples. Machine: {doc['machine']}. "
+        f"All inside: **{doc['all_inside']}**.",
+        "",
+        f"| scale | metric | fp32 | fp32 95% interval | {mode} | inside |",
+        "|---:|:---|---:|:---|---:|:---|",
+    ]
     for name, rows in results.items():
         for m, r in rows.items():
             lo, hi = r["fp32_ci"]
-            lines.append(f"| {name} | {m} | {r['fp32']:.4g} | [{lo:.4g}, {hi:.4g}] | {r[mode]:.4g} | "
-                         f"{'yes' if r['inside'] else 'NO'} |")
-    lines += ["", f"The same samples, index by index: {mode}'s uint8 images against the run's fp32 ones.", "",
-              "| scale | images changed | changed by > 8 levels | pixels changed | max abs change | sampling s |",
-              "|---:|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {name} | {m} | {r['fp32']:.4g} | [{lo:.4g}, {hi:.4g}] | {r[mode]:.4g} | "
+                f"{'yes' if r['inside'] else 'NO'} |"
+            )
+    lines += [
+        "",
+        f"The same samples, index by index: {mode}'s uint8 images against the run's fp32 ones.",
+        "",
+        "| scale | images changed | changed by > 8 levels | pixels changed | max abs change | sampling s |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, px in pixels.items():
-        lines.append(f"| {name} | {px['images_changed']} of {px['images']} | {px['images_changed_by_more_than_8']} "
-                     f"| {100 * px['pixels_changed']:.2f}% | {px['max_abs_uint8']} | {timings[name][f'{mode}_sampling_s']:.0f} |")
+        lines.append(
+            f"| {name} | {px['images_changed']} of {px['images']} | {px['images_changed_by_more_than_8']} "
+            f"| {100 * px['pixels_changed']:.2f}% | {px['max_abs_uint8']} | {timings[name][f'{mode}_sampling_s']:.0f} |"
+        )
     write_report(OUT, f"{mode}_demo", doc, "\n".join(lines) + "\n")
 
 
@@ -133,7 +197,11 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=Path("results/demo"))
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 10.0])
     p.add_argument("--bootstrap", type=int, default=10)
-    p.add_argument("--mode", default="bf16", help="bf16, a fast path of adm.sampling.precision.FAST_MODES (fast, compiled), or bf16-fast")
+    p.add_argument(
+        "--mode",
+        default="bf16",
+        help="bf16, a fast path of adm.sampling.precision.FAST_MODES (fast, compiled), or bf16-fast",
+    )
     a = p.parse_args()
     run_dir, mode = a.run_dir, a.mode
     mode_flags(mode)  # a bad mode is refused before anything runs
@@ -148,16 +216,23 @@ def main() -> None:
                 sys.exit(f"bench_bf16_demo: {run_dir} has no finished scale {name} (run the demo DAG first)")
             fp32 = json.loads(fp32_metrics.read_text())
             samples = tmp / f"{mode}_scale{name}.npz"
-            t_sample = run_logged(sample_cmd(run_dir, json.loads(shard_json.read_text()), samples, mode),
-                           tmp / f"sample{name}.log")
+            t_sample = run_logged(
+                sample_cmd(run_dir, json.loads(shard_json.read_text()), samples, mode), tmp / f"sample{name}.log"
+            )
             metrics = tmp / f"{mode}_scale{name}.json"
             run_logged(eval_cmd(run_dir, samples, metrics, a.bootstrap), tmp / f"eval{name}.log")
             results[name] = compare(fp32, json.loads(metrics.read_text()), mode)
             pixels[name] = pixel_change(run_dir, name, samples)
             timings[name] = {f"{mode}_sampling_s": t_sample}
-            print(f"scale {name}: " + ", ".join(
-                f"{m} {r[mode]:.4g} vs {r['fp32']:.4g} {'in' if r['inside'] else 'OUT'}"
-                for m, r in results[name].items()) + f"; pixels {pixels[name]}", flush=True)
+            print(
+                f"scale {name}: "
+                + ", ".join(
+                    f"{m} {r[mode]:.4g} vs {r['fp32']:.4g} {'in' if r['inside'] else 'OUT'}"
+                    for m, r in results[name].items()
+                )
+                + f"; pixels {pixels[name]}",
+                flush=True,
+            )
             write_mode_report(run_dir, mode, results, pixels, timings, a.bootstrap)
 
 

@@ -52,7 +52,9 @@ def sample_traced(unet, clf, schedule, y, scale, unet_prec, clf_prec):
         trace.append((x.clone(), eps.clone(), D.predict_xstart_from_eps(schedule, x, k, eps)))
         return out
 
-    cond_fn = classifier_guidance(sampling_classifier_fn(copy.deepcopy(clf), FastPath(precision=clf_prec), "cpu"), scale)
+    cond_fn = classifier_guidance(
+        sampling_classifier_fn(copy.deepcopy(clf), FastPath(precision=clf_prec), "cpu"), scale
+    )
     gens = sample_generators(0, range(len(y)))
     hw = unet.cfg.image_size
     return ddpm_sample(model_fn, randn_per_sample(gens, (3, hw, hw)), schedule, y, cond_fn, gens), trace
@@ -60,31 +62,54 @@ def sample_traced(unet, clf, schedule, y, scale, unet_prec, clf_prec):
 
 def earlier_bf16_drifts(r: dict) -> dict:
     """case name -> the ours_bf16 drift bench_sampling.py recorded for the demo case's runs."""
-    return {name: c["runs"]["ours_bf16"]["max_abs_dx0_vs_reference"] for name, c in r.get("cases", {}).items()
-            if name.startswith("demo") and "ours_bf16" in c.get("runs", {})}
+    return {
+        name: c["runs"]["ours_bf16"]["max_abs_dx0_vs_reference"]
+        for name, c in r.get("cases", {}).items()
+        if name.startswith("demo") and "ours_bf16" in c.get("runs", {})
+    }
 
 
 def measure(n: int) -> dict:
     unet, clf, schedule, y, scale = demo_case(n)
     x32, t32 = sample_traced(unet, clf, schedule, y, scale, "fp32", "fp32")
-    res = {"batch": n, "steps": len(schedule), "threads": torch.get_num_threads(),
-           "date": utc_stamp(),
-           "sqrt_recipm1_alpha_bar_per_step": schedule.sqrt_recipm1_alphas_cumprod[::-1].tolist(),
-           "modes": {}}
+    res = {
+        "batch": n,
+        "steps": len(schedule),
+        "threads": torch.get_num_threads(),
+        "date": utc_stamp(),
+        "sqrt_recipm1_alpha_bar_per_step": schedule.sqrt_recipm1_alphas_cumprod[::-1].tolist(),
+        "modes": {},
+    }
     for name, (up, cp) in MODES.items():
         x, tr = sample_traced(unet, clf, schedule, y, scale, up, cp)
         d = (x - x32).abs()
         per_sample = d.flatten(1).amax(1)
-        res["modes"][name] = {"max_abs": d.max().item(), "median_per_sample_max": per_sample.median().item(),
-                              "pixels_over_0.1": int((d > 0.1).sum()), "samples_over_0.1": int((per_sample > 0.1).sum()),
-                              "pixels": d.numel()}
+        res["modes"][name] = {
+            "max_abs": d.max().item(),
+            "median_per_sample_max": per_sample.median().item(),
+            "pixels_over_0.1": int((d > 0.1).sum()),
+            "samples_over_0.1": int((per_sample > 0.1).sum()),
+            "pixels": d.numel(),
+        }
         if name == "both_bf16":
             s, p = divmod(int(d.flatten().argmax()), d[0].numel())
-            res["worst"] = {"sample": s, "pixel": p, "final_fp32": x32[s].flatten()[p].item(),
-                            "final_bf16": x[s].flatten()[p].item(), "steps": [
-                {"t": int(schedule.timesteps[len(schedule) - 1 - j]),
-                 **{f"{q}_{lab}": tr_[j][i][s].flatten()[p].item() for lab, tr_ in (("fp32", t32), ("bf16", tr))
-                    for i, q in enumerate(("x_t", "eps", "x0_hat"))}} for j in range(len(schedule))]}
+            res["worst"] = {
+                "sample": s,
+                "pixel": p,
+                "final_fp32": x32[s].flatten()[p].item(),
+                "final_bf16": x[s].flatten()[p].item(),
+                "steps": [
+                    {
+                        "t": int(schedule.timesteps[len(schedule) - 1 - j]),
+                        **{
+                            f"{q}_{lab}": tr_[j][i][s].flatten()[p].item()
+                            for lab, tr_ in (("fp32", t32), ("bf16", tr))
+                            for i, q in enumerate(("x_t", "eps", "x0_hat"))
+                        },
+                    }
+                    for j in range(len(schedule))
+                ],
+            }
     return res
 
 

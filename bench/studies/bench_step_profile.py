@@ -33,11 +33,19 @@ from adm.sampling.precision import FastPath  # noqa: E402
 from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
 
 BATCH = {"demo": 250, "mid64": 2}
-VARIANTS = {"ours_fp32": FastPath(), "ours_fp32_plain": None, "ours_channels_last": FastPath(channels_last=True),
-            "ours_fused_attention": FastPath(fused_attention=True)}
+VARIANTS = {
+    "ours_fp32": FastPath(),
+    "ours_fp32_plain": None,
+    "ours_channels_last": FastPath(channels_last=True),
+    "ours_fused_attention": FastPath(fused_attention=True),
+}
 # operator family -> substrings of aten op names (self CPU time is attributed to the op that ran it)
-FAMILIES = {"convolution": ("conv", "mkldnn"), "matmul/attention": ("mm", "matmul", "addmm", "bmm", "einsum", "linear"),
-            "group_norm": ("group_norm", "native_group_norm"), "softmax (attention)": ("softmax",)}
+FAMILIES = {
+    "convolution": ("conv", "mkldnn"),
+    "matmul/attention": ("mm", "matmul", "addmm", "bmm", "einsum", "linear"),
+    "group_norm": ("group_norm", "native_group_norm"),
+    "softmax (attention)": ("softmax",),
+}
 
 
 def family(op: str) -> str:
@@ -71,9 +79,13 @@ def breakdown(call) -> dict:
         if ev.key.startswith("aten::"):
             fams[family(ev.key)] = fams.get(family(ev.key), 0.0) + ev.self_cpu_time_total / 1e6
     total = sum(fams.values())
-    top = sorted((ev for ev in prof.key_averages() if ev.key.startswith("aten::")), key=lambda ev: -ev.self_cpu_time_total)
-    return {"families": {k: {"self_cpu_s": v, "share": v / total} for k, v in sorted(fams.items(), key=lambda kv: -kv[1])},
-            "top_ops": [{"op": ev.key, "calls": ev.count, "share": ev.self_cpu_time_total / 1e6 / total} for ev in top[:8]]}
+    top = sorted(
+        (ev for ev in prof.key_averages() if ev.key.startswith("aten::")), key=lambda ev: -ev.self_cpu_time_total
+    )
+    return {
+        "families": {k: {"self_cpu_s": v, "share": v / total} for k, v in sorted(fams.items(), key=lambda kv: -kv[1])},
+        "top_ops": [{"op": ev.key, "calls": ev.count, "share": ev.self_cpu_time_total / 1e6 / total} for ev in top[:8]],
+    }
 
 
 def bench(case: str, repeats: int) -> dict:
@@ -81,12 +93,18 @@ def bench(case: str, repeats: int) -> dict:
     names = ["reference", *VARIANTS]
     cpu = {k: [] for k in names}
     for r in range(repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             cpu[k].append(timed_cpu(call, k)[2])
     ref = statistics.median(cpu["reference"])
-    res = {"batch": n, "steps": steps, "threads": torch.get_num_threads(), "load_before": os.getloadavg(),
-           "cpu_s": cpu, "ms_cpu_per_image_step": {k: 1000 * statistics.median(v) / (n * steps) for k, v in cpu.items()},
-           "ratio_cpu_time": {k: ref / statistics.median(v) for k, v in cpu.items()}}
+    res = {
+        "batch": n,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "load_before": os.getloadavg(),
+        "cpu_s": cpu,
+        "ms_cpu_per_image_step": {k: 1000 * statistics.median(v) / (n * steps) for k, v in cpu.items()},
+        "ratio_cpu_time": {k: ref / statistics.median(v) for k, v in cpu.items()},
+    }
     res["ours_fp32_breakdown"] = breakdown(call)
     res["threads_sweep"] = thread_sweep(call, n * steps, pairs=2 if case == "demo" else 1)
     res["load_after"] = os.getloadavg()
@@ -104,40 +122,74 @@ def thread_sweep(call, image_steps: int, pairs: int) -> dict:
             for th in (1, 2):
                 torch.set_num_threads(th)
                 _, wall, cpu_s = timed_cpu(call, "ours_fp32")
-                rows[th].append({"wall_ms": 1000 * wall / image_steps, "cpu_ms": 1000 * cpu_s / image_steps,
-                                 "load": os.getloadavg()[0]})
+                rows[th].append(
+                    {
+                        "wall_ms": 1000 * wall / image_steps,
+                        "cpu_ms": 1000 * cpu_s / image_steps,
+                        "load": os.getloadavg()[0],
+                    }
+                )
     finally:
         torch.set_num_threads(before)
-    return {str(th): {"median_wall_ms": statistics.median(r["wall_ms"] for r in v),
-                      "median_cpu_ms": statistics.median(r["cpu_ms"] for r in v), "runs": v} for th, v in rows.items()}
+    return {
+        str(th): {
+            "median_wall_ms": statistics.median(r["wall_ms"] for r in v),
+            "median_cpu_ms": statistics.median(r["cpu_ms"] for r in v),
+            "runs": v,
+        }
+        for th, v in rows.items()
+    }
 
 
 def markdown(r: dict) -> str:
     lines = [f"# Where a guided step's CPU time goes ({r['date']})", "", r["note"], ""]
     for case, c in r["cases"].items():
-        lines += [f"## {case}: batch {c['batch']}, {c['steps']} guided DDPM steps, {c['threads']} thread(s), "
-                  f"load {c['load_before'][0]:.1f} -> {c['load_after'][0]:.1f}", "",
-                  "| variant | CPU ms per guided image-step (median) | ratio vs reference (CPU time) | repeats (CPU s) |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## {case}: batch {c['batch']}, {c['steps']} guided DDPM steps, {c['threads']} thread(s), "
+            f"load {c['load_before'][0]:.1f} -> {c['load_after'][0]:.1f}",
+            "",
+            "| variant | CPU ms per guided image-step (median) | ratio vs reference (CPU time) | repeats (CPU s) |",
+            "|---|---|---|---|",
+        ]
         for k, ms in c["ms_cpu_per_image_step"].items():
             lines.append(f"| {k} | {ms:.2f} | {c['ratio_cpu_time'][k]:.2f} | {[round(v, 2) for v in c['cpu_s'][k]]} |")
-        lines += ["", "Our fp32 step by operator family (torch.profiler, self CPU time of aten ops):", "",
-                  "| family | CPU s | share |", "|---|---|---|"]
+        lines += [
+            "",
+            "Our fp32 step by operator family (torch.profiler, self CPU time of aten ops):",
+            "",
+            "| family | CPU s | share |",
+            "|---|---|---|",
+        ]
         fams = c["ours_fp32_breakdown"]["families"]
         lines += [f"| {k} | {v['self_cpu_s']:.2f} | {100 * v['share']:.0f}% |" for k, v in fams.items()]
-        lines += ["", "Top operators: " + ", ".join(f"`{o['op']}` {100 * o['share']:.0f}% ({o['calls']} calls)"
-                                                    for o in c["ours_fp32_breakdown"]["top_ops"])]
+        lines += [
+            "",
+            "Top operators: "
+            + ", ".join(
+                f"`{o['op']}` {100 * o['share']:.0f}% ({o['calls']} calls)" for o in c["ours_fp32_breakdown"]["top_ops"]
+            ),
+        ]
         kernels = sum(v["share"] for k, v in fams.items() if not k.startswith("other"))
         sw = c["threads_sweep"]
-        lines += ["", "ours_fp32 by intra-op threads (alternated, same load): " + "; ".join(
-            f"{th} thread(s) {v['median_wall_ms']:.2f} ms wall / {v['median_cpu_ms']:.2f} ms CPU per image-step"
-            for th, v in sw.items()) + f" (2 threads take {sw['2']['median_wall_ms'] / sw['1']['median_wall_ms']:.1f}x "
-            "the wall time of 1 here)."]
-        lines += ["", f"Convolutions, matmuls, GroupNorm and softmax: {100 * kernels:.0f}% of our default step. With "
-                  f"the same kernels as the reference, removing all the rest would give at most {1 / kernels:.2f}x; "
-                  "beyond that only other kernels help: `ours_fused_attention` swaps SDPA's math path (bmm + "
-                  "softmax + its all/where guard) for the fused flash kernel, and the convolutions (mkldnn, the "
-                  "same call on both sides) are what remains.", ""]
+        lines += [
+            "",
+            "ours_fp32 by intra-op threads (alternated, same load): "
+            + "; ".join(
+                f"{th} thread(s) {v['median_wall_ms']:.2f} ms wall / {v['median_cpu_ms']:.2f} ms CPU per image-step"
+                for th, v in sw.items()
+            )
+            + f" (2 threads take {sw['2']['median_wall_ms'] / sw['1']['median_wall_ms']:.1f}x "
+            "the wall time of 1 here).",
+        ]
+        lines += [
+            "",
+            f"Convolutions, matmuls, GroupNorm and softmax: {100 * kernels:.0f}% of our default step. With "
+            f"the same kernels as the reference, removing all the rest would give at most {1 / kernels:.2f}x; "
+            "beyond that only other kernels help: `ours_fused_attention` swaps SDPA's math path (bmm + "
+            "softmax + its all/where guard) for the fused flash kernel, and the convolutions (mkldnn, the "
+            "same call on both sides) are what remains.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -154,10 +206,13 @@ def main(argv=None) -> int:
         (Path(a.out) / "step_profile.md").write_text(markdown(r))
         return 0
     torch.set_num_threads(a.threads)
-    r = {"date": utc_stamp(), "machine": torch_machine(),
-         "note": "CPU seconds (process_time) of whole sampler calls (2 guided steps), the variants interleaved "
-                 "in a rotating order; the machine was shared with other jobs (load averages per case).",
-         "cases": {c: bench(c, a.repeats) for c in a.cases}}
+    r = {
+        "date": utc_stamp(),
+        "machine": torch_machine(),
+        "note": "CPU seconds (process_time) of whole sampler calls (2 guided steps), the variants interleaved "
+        "in a rotating order; the machine was shared with other jobs (load averages per case).",
+        "cases": {c: bench(c, a.repeats) for c in a.cases},
+    }
     write_report(a.out, "step_profile", r, markdown(r))
     print(markdown(r))
     return 0

@@ -3,7 +3,7 @@
 Config values are data, never code: every helper here returns an argument LIST, and every field of
 a rule's `shell:` command is written `{...:q}`, so Snakemake shell-quotes each element
 (shlex.quote) and bash passes it to the program as one argument, unexpanded.
-tests/test_workflow_security.py checks both (a lint of the rule files, and hostile strings in
+tests/workflow/test_workflow_security.py checks both (a lint of the rule files, and hostile strings in
 every config field).
 """
 

@@ -40,11 +40,7 @@ def one_line_config_error(exc):
     """`sampling.scales.0: -1 is less than the minimum of 0` from snakemake's validate error."""
     text = " ".join(str(a) for a in exc.args)
     message = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in text.splitlines()
-            if line.startswith("ValidationError")
-        ),
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("ValidationError")),
         text.splitlines()[0] if text else "schema validation failed",
     )
     where = next((line for line in text.splitlines() if line.startswith("On instance")), "")
@@ -64,9 +60,7 @@ def check_scales(cfg):
         raise ConfigError(f"sampling.scales has duplicates: {scales}")
     n, shards = cfg["sampling"]["num_samples"], cfg["sampling"]["num_shards"]
     if shards > n:
-        raise ConfigError(
-            f"sampling.num_shards ({shards}) > sampling.num_samples ({n})"
-        )
+        raise ConfigError(f"sampling.num_shards ({shards}) > sampling.num_samples ({n})")
 
 
 def check_models(cfg):
@@ -78,8 +72,7 @@ def check_models(cfg):
         preset_size = get_preset(name).image_size
         if preset_size != size:
             raise ConfigError(
-                f"{kind}.preset {name!r} is a {preset_size}x{preset_size} model, "
-                f"but image_size is {size}"
+                f"{kind}.preset {name!r} is a {preset_size}x{preset_size} model, but image_size is {size}"
             )
     diffusion = cfg["diffusion"]["preset"]
     steps = DIFFUSION_PRESETS[diffusion].diffusion_steps
@@ -97,15 +90,11 @@ def check_sources(cfg):
     """Data, checkpoints and reference batch: the combinations that exist."""
     imagenet, pretrained = cfg["dataset"] == "imagenet", cfg["pretrained"]
     if not imagenet and pretrained:
-        raise ConfigError(
-            "pretrained: true needs dataset: imagenet (no released demo model)"
-        )
+        raise ConfigError("pretrained: true needs dataset: imagenet (no released demo model)")
     if imagenet and not pretrained:
         folder = cfg["imagenet_dir"]
         if not folder:
-            raise ConfigError(
-                "dataset imagenet with pretrained: false needs imagenet_dir"
-            )
+            raise ConfigError("dataset imagenet with pretrained: false needs imagenet_dir")
         if not Path(folder).is_dir():
             raise ConfigError(f"imagenet_dir {folder!r} is not a directory")
     if imagenet and pretrained:
@@ -114,9 +103,7 @@ def check_sources(cfg):
             if "/" in value and not Path(value).is_file():
                 raise ConfigError(f"checkpoints.{kind}: no such file {value!r}")
     if not imagenet and cfg["reference"]["source"] != "build":
-        raise ConfigError(
-            "the digits demo builds its reference batch (reference.source: build)"
-        )
+        raise ConfigError("the digits demo builds its reference batch (reference.source: build)")
 
 
 def check_seeds(cfg):
@@ -147,9 +134,7 @@ def check_arm(arm, cfg):
     if "interval" in arm:
         lo, hi = arm["interval"]
         if not math.isfinite(lo) or not lo < hi:
-            raise ConfigError(
-                f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}"
-            )
+            raise ConfigError(f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}")
     if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"]:
         raise ConfigError(
             f"{where}: method cfg needs a model trained with label dropout, and none is "
@@ -161,9 +146,7 @@ def check_arms(cfg):
     arms = cfg["guidance_arms"]
     names = [a["name"] for a in arms]
     if "classifier" in names:
-        raise ConfigError(
-            "guidance_arms: the name 'classifier' is the Table 1 sweep's own; choose another"
-        )
+        raise ConfigError("guidance_arms: the name 'classifier' is the Table 1 sweep's own; choose another")
     if len(set(names)) != len(names):
         raise ConfigError(f"guidance_arms: names must be unique, got {names}")
     for arm in arms:
@@ -184,9 +167,7 @@ def check_upsample(cfg):
     sampled = [scale_name(s) for s in cfg["sampling"]["scales"]]
     missing = [s for s in up["scales"] if scale_name(s) not in sampled]
     if missing:
-        raise ConfigError(
-            f"upsample.scales {missing} are not among sampling.scales {cfg['sampling']['scales']}"
-        )
+        raise ConfigError(f"upsample.scales {missing} are not among sampling.scales {cfg['sampling']['scales']}")
     if len({scale_name(s) for s in up["scales"]}) != len(up["scales"]):
         raise ConfigError(f"upsample.scales has duplicates: {up['scales']}")
     preset, size, imagenet = (
@@ -200,17 +181,13 @@ def check_upsample(cfg):
             f"upsample.model.preset {preset!r} takes {lo}x{lo} images, "
             f"but the base samples are {size}x{size} (image_size)"
         )
-    if not imagenet and (
-        hi != size or size % lo
-    ):  # demo: base samples downsampled to lo, upsampled back
+    if not imagenet and (hi != size or size % lo):  # demo: base samples downsampled to lo, upsampled back
         raise ConfigError(
             f"upsample.model.preset {preset!r} makes {hi}x{hi} from {lo}x{lo}, but the digits demo "
             f"downsamples its {size}x{size} samples and needs them upsampled back to {size}x{size}"
         )
     if up["pretrained"] and not imagenet:
-        raise ConfigError(
-            "upsample.pretrained: true needs dataset: imagenet (no released demo upsampler)"
-        )
+        raise ConfigError("upsample.pretrained: true needs dataset: imagenet (no released demo upsampler)")
     if imagenet and not up["pretrained"]:
         raise ConfigError(
             f"upsample.pretrained: false would train the upsampler on {hi}x{hi} ImageNet images, which this "

@@ -1,5 +1,5 @@
 # Glue between the config and the rules: the workflow's Python lives in workflow/lib/ (importable,
-# torch-free, unit-tested in tests/test_workflow_lib.py); here it is imported, the config is
+# torch-free, unit-tested in tests/workflow/test_workflow_lib.py); here it is imported, the config is
 # validated, and the names the rules use are bound to this run's config.
 import sys
 from functools import partial

@@ -51,8 +51,10 @@ def main() -> int:
         else:
             download(url, cache_dir=target.parent, filename=target.name, expected_sha256=expected)
         if "lock" in snakemake.output.keys():
-            atomic.write_text(snakemake.output.lock, json.dumps(
-                {"url": url, "sha256": sha256_file(target), "file": target.name}, indent=1) + "\n")
+            atomic.write_text(
+                snakemake.output.lock,
+                json.dumps({"url": url, "sha256": sha256_file(target), "file": target.name}, indent=1) + "\n",
+            )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

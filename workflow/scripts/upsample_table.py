@@ -8,6 +8,11 @@ sys.stderr = open(snakemake.log[0], "w")
 from adm.report.table import load_metrics  # noqa: E402
 from adm.report.upsample_table import Arrangement, write_upsample_table  # noqa: E402
 
-write_upsample_table(load_metrics(snakemake.input.base), load_metrics(snakemake.input.upsampled),
-                     Arrangement(**snakemake.params.arrangement), snakemake.output.csv, snakemake.output.md,
-                     interpolated=load_metrics(snakemake.input.interpolated))
+write_upsample_table(
+    load_metrics(snakemake.input.base),
+    load_metrics(snakemake.input.upsampled),
+    Arrangement(**snakemake.params.arrangement),
+    snakemake.output.csv,
+    snakemake.output.md,
+    interpolated=load_metrics(snakemake.input.interpolated),
+)

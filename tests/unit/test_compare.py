@@ -1,0 +1,132 @@
+"""adm/report/compare.py: mean and spread across seed sets per (arm, scale), the first seed's
+bootstrap interval beside them, trade-off curves, and the report section (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from adm.report import compare
+from adm.report.paper import METRICS
+
+
+def metrics_doc(fid, seed_offset=0.0, ci=True, network="demo"):
+    """An evaluator-shaped JSON: fid given, the other metrics derived so each differs per seed."""
+    m = {
+        "fid": fid,
+        "sfid": fid + 1.0,
+        "inception_score": 5.0 + seed_offset,
+        "precision": 0.5 + seed_offset / 100,
+        "recall": 0.4 - seed_offset / 100,
+    }
+    doc = {"metrics": m, "n_samples": 16, "n_ref": 16, "feature_network": network}
+    if ci:
+        doc["ci"] = {k: [v - 0.5, v + 0.5] for k, v in m.items()}
+    return doc
+
+
+def write_entries(tmp_path, spec):
+    """spec: [(arm, method, interval, seed, scale, doc)] -> entries as the workflow passes them."""
+    entries = []
+    for arm, method, interval, seed, scale, doc in spec:
+        path = tmp_path / f"{arm}_{seed}_{scale}.json"
+        path.write_text(json.dumps(doc))
+        entries.append(
+            {"arm": arm, "method": method, "interval": interval, "seed": seed, "scale": scale, "path": str(path)}
+        )
+    return entries
+
+
+@pytest.fixture
+def entries(tmp_path):
+    spec = [
+        ("classifier", "classifier", None, 0, 1.0, metrics_doc(10.0, 0)),
+        ("classifier", "classifier", None, 0, 0.0, metrics_doc(20.0, 0)),
+        ("classifier", "classifier", None, 1, 1.0, metrics_doc(12.0, 1)),
+        ("classifier", "classifier", None, 2, 1.0, metrics_doc(14.0, 2)),
+        ("interval", "classifier", [0.28, 5.42], 0, 1.0, metrics_doc(9.0, 0)),
+        ("interval", "classifier", [0.28, 5.42], 1, 1.0, metrics_doc(9.5, 1)),
+        ("cfg", "cfg", None, 0, 0.0, metrics_doc(8.0, 0)),
+    ]
+    return write_entries(tmp_path, spec)
+
+
+def test_mean_sd_range_and_first_seed_interval(entries):
+    rows = compare.comparison_rows(compare.load_entries(entries))
+    row = next(r for r in rows if r["arm"] == "classifier" and r["scale"] == 1.0)
+    assert row["n_seeds"] == 3 and row["seeds"] == "0 1 2"
+    assert row["fid_mean"] == pytest.approx(12.0)
+    # sample sd (n - 1): 2.0; the population sd would be 1.633
+    assert row["fid_sd"] == pytest.approx(statistics.stdev([10.0, 12.0, 14.0])) == pytest.approx(2.0)
+    assert (row["fid_min"], row["fid_max"]) == (10.0, 14.0)
+    # the first seed's value and ITS bootstrap interval, not another seed's
+    assert row["fid_first"] == 10.0 and (row["fid_first_ci_lo"], row["fid_first_ci_hi"]) == (9.5, 10.5)
+    for m in METRICS:
+        assert row[f"{m}_sd"] is not None
+
+
+def test_one_seed_has_no_spread(entries):
+    rows = compare.comparison_rows(compare.load_entries(entries))
+    row = next(r for r in rows if r["arm"] == "cfg")
+    assert row["n_seeds"] == 1 and row["fid_sd"] is None
+    cell = compare.metric_cell(row, "fid")
+    assert "±" not in cell and cell == "8.00 [first seed: 8.00 [7.50, 8.50]]"
+
+
+def test_rows_keep_arm_order_and_sort_scales(entries):
+    rows = compare.comparison_rows(compare.load_entries(entries))
+    assert [(r["arm"], r["scale"]) for r in rows] == [
+        ("classifier", 0.0),
+        ("classifier", 1.0),
+        ("interval", 1.0),
+        ("cfg", 0.0),
+    ]
+    assert rows[2]["label"] == "interval: classifier guidance, σ ∈ (0.28, 5.42]"
+    assert rows[0]["label"] == "classifier: classifier guidance (full interval)"
+    assert rows[3]["label"] == "cfg: classifier-free guidance (w)"
+    assert compare.arm_label("c", "cfg", [0.28, float("inf")]) == "c: classifier-free guidance (w), σ ∈ (0.28, inf]"
+    assert (rows[2]["interval_lo"], rows[2]["interval_hi"]) == (0.28, 5.42)
+
+
+def test_cell_with_spread():
+    row = {
+        "fid_mean": 12.0,
+        "fid_sd": 2.0,
+        "fid_min": 10.0,
+        "fid_max": 14.0,
+        "fid_first": 10.0,
+        "fid_first_ci_lo": 9.5,
+        "fid_first_ci_hi": 10.5,
+    }
+    assert compare.metric_cell(row, "fid") == "12.00 ± 2.00 (10.00–14.00) [first seed: 10.00 [9.50, 10.50]]"
+
+
+def test_tradeoff_curves_carry_means_and_sd(entries):
+    curves = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(entries)))
+    full = curves["classifier: classifier guidance (full interval)"]
+    assert sorted(full) == [0.0, 1.0]
+    assert full[1.0]["metrics"]["fid"] == pytest.approx(12.0)
+    assert full[1.0]["spread"]["fid"] == pytest.approx(2.0)
+    assert "spread" not in full[0.0]  # one seed: no error bar rather than a zero one
+
+
+def test_write_comparison_and_report_section(entries, tmp_path):
+    csv_path, md_path = tmp_path / "out" / "comparison.csv", tmp_path / "out" / "comparison.md"
+    rows = compare.write_comparison(entries, csv_path, md_path)
+    md = md_path.read_text()
+    assert "demo feature network" in md and "sample standard deviation" in md
+    assert "| classifier: classifier guidance (full interval) | 1 | 0 1 2 | 12.00 ± 2.00 (10.00–14.00)" in md
+    back = compare.read_comparison_csv(csv_path)
+    assert len(back) == len(rows) and float(back[1]["fid_sd"]) == pytest.approx(2.0)
+    html = compare.render_section(csv_path, [], lambda p: "data:")
+    assert "Guidance methods compared" in html and html.count("<tr>") == 1 + len(rows)
+    assert "12.00 ± 2.00 (10.00–14.00)" in html and "σ ∈ (0.28, 5.42]" in html
+
+
+def test_not_an_evaluator_file_is_refused(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="no 'metrics' object"):
+        compare.load_entries([{"arm": "a", "method": "cfg", "seed": 0, "scale": 0, "path": str(bad)}])

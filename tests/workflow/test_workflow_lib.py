@@ -1,0 +1,344 @@
+"""The workflow's Python (workflow/lib/), called directly: no Snakemake run, no torch.
+
+Configs are the shipped ones, filled in by the schema (config_checks.validate_config), so the values
+asserted here are those the rules get. The DAG-level tests (test_workflow*.py, test_upsample_dag.py)
+check the same helpers through `snakemake -n`; these pin their values one by one.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # workflow.lib is imported from the checkout, as the rules do
+
+from workflow.lib import arms, commands, config_checks, paths, slurm, targets, upsample  # noqa: E402
+from workflow.lib.config_checks import ConfigError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def load(*names: str) -> dict:
+    """The shipped config file(s), layered, validated and filled in as the workflow does."""
+    cfg: dict = {}
+    for name in names:
+        for key, value in yaml.safe_load((ROOT / name).read_text()).items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+    config_checks.validate_config(cfg)
+    arms.fill_cfg_model_resources(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def smoke_base() -> dict:
+    return load(".test/config/config.yaml")
+
+
+@pytest.fixture
+def smoke(smoke_base) -> dict:
+    return copy.deepcopy(smoke_base)
+
+
+@pytest.fixture(scope="module")
+def rehearsal() -> dict:
+    return load("config/imagenet128.yaml", ".test/config/rehearsal.yaml", ".test/config/rehearsal_upsample.yaml")
+
+
+# ---------------------------------------------------------------- names and paths
+
+
+@pytest.mark.parametrize("scale, name", [(0, "0"), (0.0, "0"), (0.5, "0.5"), (1.0, "1"), (7.5, "7.5"), (10.0, "10")])
+def test_scale_name(scale, name):
+    assert paths.scale_name(scale) == name
+
+
+def test_respacing_spec():
+    assert paths.respacing_spec({"sampler": "ddpm", "steps": 250}) == "250"
+    assert paths.respacing_spec({"sampler": "ddim", "steps": 25}) == "ddim25"
+
+
+def test_run_paths(smoke):
+    assert paths.out(smoke, "table1.md") == "results/smoke/table1.md"
+    assert paths.logfile(smoke, "sample/x.log") == "results/smoke/logs/sample/x.log"
+    assert paths.benchfile(smoke, "x.tsv") == "results/smoke/benchmarks/x.tsv"
+
+
+def test_final_targets_of_the_smoke_config(smoke):
+    t = targets.final_targets(smoke)
+    assert t[:8] == [
+        "results/smoke/table1.md",
+        "results/smoke/config.yaml",
+        "results/smoke/report.html",
+        "results/report.html",
+        "results/smoke/samples/scale0/shard0.npz",
+        "results/smoke/samples/scale0/shard1.npz",
+        "results/smoke/samples/scale1/shard0.npz",
+        "results/smoke/samples/scale1/shard1.npz",
+    ]
+    assert "results/smoke/samples/scale10/shard1.npz" in t
+    assert "results/smoke/comparison.md" in t and "results/smoke/upsample/upsample_table.md" in t
+    assert len(t) == len(set(t))
+
+
+def test_final_targets_without_arms_or_upsampling(smoke):
+    smoke["guidance_arms"], smoke["upsample"]["enabled"] = [], False
+    smoke["sampling"]["seeds"] = [smoke["sampling"]["seed"]]
+    assert targets.final_targets(smoke) == [
+        "results/smoke/table1.md",
+        "results/smoke/config.yaml",
+        "results/smoke/report.html",
+        "results/report.html",
+        *targets.sample_shards(smoke),
+    ]
+    assert len(targets.sample_shards(smoke)) == 3 * 2
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def test_duplicate_scale_is_refused_with_the_exact_message(smoke):
+    smoke["sampling"]["scales"] = [1, 1.0]
+    with pytest.raises(ConfigError) as err:
+        config_checks.check_scales(smoke)
+    assert str(err.value) == "sampling.scales has duplicates: [1, 1.0]"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["sampling"].update(num_shards=17), "sampling.num_shards (17) > sampling.num_samples (16)"),
+        (
+            lambda c: c["sampling"].update(seeds=[5, 1]),
+            "sampling.seeds[0] (5) must equal sampling.seed (0): the first seed's sweep is Table 1",
+        ),
+        (
+            lambda c: c["guidance_arms"].append({"name": "classifier", "method": "classifier", "scales": [1.0]}),
+            "guidance_arms: the name 'classifier' is the Table 1 sweep's own; choose another",
+        ),
+        (lambda c: c["upsample"].update(scales=[2.0]), "upsample.scales ['2'] are not among sampling.scales"),
+    ],
+)
+def test_cross_field_checks(smoke, edit, message):
+    edit(smoke)
+    with pytest.raises(ConfigError) as err:
+        config_checks.check_config(smoke)
+    if message.startswith("upsample.scales"):  # the raw values: scale_name strings, then the list
+        assert str(err.value).startswith("upsample.scales [2.0] are not among sampling.scales")
+    else:
+        assert str(err.value) == message
+
+
+def test_schema_error_is_one_line(smoke):
+    smoke["sampling"]["scales"] = [-1]
+    with pytest.raises(ConfigError) as err:
+        config_checks.validate_config(smoke)
+    assert str(err.value) == "sampling.scales.0: -1 is less than the minimum of 0"
+
+
+def test_pattern_is_explained(smoke):
+    smoke["run"] = "bad name"
+    with pytest.raises(ConfigError) as err:
+        config_checks.validate_config(smoke)
+    assert str(err.value) == (
+        "run: 'bad name' is not a run name (letters, digits, '_', '.', '-'; a letter or digit first)"
+    )
+
+
+def test_validate_or_exit_prints_one_line(smoke, capsys):
+    smoke["sampling"]["scales"] = []
+    with pytest.raises(SystemExit) as stop:
+        config_checks.validate_or_exit(smoke)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "invalid config: sampling.scales: [] should be non-empty\n"
+
+
+def test_command_line_strings():
+    cfg = {"pretrained": "False", "print_config": "1"}
+    config_checks.coerce_pretrained(cfg)
+    assert config_checks.pop_print_config(cfg) is True
+    assert cfg == {"pretrained": False}
+    assert config_checks.pop_print_config(cfg) is False
+
+
+# ---------------------------------------------------------------- program arguments
+
+
+def test_flag_values():
+    assert commands.flag_values("--x", 3) == ["--x", "3"]
+    assert commands.flag_values("--interval", [0.28, 5.42]) == ["--interval", "0.28", "5.42"]
+
+
+def test_training_flags_follow_the_config_keys():
+    flags = commands.training_flags({"preset": "p", "steps": 4, "lr": None, "random_flip": False})
+    assert flags == ["--model-preset", "p", "--steps", "4", "--no-random-flip"]
+
+
+def test_demo_evaluator_and_checkpoints(smoke):
+    assert commands.evaluator_flags(smoke) == [
+        "--bootstrap",
+        str(smoke["evaluation"]["bootstrap"]),
+        "--feature-cache",
+        "results/smoke/feature_cache",
+        "--graph",
+        "results/smoke/featurenet/graph.pb",
+        "--label-demo",
+    ]
+    assert commands.diffusion_checkpoint(smoke) == "results/smoke/diffusion/ema.pt"
+    assert commands.classifier_checkpoint(smoke) == "results/smoke/classifier/model.pt"
+    assert commands.sampler_flags(smoke) == []
+    assert commands.data_source_args(smoke) == ["--dataset", "digits"]
+
+
+def test_pretrained_imagenet_presets_and_inputs(rehearsal):
+    assert commands.diffusion_checkpoint(rehearsal) == "results/rehearsal/pretrained/diffusion.pt"
+    assert commands.preset_flags(rehearsal) == [
+        "--model-preset",
+        "imagenet128-cond",
+        "--classifier-preset",
+        "imagenet128-classifier",
+    ]
+    assert commands.evaluator_inputs(rehearsal) == {
+        "graph": "results/rehearsal/inception/classify_image_graph_def.pb",
+        "graph_lock": "results/rehearsal/provenance/feature_graph.lock",
+    }
+    assert commands.training_logs(rehearsal) == {}
+
+
+def test_launcher_uses_torchrun_for_several_gpus():
+    py = ["/env/bin/python"]
+    assert commands.launcher(py, None, {"gpu": 1}) == py
+    assert commands.launcher(py, None, {"gres": "gpu:a100:4"}) == [
+        *py,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "4",
+    ]
+
+
+def test_conda_interpreter_puts_the_repo_on_pythonpath(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert commands.interpreter(True, "/repo") == ["env", "PYTHONPATH=/repo", "python"]
+    assert commands.interpreter(False, "/repo") == [commands.stable_interpreter_path()]
+
+
+# ---------------------------------------------------------------- guidance arms
+
+
+def test_arm_runs_and_targets_of_the_smoke_config(smoke):
+    assert arms.arm_runs(smoke) == [
+        ("classifier", 0, "0"),
+        ("classifier", 0, "1"),
+        ("classifier", 0, "10"),
+        ("classifier", 1, "1"),
+        ("interval", 0, "1"),
+        ("interval", 1, "1"),
+        ("cfg", 0, "1"),
+        ("cfg", 1, "1"),
+    ]
+    t = arms.arm_targets(smoke)
+    assert t[:5] == [
+        "results/smoke/comparison.md",
+        "results/smoke/plots/tradeoff_pr.png",
+        "results/smoke/plots/tradeoff_pr.svg",
+        "results/smoke/plots/tradeoff_fid_is.png",
+        "results/smoke/plots/tradeoff_fid_is.svg",
+    ]
+    assert t[5:7] == [
+        "results/smoke/arms/classifier/seed1/samples/scale1/shard0.npz",
+        "results/smoke/arms/classifier/seed1/samples/scale1/shard1.npz",
+    ]
+    assert len(t) == 5 + 5 * 2  # 5 non-Table-1 runs, 2 shards each
+    # the first seed's classifier sweep is Table 1 itself
+    assert arms.arm_file(smoke, "classifier", 0, "1", "metrics") == "results/smoke/metrics/scale1.json"
+    assert arms.arm_file(smoke, "cfg", 1, "1", "samples") == "results/smoke/arms/cfg/seed1/samples/scale1.npz"
+
+
+def test_arm_guidance_flags_and_inputs(smoke):
+    interval = arms.guidance_flags(smoke, SimpleNamespace(arm="interval"), SimpleNamespace(classifier="c.pt"))
+    assert interval == ["--classifier", "c.pt", "--guidance-interval", "0.28", "5.42"]
+    assert arms.guidance_flags(smoke, SimpleNamespace(arm="cfg"), None) == ["--guidance", "cfg"]
+    assert arms.arm_sample_inputs(smoke, SimpleNamespace(arm="cfg")) == {"model": "results/smoke/cfg_model/ema.pt"}
+
+
+def test_cfg_model_resources_default_to_the_diffusion_model(smoke):
+    assert smoke["resources"]["train_cfg_model"] == smoke["resources"]["train_diffusion"]
+    no_cfg = {"guidance_arms": [], "resources": {"train_diffusion": {"gpu": 1}}}
+    arms.fill_cfg_model_resources(no_cfg)
+    assert "train_cfg_model" not in no_cfg["resources"]
+
+
+def test_no_arms_one_seed_adds_nothing(smoke):
+    smoke["guidance_arms"], smoke["sampling"]["seeds"] = [], [0]
+    assert arms.arm_targets(smoke) == [] and arms.comparison_report_inputs(smoke) == {}
+
+
+# ---------------------------------------------------------------- upsampling
+
+
+def test_demo_upsampling_arrangement(smoke):
+    assert upsample.arrangement(smoke) == {"base_size": 8, "low_size": 4, "high_size": 8, "compare_paper": False}
+    assert upsample.low_res_input(smoke, SimpleNamespace(scale="10")) == "results/smoke/upsample/lowres/scale10.npz"
+    assert upsample.grids(smoke) == [
+        "results/smoke/upsample/grids/scale10.png",
+        "results/smoke/upsample/grids/lowres_scale10.png",
+    ]
+    assert upsample.reference(smoke) == "results/smoke/reference/ref.npz"
+
+
+def test_paper_upsampling_arrangement(rehearsal):
+    assert upsample.arrangement(rehearsal)["compare_paper"] is True
+    assert upsample.low_res_input(rehearsal, SimpleNamespace(scale="1")) == "results/rehearsal/samples/scale1.npz"
+    assert upsample.reference(rehearsal) == "results/rehearsal/upsample/reference/ref.npz"
+    assert upsample.targets(rehearsal) == [
+        "results/rehearsal/upsample/upsample_table.md",
+        "results/rehearsal/upsample/grids/scale1.png",
+        "results/rehearsal/upsample/samples/scale1/shard0.npz",
+        "results/rehearsal/upsample/samples/scale1/shard1.npz",
+    ]
+
+
+# ---------------------------------------------------------------- SLURM resources
+
+
+@pytest.mark.parametrize(
+    "count, form, model, expected",
+    [
+        (0, "gpus", "a100", {}),
+        (2, "gpus", "", {"gpu": 2}),
+        (2, "gpus", "a100", {"gpu": 2, "gpu_model": "a100"}),
+        (1, "gres", "", {"gres": "gpu:1"}),
+        (4, "gres", "a100", {"gres": "gpu:a100:4"}),
+    ],
+)
+def test_gpu_request(count, form, model, expected):
+    assert slurm.gpu_request(count, form, model) == expected
+
+
+def test_slurm_resources_of_a_rule():
+    cfg = {
+        "slurm": {"gpu_request": "gres", "gpu_model": "h100"},
+        "resources": {"sample": {"gpu": 1, "slurm_partition": "gpu", "threads": 4}, "table1": {"gpu": 0}},
+    }
+    assert slurm.slurm_resources(cfg, "sample") == {"gres": "gpu:h100:1", "slurm_partition": "gpu"}
+    assert slurm.slurm_resources(cfg, "table1") == {}
+    assert slurm.res(cfg, "sample", "threads") == 4
+    assert slurm.gpus_per_rule(cfg) == {"sample": 1, "table1": 0}
+
+
+@pytest.mark.parametrize(
+    "resources, gpus",
+    [({"gpu": 3}, 3), ({"gres": "gpu:a100:2"}, 2), ({"gres": "gpu"}, 1), ({"gres": "tmp:10,gpu:4"}, 4), ({}, 0)],
+)
+def test_gpus_granted(resources, gpus):
+    assert slurm.gpus_granted(resources) == gpus
