@@ -149,18 +149,23 @@ def compute_metrics(
     fid_method: str = "eigh",
     threads: int = 0,
 ):
-    """Point values and bootstrap intervals (the reference side held fixed); ``threads`` caps
-    the BLAS threads of the precision/recall distance GEMMs (0: all cores)."""
+    """Point values, bootstrap intervals (the reference side held fixed; ends clipped to each
+    metric's range) and the raw FID/sFID; ``threads`` caps the BLAS threads of the
+    precision/recall distance GEMMs (0: all cores). A FID or sFID that round-off made negative
+    (a batch against itself) is reported as 0.0; ``raw`` keeps frechet_distance's own value."""
     s, r, st = sample_feats, ref_stats, sample_stats
     probs = metrics.softmax(s.pool @ weight)
-    values = {
-        "inception_score": _timed(timings, "inception_score", metrics.inception_score, probs),
+    raw = {
         "fid": _timed(timings, "fid", metrics.frechet_distance, st["mu"], st["sigma"], r["mu"], r["sigma"], fid_method),
         "sfid": _timed(
             timings, "sfid", metrics.frechet_distance, st["mu_s"], st["sigma_s"], r["mu_s"], r["sigma_s"], fid_method
         ),
     }
-    if not all(np.isfinite(v) for v in values.values()):
+    values = {
+        "inception_score": _timed(timings, "inception_score", metrics.inception_score, probs),
+        **{name: metrics.reported_fid(v) for name, v in raw.items()},
+    }
+    if not all(np.isfinite(v) for v in [*values.values(), *raw.values()]):
         raise EvalError(f"non-finite metrics {values}: the statistics are degenerate")
     ref_radii = _timed(timings, "ref_radii", ref_radii_fn)
     pr = _timed(
@@ -184,7 +189,7 @@ def compute_metrics(
         "recall": metrics.proportion_ci(pr.ref_in, max(bootstrap, 200), seed),
     }
     timings["confidence_intervals"] = round(time.perf_counter() - t0, 3)
-    return values, ci
+    return values, ci, raw
 
 
 def evaluate(
@@ -228,7 +233,7 @@ def evaluate(
     finally:
         net.close()
     log("Computing evaluations...")
-    values, ci = compute_metrics(
+    values, ci, raw = compute_metrics(
         ref_feats,
         ref_stats,
         sample_feats,
@@ -245,6 +250,7 @@ def evaluate(
     result = {
         "metrics": values,
         "ci": ci,
+        "raw": raw,
         "n_samples": sample.num_images,
         "n_ref": ref.num_images,
         "image_size": ref.resolution,

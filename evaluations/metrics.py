@@ -8,6 +8,7 @@ file order, P&R with k = 3 on float16 distances (see ``manifold.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +19,15 @@ from evaluations import manifold
 
 IS_SPLIT_SIZE = 5000
 PR_NEIGHBOURHOOD = 3
+# The values each metric can take: FID/sFID are squared distances, IS = exp(mean KL) with KL >= 0,
+# precision/recall are shares. Interval ends outside are clipped to these (see clip_interval).
+METRIC_RANGES = {
+    "fid": (0.0, math.inf),
+    "sfid": (0.0, math.inf),
+    "inception_score": (1.0, math.inf),
+    "precision": (0.0, 1.0),
+    "recall": (0.0, 1.0),
+}
 
 
 # --------------------------------------------------------------------------- moments
@@ -108,6 +118,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "eigh") -> float:
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt)
 
 
+def reported_fid(raw: float) -> float:
+    """The FID (or sFID) to report: the raw frechet_distance, or 0.0 where round-off made it
+    negative (a batch against itself gives about -1e-6: tr S1 + tr S2 - 2 tr sqrt(S1 S2) cancels).
+    A distance cannot be negative, so 0.0 is printed; the evaluator keeps the raw value in its
+    JSON record (``raw``) so nothing is hidden."""
+    return max(float(raw), 0.0)
+
+
 # --------------------------------------------------------------------------- IS
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float32)
@@ -170,15 +188,29 @@ def normal_interval(replicates: np.ndarray, point: float, z: float = 1.959964) -
     return [point - z * se, point + z * se]
 
 
+def clip_interval(interval: list[float], bounds: tuple[float, float]) -> list[float]:
+    """The interval's ends clipped to the metric's range (a symmetric normal interval around a
+    precision of 0.99 would otherwise reach past 1). Only the ends move: the point estimate is
+    never touched. NaN ends (too few replicates) stay NaN."""
+    lo, hi = bounds
+    return [e if math.isnan(e) else min(max(e, lo), hi) for e in interval]
+
+
 def bootstrap_ci(
-    stat: Callable[[np.ndarray], float], n: int, point: float, replicates: int, seed: int = 0
+    stat: Callable[[np.ndarray], float],
+    n: int,
+    point: float,
+    replicates: int,
+    seed: int = 0,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
 ) -> list[float] | None:
-    """Resample the n sample images with replacement; ``stat`` takes per-image counts."""
+    """Resample the n sample images with replacement; ``stat`` takes per-image counts; the
+    interval's ends are clipped to ``bounds``, the values the metric can take."""
     if replicates < 2:
         return None
     rng = np.random.default_rng(seed)
     reps = [stat(np.bincount(rng.integers(0, n, n), minlength=n)) for _ in range(replicates)]
-    return normal_interval(np.asarray(reps), point)
+    return clip_interval(normal_interval(np.asarray(reps), point), bounds)
 
 
 def fid_ci(
@@ -190,7 +222,7 @@ def fid_ci(
         mu, sigma = feature_stats(features, weights=counts.astype(np.float64))
         return frechet_distance(mu, sigma, mu_ref, sigma_ref, method)
 
-    return bootstrap_ci(stat, len(features), point, replicates, seed)
+    return bootstrap_ci(stat, len(features), point, replicates, seed, METRIC_RANGES["fid"])
 
 
 def inception_score_ci(
@@ -199,10 +231,11 @@ def inception_score_ci(
     def stat(counts):
         return inception_score(np.repeat(probs, counts, axis=0), split_size)
 
-    return bootstrap_ci(stat, len(probs), point, replicates, seed)
+    return bootstrap_ci(stat, len(probs), point, replicates, seed, METRIC_RANGES["inception_score"])
 
 
 def proportion_ci(indicators: np.ndarray, replicates: int, seed: int = 0) -> list[float] | None:
     """CI of a coverage share with the balls held fixed (radii are not recomputed)."""
     x = indicators.astype(np.float64)
-    return bootstrap_ci(lambda c: float(c @ x) / len(x), len(x), float(x.mean()), replicates, seed)
+    share = float(x.mean())
+    return bootstrap_ci(lambda c: float(c @ x) / len(x), len(x), share, replicates, seed, METRIC_RANGES["precision"])

@@ -251,3 +251,34 @@ def test_bootstrap_intervals_bracket_the_point_and_are_reproducible():
     lo, hi = metrics.fid_ci(feats, mu, sigma, point, 8)
     assert lo < point < hi
     assert metrics.fid_ci(feats, mu, sigma, point, 0) is None
+
+
+def test_precision_interval_never_exceeds_one():
+    # 199 of 200 covered: the normal interval 0.995 +/- 1.96 * 0.005 would end at ~1.0048
+    ind = np.arange(200) > 0
+    lo, hi = metrics.proportion_ci(ind, 200, seed=0)
+    assert hi == 1.0 and 0.98 < lo < 0.995
+    assert metrics.clip_interval([-0.2, 0.3], (0.0, 1.0)) == [0.0, 0.3]
+    assert metrics.clip_interval([0.4, 0.6], (0.0, 1.0)) == [0.4, 0.6]  # inside: untouched
+
+
+def test_reference_against_itself_prints_fid_zero_and_keeps_the_raw_value():
+    from types import SimpleNamespace
+
+    from evaluations import evaluator
+
+    rng = np.random.default_rng(0)  # seed 0: frechet_distance of these statistics is -7.1e-15 (round-off)
+    pool, spatial = rng.standard_normal((200, 16)), rng.standard_normal((200, 8))
+    mu, sigma = metrics.feature_stats(pool)
+    mu_s, sigma_s = metrics.feature_stats(spatial)
+    stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
+    feats = SimpleNamespace(pool=pool, spatial=spatial)
+    weight = rng.standard_normal((16, 10))
+    values, ci, raw = evaluator.compute_metrics(feats, stats, feats, stats, weight, lambda: None, {}, bootstrap=4)
+    assert raw["fid"] < 0 and raw["fid"] == metrics.frechet_distance(mu, sigma, mu, sigma)
+    assert values["fid"] == 0.0 and values["sfid"] == max(raw["sfid"], 0.0)
+    assert ci["fid"][0] == 0.0 and ci["fid"][1] > 0.0  # the low end clipped, the point not moved
+    assert ci["precision"][1] <= 1.0 and ci["recall"][1] <= 1.0
+    lines = []
+    evaluator.print_metrics({"metrics": values, "label": None}, log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert lines[1] == "FID: 0.0"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 
@@ -135,6 +136,83 @@ def test_cross_field_checks(smoke, edit, message):
         assert str(err.value).startswith("upsample.scales [2.0] are not among sampling.scales")
     else:
         assert str(err.value) == message
+
+
+SCALE_RULE = "a scale is 0 or in [0.0001, 1e6) with at most 6 significant digits"
+SEED_RULE = "a seed is an integer in [0, 2**32-1 = 4294967295]"
+FP16_RULE = "fp16 runs on CUDA only, but device is cpu (use fp32, bf16 or auto, or device: cuda)"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["sampling"].update(seed_scales=[1.0, 1]), "sampling.seed_scales has duplicates: [1.0, 1]"),
+        (lambda c: c["sampling"].update(seeds=[0, 1, 1.0]), "sampling.seeds has duplicates: [0, 1, 1.0]"),
+        (
+            lambda c: c["sampling"].update(scales=[0.0, 1e-05]),
+            f"sampling.scales: 1e-05 has no file name (it would be written scale1e-05); {SCALE_RULE}",
+        ),
+        (
+            lambda c: c["sampling"].update(scales=[0.0, 1e6]),
+            f"sampling.scales: 1000000.0 has no file name (it would be written scale1e+06); {SCALE_RULE}",
+        ),
+        (
+            lambda c: c["sampling"].update(scales=[0.0, 0.1234567]),
+            f"sampling.scales: 0.1234567 has no file name (it would be written scale0.123457); {SCALE_RULE}",
+        ),
+        (
+            lambda c: c["guidance_arms"][0].update(scales=[0.1234567]),
+            "guidance_arms.interval.scales: 0.1234567 has no file name (it would be written scale0.123457); "
+            + SCALE_RULE,
+        ),
+        (lambda c: c["sampling"].update(seeds=[0, 1e20]), f"sampling.seeds: 1e+20 is not a seed; {SEED_RULE}"),
+        (lambda c: c["sampling"].update(seeds=[0, 2**32]), f"sampling.seeds: 4294967296 is not a seed; {SEED_RULE}"),
+        (lambda c: c["upsample"].update(seed=-1), f"upsample.seed: -1 is not a seed; {SEED_RULE}"),
+        (lambda c: c["sampling"].update(precision="fp16"), f"sampling.precision: {FP16_RULE}"),
+        (lambda c: c["upsample"].update(precision="fp16"), f"upsample.precision: {FP16_RULE}"),
+        (lambda c: c["diffusion"].update(precision="fp16"), f"diffusion.precision: {FP16_RULE}"),
+        (
+            lambda c: c["data"].update(heldout_fraction=0.002),
+            "data.heldout_fraction 0.002 holds out 0 of the 1797 digits (round(fraction x class size) per "
+            "class); it must be more than 0.002732",
+        ),
+        (
+            # the smoke run's 4 cosine steps (t = 0, 333, 666, 999) have sigma 0.006425, 0.5687, 1.751, 2.029e4
+            lambda c: c["guidance_arms"][0].update(interval=[2.0, 5.0]),
+            "guidance_arms.interval.interval [2.0, 5.0] contains no sampling step: the 4 steps of ddpm "
+            "(respacing '4') have sigma from 0.006425 to 2.029e+04 (nearest: 1.751 below, 2.029e+04 above)",
+        ),
+    ],
+)
+def test_config_refused_before_any_job(smoke, edit, message):
+    edit(smoke)
+    with pytest.raises(ConfigError) as err:
+        config_checks.check_config(smoke)
+    assert str(err.value) == message
+
+
+def test_limits_themselves_pass(smoke):
+    """The edges of each refusal are accepted: the smoke config with every value at its limit."""
+    smoke["device"] = "cuda"
+    smoke["sampling"].update(precision="fp16", scales=[0.0, 0.0001, 999999.0, 0.123456], seed_scales=[0.0001])
+    smoke["sampling"].update(seed=2**32 - 1, seeds=[2**32 - 1, 0])
+    smoke["upsample"].update(precision="fp16", scales=[999999.0])
+    smoke["data"]["heldout_fraction"] = 0.0028  # 0.0028 x n rounds to 1 for the classes of 179 or more
+    smoke["guidance_arms"][0]["interval"] = [1.75, 2.0]  # just above the step at sigma 1.751
+    config_checks.check_config(smoke)
+
+
+def test_heldout_count_is_the_split_s_own():
+    """DIGITS_CLASS_SIZES and the rounding give the count stratified_split keeps (numpy only)."""
+    from adm.data.datasets import stratified_split
+
+    labels = np.repeat(np.arange(10), config_checks.DIGITS_CLASS_SIZES)
+    for fraction in (0.0027, 0.0028, 0.003, 0.2):
+        _, held = stratified_split(labels, fraction, seed=0)
+        expected = sum(int(round(fraction * n)) for n in config_checks.DIGITS_CLASS_SIZES)
+        assert len(held) == expected
+    # 0.0027 x 183 = 0.494 rounds to 0 everywhere; 0.0028 x n >= 0.5 for the 7 classes of 179 or more
+    assert len(stratified_split(labels, 0.0027, 0)[1]) == 0 and len(stratified_split(labels, 0.0028, 0)[1]) == 7
 
 
 def test_schema_error_is_one_line(smoke):

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from adm.diffusion.schedule import space_timesteps
+from adm.diffusion.schedule import make_schedule, respace, space_timesteps
 from adm.nets.presets import DIFFUSION_PRESETS, UPSAMPLER_LOW_RES, get_preset
 from workflow.lib.paths import respacing_spec, scale_name
 
@@ -49,12 +49,32 @@ def one_line_config_error(exc):
     return f"{'.'.join(keys)}: {message}" if keys else message
 
 
+# Seeds go into file names (seed<S>) and into torch/numpy generators: plain integers of 32 bits.
+MAX_SEED = 2**32 - 1
+# Sizes of the ten classes of the demo's digits (1797 images), which it splits per class:
+# np.bincount(sklearn.datasets.load_digits().target), read once here to keep sklearn out of the check.
+DIGITS_CLASS_SIZES = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+
+
+def check_scale_names(where, scales):
+    """Each scale's file-name form (scale<name>) must be digits[.digits] that read back as the
+    scale: `%g` writes 1e-05 and 1e+06 with an exponent and 0.1234567 as 0.123457."""
+    for s in scales:
+        name = scale_name(s)
+        if not re.fullmatch(r"\d+(\.\d+)?", name) or float(name) != float(s):
+            raise ConfigError(
+                f"{where}: {s!r} has no file name (it would be written scale{name}); a scale is 0 or "
+                "in [0.0001, 1e6) with at most 6 significant digits"
+            )
+
+
 def check_scales(cfg):
     scales = cfg["sampling"]["scales"]
     if not scales:
         raise ConfigError("sampling.scales is empty")
     if any(not math.isfinite(s) or s < 0 for s in scales):
         raise ConfigError(f"sampling.scales must be finite and >= 0, got {scales}")
+    check_scale_names("sampling.scales", scales)
     names = [scale_name(s) for s in scales]
     if len(set(names)) != len(names):
         raise ConfigError(f"sampling.scales has duplicates: {scales}")
@@ -106,17 +126,33 @@ def check_sources(cfg):
         raise ConfigError("the digits demo builds its reference batch (reference.source: build)")
 
 
+def check_seed(where, seed):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where}: {seed!r} is not a seed; a seed is an integer in [0, 2**32-1 = {MAX_SEED}]")
+
+
 def check_seeds(cfg):
-    """sampling.seeds: the first is the Table 1 seed; seed_scales a subset of the scales."""
+    """sampling.seeds: distinct integers of 32 bits (they name seed<S> folders), the first the
+    Table 1 seed; seed_scales distinct and a subset of the scales."""
     sampling = cfg["sampling"]
     seeds = sampling.get("seeds")
+    if seeds and len({float(s) for s in seeds}) != len(seeds):
+        raise ConfigError(f"sampling.seeds has duplicates: {seeds}")
+    check_seed("sampling.seed", sampling["seed"])
+    for seed in seeds or []:
+        check_seed("sampling.seeds", seed)
+    check_seed("upsample.seed", cfg["upsample"].get("seed", 0))
     if seeds and seeds[0] != sampling["seed"]:
         raise ConfigError(
             f"sampling.seeds[0] ({seeds[0]}) must equal sampling.seed ({sampling['seed']}): "
             "the first seed's sweep is Table 1"
         )
+    seed_scales = sampling.get("seed_scales", [])
+    check_scale_names("sampling.seed_scales", seed_scales)
+    if len({scale_name(s) for s in seed_scales}) != len(seed_scales):
+        raise ConfigError(f"sampling.seed_scales has duplicates: {seed_scales}")
     names = {scale_name(s) for s in sampling["scales"]}
-    extra = [s for s in sampling.get("seed_scales", []) if scale_name(s) not in names]
+    extra = [s for s in seed_scales if scale_name(s) not in names]
     if extra:
         raise ConfigError(f"sampling.seed_scales {extra} are not in sampling.scales")
 
@@ -129,17 +165,47 @@ def check_arm(arm, cfg):
     scales = arm["scales"]
     if any(not math.isfinite(s) for s in scales):
         raise ConfigError(f"{where}.scales must be finite, got {scales}")
+    check_scale_names(f"{where}.scales", scales)
     if len({scale_name(s) for s in scales}) != len(scales):
         raise ConfigError(f"{where}.scales has duplicates: {scales}")
     if "interval" in arm:
         lo, hi = arm["interval"]
         if not math.isfinite(lo) or not lo < hi:
             raise ConfigError(f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}")
+        check_interval_has_steps(arm, cfg)
     if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"]:
         raise ConfigError(
             f"{where}: method cfg needs a model trained with label dropout, and none is "
             "released; use pretrained: false (or an interval/classifier arm)"
         )
+
+
+def check_interval_has_steps(arm, cfg):
+    """An interval (lo, hi] between two sampling steps would guide nothing: the arm would be the
+    plain conditional sampler under a guidance name. sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)
+    at the original timesteps the respacing keeps, as adm.sampling.guidance.step_sigmas (torch-free
+    here: respace keeps alpha_bar at the kept timesteps)."""
+    preset = cfg["diffusion"]["preset"]
+    if arm["method"] == "cfg":
+        preset = cfg.get("cfg_model", {}).get("preset") or preset
+    diffusion = DIFFUSION_PRESETS[preset]
+    spec = respacing_spec(cfg["sampling"])
+    schedule = respace(make_schedule(diffusion.noise_schedule, diffusion.diffusion_steps), spec)
+    alpha_bar = schedule.alphas_cumprod
+    sigmas = [math.sqrt(v) for v in ((1.0 - alpha_bar) / alpha_bar).tolist()]
+    lo, hi = (float(v) for v in arm["interval"])
+    if not any(lo < sigma <= hi for sigma in sigmas):
+        below = max((sigma for sigma in sigmas if sigma <= lo), default=None)
+        above = min((sigma for sigma in sigmas if sigma > hi), default=None)
+        raise ConfigError(
+            f"guidance_arms.{arm['name']}.interval {arm['interval']} contains no sampling step: the "
+            f"{len(sigmas)} steps of {cfg['sampling']['sampler']} (respacing {spec!r}) have sigma from "
+            f"{min(sigmas):.4g} to {max(sigmas):.4g} (nearest: {_g(below)} below, {_g(above)} above)"
+        )
+
+
+def _g(value):
+    return "none" if value is None else f"{value:.4g}"
 
 
 def check_arms(cfg):
@@ -165,6 +231,7 @@ def check_upsample(cfg):
     if not up["enabled"]:
         return
     sampled = [scale_name(s) for s in cfg["sampling"]["scales"]]
+    check_scale_names("upsample.scales", up["scales"])
     missing = [s for s in up["scales"] if scale_name(s) not in sampled]
     if missing:
         raise ConfigError(f"upsample.scales {missing} are not among sampling.scales {cfg['sampling']['scales']}")
@@ -211,10 +278,47 @@ def check_upsample(cfg):
         ) from None
 
 
+def check_precision(cfg):
+    """fp16 (OpenAI's fp16 torso, or fp16 autocast in training) runs on CUDA only."""
+    if cfg["device"] == "cuda":
+        return
+    sections = {
+        "sampling": cfg["sampling"],
+        "upsample": cfg.get("upsample", {}),
+        "diffusion": cfg["diffusion"],
+        "classifier": cfg["classifier"],
+        "cfg_model": cfg.get("cfg_model", {}),
+        "upsample.model": cfg.get("upsample", {}).get("model", {}),
+    }
+    for where, section in sections.items():
+        if section.get("precision") == "fp16":
+            raise ConfigError(
+                f"{where}.precision: fp16 runs on CUDA only, but device is {cfg['device']} "
+                "(use fp32, bf16 or auto, or device: cuda)"
+            )
+
+
+def check_heldout(cfg):
+    """The digits demo holds out round(fraction * n_c) of each class c (adm.data.datasets.stratified_split);
+    its reference batch and the classifier's held-out accuracy need at least one image."""
+    if cfg["dataset"] != "digits":
+        return
+    fraction = cfg["data"]["heldout_fraction"]
+    held = sum(int(round(fraction * n)) for n in DIGITS_CLASS_SIZES)
+    if held == 0:
+        least = 0.5 / max(DIGITS_CLASS_SIZES)
+        raise ConfigError(
+            f"data.heldout_fraction {fraction} holds out 0 of the {sum(DIGITS_CLASS_SIZES)} digits "
+            f"(round(fraction x class size) per class); it must be more than {least:.4g}"
+        )
+
+
 def check_config(cfg):
     """Cross-field checks the schema cannot express; raises ConfigError with one line."""
     check_scales(cfg)
     check_sources(cfg)
+    check_precision(cfg)
+    check_heldout(cfg)
     check_models(cfg)
     check_seeds(cfg)
     check_arms(cfg)
