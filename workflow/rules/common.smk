@@ -12,7 +12,16 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 REPO = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow.lib import arms, commands, config_checks, paths, slurm, targets, upsample
+from workflow.lib import (
+    arms,
+    commands,
+    config_checks,
+    paths,
+    published,
+    slurm,
+    targets,
+    upsample,
+)
 
 # A bad config ends the run here, before any job: one line `invalid config: ...`, exit status 1.
 config_checks.coerce_pretrained(config)
@@ -46,3 +55,5 @@ wildcard_constraints:
     kind=r"diffusion|classifier",
     arm=r"[A-Za-z][A-Za-z0-9_-]*",
     seed=r"\d+",
+    batch=r"[A-Za-z0-9_]+",
+    ref=r"[A-Za-z0-9_]+",

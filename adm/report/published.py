@@ -1,0 +1,275 @@
+"""OpenAI's published sample batches beside our evaluation of them: is our evaluator OpenAI's?
+
+OpenAI released the sample batches behind the paper's tables next to the reference batches
+(guided-diffusion `evaluations/README.md`, files under `.../jul-2021/ref_batches/imagenet/<res>/`).
+For each batch this module holds every published value with its source — the paper's Table 1
+scale sweep, the paper's summary table, OpenAI's README table and, for the 256x256 batch, the
+README's printed evaluator output — and compares our metrics with each at the digits it was
+published with. Sources disagree in places (ADM-G 128 is sFID 4.69 / recall 0.61 in the sweep,
+5.09 / 0.59 in the summary table and the README), so the table says which source the released
+batch matches.
+
+Verdict at the published digits: a value printed with d decimals matches when ours rounds to it,
+i.e. |ours − published| ≤ ½·10^−d (plus float slack). The README's printed output has 16-digit
+values that another CPU's float kernels cannot reproduce to the last digit, so those are judged
+at `PRINTED_SIGNIFICANT` significant digits and the table also states how many digits agree.
+Torch-free (the report rules import it).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+
+from adm.report.paper import METRIC_LABELS, METRICS, PAPER_TABLE1
+
+BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/"
+PRINTED_SIGNIFICANT = 4  # digits at which a 16-digit printed value must agree
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # where the numbers were published
+    values: dict[str, str]  # metric -> the published text (its digits are the precision)
+    printed: bool = False  # an evaluator's printed output (judged at PRINTED_SIGNIFICANT digits)
+
+
+@dataclass(frozen=True)
+class Batch:
+    file: str  # path under BASE_URL
+    reference: str  # the reference batch it is evaluated against, under BASE_URL
+    resolution: int
+    title: str
+    sources: tuple[Source, ...]
+
+
+def _table1_row(scale: float) -> dict[str, str]:
+    return {m: f"{v:.2f}" for m, v in zip(METRICS, PAPER_TABLE1[scale])}
+
+
+REF128 = "128/VIRTUAL_imagenet128_labeled.npz"
+README = "OpenAI README (evaluations table)"
+SUMMARY = "paper, ImageNet 128x128 summary table"
+
+# name -> the batch and every published value for it. Values as published, as text.
+CATALOGUE: dict[str, Batch] = {
+    "admnet_imagenet128": Batch(
+        "128/admnet_imagenet128.npz",
+        REF128,
+        128,
+        "ADM (conditional, unguided) = Table 1 scale 0",
+        (
+            Source("paper Table 1, scale 0", _table1_row(0.0)),
+            Source(README, {"fid": "5.91", "sfid": "5.09", "precision": "0.70", "recall": "0.65"}),
+        ),
+    ),
+    "admnet_guided_imagenet128": Batch(
+        "128/admnet_guided_imagenet128.npz",
+        REF128,
+        128,
+        "ADM-G (classifier scale 0.5 per the sweep's best FID)",
+        (
+            Source("paper Table 1, scale 0.5", _table1_row(0.5)),
+            Source("paper Table 1, scale 1.0", _table1_row(1.0)),
+            Source(SUMMARY, {"fid": "2.97", "sfid": "5.09", "precision": "0.78", "recall": "0.59"}),
+            Source(README, {"fid": "2.97", "sfid": "5.09", "precision": "0.78", "recall": "0.59"}),
+        ),
+    ),
+    "admnet_guided_25step_imagenet128": Batch(
+        "128/admnet_guided_25step_imagenet128.npz",
+        REF128,
+        128,
+        "ADM-G, 25 DDIM steps",
+        (Source(README, {"fid": "5.98", "sfid": "7.04", "precision": "0.78", "recall": "0.51"}),),
+    ),
+    "biggan_deep_trunc1_imagenet128": Batch(
+        "128/biggan_deep_trunc1_imagenet128.npz",
+        REF128,
+        128,
+        "BigGAN-deep, truncation 1.0 (the baseline; no published value restated here)",
+        (),
+    ),
+    "admnet_guided_upsampled_imagenet256": Batch(
+        "256/admnet_guided_upsampled_imagenet256.npz",
+        "256/VIRTUAL_imagenet256_labeled.npz",
+        256,
+        "ADM-G + ADM-U, 256x256",
+        (
+            Source(
+                "OpenAI README (printed evaluator output)",
+                {
+                    "inception_score": "215.8370361328125",
+                    "fid": "3.9425574129223264",
+                    "sfid": "6.140433703346162",
+                    "precision": "0.8265",
+                    "recall": "0.5309",
+                },
+                printed=True,
+            ),
+        ),
+    ),
+    "admnet_guided_upsampled_imagenet512": Batch(
+        "512/admnet_guided_upsampled_imagenet512.npz",
+        "512/VIRTUAL_imagenet512.npz",
+        512,
+        "ADM-G + ADM-U, 512x512",
+        (Source("paper Table 4 (FID only)", {"fid": "3.85"}),),
+    ),
+}
+DEFAULT_BATCHES = ("admnet_imagenet128", "admnet_guided_imagenet128")
+
+
+class PublishedMismatch(ValueError):
+    """Our value differs from a required published value beyond its published digits."""
+
+
+def decimals(text: str) -> int:
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+def tolerance(text: str, printed: bool) -> float:
+    """Half a unit of the last published digit (printed output: of the PRINTED_SIGNIFICANT-th)."""
+    value = float(text)
+    if printed and value != 0:
+        exponent = math.floor(math.log10(abs(value))) - (PRINTED_SIGNIFICANT - 1)
+        return 0.5 * 10.0**exponent
+    return 0.5 * 10.0 ** -decimals(text)
+
+
+def agreeing_digits(ours: float, published: float) -> int:
+    """How many significant digits of `published` ours reproduces (0..17)."""
+    if ours == published:
+        return 17
+    if published == 0:
+        return 0
+    lead = math.floor(math.log10(abs(published)))
+    return max(0, min(17, lead - math.floor(math.log10(abs(ours - published)))))
+
+
+def compare(name: str, ours: dict[str, float], sources: tuple[Source, ...]) -> list[dict]:
+    """One row per (source, metric): published, ours, difference, verdict."""
+    rows = []
+    for source in sources:
+        for metric in METRICS:
+            if metric not in source.values:
+                continue
+            text = source.values[metric]
+            diff = ours[metric] - float(text)
+            ok = abs(diff) <= tolerance(text, source.printed) * (1 + 1e-9) + 1e-12
+            rows.append(
+                {
+                    "batch": name,
+                    "source": source.name,
+                    "metric": metric,
+                    "published": text,
+                    "ours": ours[metric],
+                    "difference": diff,
+                    "digits": agreeing_digits(ours[metric], float(text)),
+                    "verdict": "match" if ok else "differs",
+                }
+            )
+    return rows
+
+
+def sources_for(name: str, expected: dict[str, dict[str, float]] | None = None) -> tuple[Source, ...]:
+    """The catalogue's sources for a batch, or — when the config gives `expected` values for it
+    (a rehearsal on stand-in files, or a user's own numbers) — those alone, labelled so."""
+    if expected and name in expected:
+        return (Source("expected (config)", {k: str(v) for k, v in expected[name].items()}),)
+    return CATALOGUE[name].sources if name in CATALOGUE else ()
+
+
+def verdict_lines(rows: list[dict]) -> list[str]:
+    """Per batch: the sources whose every value ours matches ('matches: ...'), or none."""
+    out = []
+    for batch in dict.fromkeys(r["batch"] for r in rows):
+        by_source: dict[str, bool] = {}
+        for r in rows:
+            if r["batch"] == batch:
+                by_source[r["source"]] = by_source.get(r["source"], True) and r["verdict"] == "match"
+        matched = [s for s, ok in by_source.items() if ok]
+        out.append(f"{batch}: matches {'; '.join(matched)}" if matched else f"{batch}: matches no published source")
+    return out
+
+
+def first_failure(rows: list[dict]) -> str | None:
+    """The one-line error for a batch that matches none of its sources, or None.
+
+    A batch passes when at least one source matches on every metric: the sources disagree with
+    each other, so no batch can match all of them."""
+    for batch in dict.fromkeys(r["batch"] for r in rows):
+        mine = [r for r in rows if r["batch"] == batch]
+        if any(all(r["verdict"] == "match" for r in mine if r["source"] == s) for s in {r["source"] for r in mine}):
+            continue
+        worst = max(mine, key=lambda r: abs(r["difference"]) / tolerance(r["published"], False))
+        return (
+            f"{batch}: {METRIC_LABELS[worst['metric']]} published {worst['published']} ({worst['source']}), "
+            f"ours {worst['ours']:.6g}: outside the published digits"
+        )
+    return None
+
+
+def _render(rows: list[dict], unpublished: list[tuple[str, dict]], label: str) -> dict[str, str]:
+    """published.csv (every row) and published.md (the table, the verdicts, the label) as text."""
+    import io
+
+    fields = ["batch", "source", "metric", "published", "ours", "difference", "digits", "verdict"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "ours": repr(r["ours"]), "difference": repr(r["difference"])})
+    lines = ["# Our evaluator on OpenAI's published sample batches", ""]
+    if label:
+        lines += [f"**{label}**", ""]
+    lines += [
+        "Verdict at the published digits: a value with d decimals matches when ours is within ½·10^−d;",
+        f"a printed evaluator output at {PRINTED_SIGNIFICANT} significant digits (`digits`: how many agree).",
+        "",
+        "| batch | source | metric | published | ours | difference | digits | verdict |",
+        "|:---|:---|:---|---:|---:|---:|---:|:---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['source']} | {METRIC_LABELS[r['metric']]} | {r['published']} | "
+            f"{r['ours']:.6g} | {r['difference']:+.3g} | {r['digits']} | {r['verdict']} |"
+        )
+    for name, ours in unpublished:
+        values = ", ".join(f"{METRIC_LABELS[m]} {ours[m]:.4g}" for m in METRICS)
+        lines.append(f"| {name} | (no published value restated here) | all | – | {values} | – | – | – |")
+    lines += ["", *(f"- {v}" for v in verdict_lines(rows))]
+    return {"md": "\n".join(lines) + "\n", "csv": buf.getvalue()}
+
+
+def check_published(metrics_files, batches, expected, fail: bool, md_path, csv_path) -> int:
+    """The table job: read each batch's metrics JSON, compare, write both files (atomically), and
+    return 1 with one line on stderr when a batch matches none of its sources (and `fail`)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from adm.fileio import atomic_write
+    from adm.report.paper import DEMO_BANNER, INCEPTION_FEATURES, UNVERIFIED_BANNER
+
+    rows, unpublished, networks = [], [], set()
+    for name, path in zip(batches, metrics_files):
+        with open(path) as f:
+            record = json.load(f)
+        networks.add(record.get("feature_network"))
+        sources = sources_for(name, expected)
+        if sources:
+            rows += compare(name, record["metrics"], sources)
+        else:
+            unpublished.append((name, record["metrics"]))
+    label = "" if networks == {INCEPTION_FEATURES} else (DEMO_BANNER if networks == {"demo"} else UNVERIFIED_BANNER)
+    text = _render(rows, unpublished, label)
+    for path, kind in ((md_path, "md"), (csv_path, "csv")):
+        atomic_write(path, lambda f, t=text[kind]: f.write(t), binary=False)
+    problem = first_failure(rows)
+    if problem and fail:
+        print(f"error: {problem}", file=sys.stderr)
+        for path in (md_path, csv_path):  # no half-published verdict behind a failed job
+            Path(path).unlink(missing_ok=True)
+        return 1
+    return 0

@@ -1,0 +1,96 @@
+"""adm/report/published.py: our metrics of OpenAI's published batches beside every published value.
+
+Published values are the paper's and OpenAI's README's (provenance in the module's CATALOGUE);
+the tests below feed hand-made "ours" values, so each verdict is known in advance.
+
+Mutants tried: the tolerance without the half (10^-d instead of ½·10^-d) fails
+test_verdict_at_the_published_digits; judging printed output at its 16 digits fails
+test_printed_output_is_judged_at_four_significant_digits; requiring every source to match
+(instead of one) fails test_a_batch_passes_when_one_source_matches.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adm.report import published as P
+
+
+def ours_from(source: P.Source, **changes) -> dict:
+    base = {"fid": 1.0, "sfid": 1.0, "inception_score": 1.0, "precision": 0.5, "recall": 0.5}
+    base.update({k: float(v) for k, v in source.values.items()})
+    base.update(changes)
+    return base
+
+
+def test_verdict_at_the_published_digits():
+    src = (P.Source("s", {"fid": "2.97"}),)
+    verdict = lambda v: P.compare("b", {"fid": v}, src)[0]["verdict"]  # noqa: E731
+    assert verdict(2.974) == "match" and verdict(2.9651) == "match"
+    assert verdict(2.976) == "differs" and verdict(2.964) == "differs"
+    assert P.tolerance("0.8265", printed=False) == pytest.approx(5e-5)
+
+
+def test_printed_output_is_judged_at_four_significant_digits():
+    readme = P.CATALOGUE["admnet_guided_upsampled_imagenet256"].sources[0]
+    assert readme.printed and readme.values["fid"] == "3.9425574129223264"
+    near = P.compare("b", ours_from(readme, fid=3.94258), (readme,))
+    row = next(r for r in near if r["metric"] == "fid")
+    assert row["verdict"] == "match" and row["digits"] == 5
+    far = P.compare("b", ours_from(readme, fid=3.9445), (readme,))
+    assert next(r for r in far if r["metric"] == "fid")["verdict"] == "differs"
+    exact = P.compare("b", ours_from(readme), (readme,))
+    assert all(r["digits"] == 17 and r["verdict"] == "match" for r in exact)
+
+
+def test_a_batch_passes_when_one_source_matches():
+    """ADM-G 128: sFID 4.69 in the sweep, 5.09 in the summary table and the README. A batch equal
+    to the sweep's scale 0.5 row matches that source alone, and that is a pass."""
+    sources = P.CATALOGUE["admnet_guided_imagenet128"].sources
+    sweep = sources[0]
+    assert sweep.name == "paper Table 1, scale 0.5" and sweep.values["sfid"] == "4.69"
+    rows = P.compare("admnet_guided_imagenet128", ours_from(sweep), sources)
+    assert P.verdict_lines(rows) == ["admnet_guided_imagenet128: matches paper Table 1, scale 0.5"]
+    assert P.first_failure(rows) is None
+
+
+def test_a_batch_matching_no_source_fails_in_one_line():
+    sources = P.CATALOGUE["admnet_imagenet128"].sources
+    rows = P.compare("admnet_imagenet128", ours_from(sources[0], fid=7.5), sources)
+    assert P.verdict_lines(rows) == ["admnet_imagenet128: matches no published source"]
+    line = P.first_failure(rows)
+    assert line == "admnet_imagenet128: FID published 5.91 (paper Table 1, scale 0), ours 7.5: outside the published digits"
+
+
+def test_expected_values_replace_the_catalogue():
+    (src,) = P.sources_for("admnet_imagenet128", {"admnet_imagenet128": {"fid": 12.5}})
+    assert src.name == "expected (config)" and src.values == {"fid": "12.5"}
+    assert P.sources_for("admnet_imagenet128") == P.CATALOGUE["admnet_imagenet128"].sources
+    assert P.sources_for("biggan_deep_trunc1_imagenet128") == ()
+
+
+def write_metrics(path, metrics, network="unverified feature graph"):
+    path.write_text(json.dumps({"metrics": metrics, "feature_network": network}))
+    return path
+
+
+def test_check_published_writes_the_table_or_fails_with_nothing_behind(tmp_path, capsys):
+    sweep = P.CATALOGUE["admnet_guided_imagenet128"].sources[0]
+    good = write_metrics(tmp_path / "a.json", ours_from(sweep))
+    bigg = write_metrics(tmp_path / "b.json", ours_from(sweep, fid=6.0))
+    md, csv_path = tmp_path / "published.md", tmp_path / "published.csv"
+    names = ["admnet_guided_imagenet128", "biggan_deep_trunc1_imagenet128"]
+    assert P.check_published([good, bigg], names, {}, True, md, csv_path) == 0
+    text = md.read_text()
+    assert "unverified feature graph" in text and "(no published value restated here)" in text
+    assert "- admnet_guided_imagenet128: matches paper Table 1, scale 0.5" in text
+    assert csv_path.read_text().splitlines()[0] == "batch,source,metric,published,ours,difference,digits,verdict"
+
+    bad = write_metrics(tmp_path / "c.json", ours_from(sweep, fid=9.0, sfid=9.0))
+    assert P.check_published([bad], names[:1], {}, True, md, csv_path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: admnet_guided_imagenet128: ")
+    assert not md.exists() and not csv_path.exists()
+    assert P.check_published([bad], names[:1], {}, False, md, csv_path) == 0 and md.exists()

@@ -1,0 +1,21 @@
+# Unpack the rule and write published.{md,csv}: our metrics of OpenAI's published sample batches
+# beside every published value (adm.report.published). A batch matching none of its sources ends
+# the job with one line naming batch, metric, published value and ours.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
+sys.stderr = open(snakemake.log[0], "w")
+
+from adm.report.published import check_published  # noqa: E402
+
+sys.exit(
+    check_published(
+        snakemake.input,
+        snakemake.params.batches,
+        dict(snakemake.params.expected),
+        snakemake.params.fail,
+        snakemake.output.md,
+        snakemake.output.csv,
+    )
+)
