@@ -1,5 +1,6 @@
 # Fetch one released file (checkpoint, reference batch, Inception graph) with
-# evaluations.download: locked against concurrent requests, resumable, kind-checked, sha256
+# evaluations.download: locked against concurrent requests, resumable (the .part keyed by URL),
+# bounded in time (stall timeout, overall deadline, retries with backoff), kind-checked, sha256
 # recorded beside it. Imports neither torch nor tensorflow (except to parse a graph).
 #
 # params.url: the URL. params.sha256 (optional): the expected sha256 (config's pin; a mismatch is
