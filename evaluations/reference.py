@@ -25,6 +25,8 @@ from evaluations.npzio import iter_image_batches, open_images
 def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
     """Copy the held-out images (and labels) into ``out``; add statistics if ``graph`` is set."""
     images = open_images(heldout)
+    if images.num_images == 0:  # np.concatenate of no batches would end in a traceback
+        raise EvalError(f"{images.path}: holds 0 images; a reference batch needs at least one")
     arrays = {"arr_0": np.concatenate(list(iter_image_batches(images, 4096)))}
     with np.load(images.path) as data:
         if "arr_1" in data.files:

@@ -109,12 +109,26 @@ def resolve_config(path: str | os.PathLike, cfg: Any = None) -> UNetConfig | Cla
         raise CheckpointError(f"{sidecar_path(path)}: bad config: {e}") from None
 
 
+HTML_STARTS = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")
+
+
+def looks_like_html(path: str | os.PathLike) -> bool:
+    """True for a web page saved under a checkpoint's name (a sign-in or error page)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(512).lstrip().lower().startswith(HTML_STARTS)
+    except OSError:
+        return False  # torch.load below reports the file's own problem
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
     """torch.load(weights_only=True) whose every failure is ONE line naming the file.
 
     torch's own message for a refused pickle runs to several lines and ends by advising
     weights_only=False, i.e. to run the file's code: we never pass that advice on.
     """
+    if looks_like_html(path):  # torch would call it "Python objects other than tensors"
+        raise CheckpointError(f"{path}: not a PyTorch {what}: it looks like an HTML page (a download of a web page?)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

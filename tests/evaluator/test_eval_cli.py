@@ -197,6 +197,18 @@ def test_build_reference_refuses_label_count_mismatch(tmp_path, capsys):
     assert not (tmp_path / "ref.npz").exists()
 
 
+def test_build_reference_refuses_an_empty_batch(tmp_path, capsys):
+    from evaluations import reference
+
+    np.savez(tmp_path / "held.npz", arr_0=np.zeros((0, 8, 8, 3), np.uint8), arr_1=np.zeros(0, np.int64))
+    code = reference.main(["--build-from", str(tmp_path / "held.npz"), "--out", str(tmp_path / "ref.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"error: {tmp_path / 'held.npz'}: holds 0 images; a reference batch needs at least one"
+    ]
+    assert not (tmp_path / "ref.npz").exists()
+
+
 def test_label_demo_refuses_a_non_demo_graph(files, capsys):
     assert run_main(files, "--label-demo") == 2
     assert "not the demo network" in capsys.readouterr().err

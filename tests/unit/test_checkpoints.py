@@ -141,6 +141,17 @@ def test_malicious_checkpoint_is_refused_in_one_line_without_running_code(tmp_pa
     assert rc == 2 and err.count("\n") == 1 and "weights_only" not in err and not marker.exists()
 
 
+def test_html_page_saved_as_checkpoint_is_named_as_such(tmp_path):
+    """A sign-in page saved under a .pt name: torch calls it "Python objects other than tensors"."""
+    path = tmp_path / "page.pt"
+    path.write_text("\n  <!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, cfg=TINY)
+    msg = str(err.value)
+    assert "page.pt: not a PyTorch checkpoint: it looks like an HTML page" in msg, msg
+    assert "\n" not in msg and "other than tensors" not in msg
+
+
 def test_missing_checkpoint_is_no_such_file_not_missing_json(tmp_path):
     with pytest.raises(CheckpointError, match="absent.pt: no such checkpoint file"):
         load_model(tmp_path / "absent.pt")  # no cfg: the sidecar would be looked for first
