@@ -209,6 +209,21 @@ def test_build_reference_refuses_an_empty_batch(tmp_path, capsys):
     assert not (tmp_path / "ref.npz").exists()
 
 
+def test_reference_batch_is_checked_for_its_role_from_headers(tmp_path):
+    """The download rules' check: resolution from arr_0's header, statistics all or none."""
+    from evaluations.errors import EvalError
+    from evaluations.reference import check_reference_batch
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    np.savez(tmp_path / "ok.npz", arr_0=images, mu=np.zeros(2), sigma=np.eye(2), mu_s=np.zeros(2), sigma_s=np.eye(2))
+    np.savez(tmp_path / "half.npz", arr_0=images, mu=np.zeros(2), sigma=np.eye(2))
+    check_reference_batch(tmp_path / "ok.npz", 8)
+    with pytest.raises(EvalError, match="a reference batch of 8x8 images; this run compares 16x16 samples"):
+        check_reference_batch(tmp_path / "ok.npz", 16)
+    with pytest.raises(EvalError, match=r"has statistics \['mu', 'sigma'\] but not \['mu_s', 'sigma_s'\]"):
+        check_reference_batch(tmp_path / "half.npz", 8)
+
+
 def test_label_demo_refuses_a_non_demo_graph(files, capsys):
     assert run_main(files, "--label-demo") == 2
     assert "not the demo network" in capsys.readouterr().err

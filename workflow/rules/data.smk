@@ -59,6 +59,7 @@ else:
         params:
             url=config["reference"]["url"],
             sha256=config["reference"]["sha256"],
+            expect={"resolution": config["image_size"]},
         script:
             "../scripts/download.py"
 

@@ -69,9 +69,10 @@ rule download_checkpoint:
     log:
         logfile("download_{kind}.log"),
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/torch.yaml"  # torch checks the file's architecture
     params:
         url=partial(commands.checkpoint_url, config),
         sha256=lambda wildcards: config["checkpoints"][f"{wildcards.kind}_sha256"],
+        expect=lambda wildcards: {"preset": config[wildcards.kind]["preset"]},
     script:
         "../scripts/download.py"

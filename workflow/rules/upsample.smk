@@ -59,10 +59,11 @@ if upsample.enabled(config):
             log:
                 logfile("download_upsampler.log"),
             conda:
-                "../envs/tensorflow.yaml"
+                "../envs/torch.yaml"  # torch checks the file's architecture
             params:
                 url=upsample.upsampler_url(config),
                 sha256=UPSAMPLE["checkpoint_sha256"],
+                expect={"preset": UPSAMPLE["model"]["preset"]},
             script:
                 "../scripts/download.py"
 
@@ -81,6 +82,7 @@ if upsample.enabled(config):
             params:
                 url=UPSAMPLE["reference"]["url"],
                 sha256=UPSAMPLE["reference"]["sha256"],
+                expect={"resolution": upsample.high_size(config)},
             script:
                 "../scripts/download.py"
 
