@@ -44,9 +44,19 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk): one line naming the file and what was kept."""
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save that never leaves a partial file under `path`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save that never leaves a partial file under `path`. A failed write (torch's writer
+    raises RuntimeError, not OSError, on a full disk) is one CheckpointWriteError line."""
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except (OSError, RuntimeError) as e:
+        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        kept = f"the previous {Path(path).name} is kept" if Path(path).exists() else "nothing was written under it"
+        raise CheckpointWriteError(f"{path}: could not write the checkpoint ({reason}); {kept}") from None
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -206,6 +206,27 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("file write failed\nmore")])
+def test_checkpoint_write_failure_is_one_line_naming_what_was_kept(tmp_path, monkeypatch, error):
+    path = tmp_path / "state.pt"
+    atomic_torch_save({"step": torch.tensor(1)}, path)
+
+    def failing(obj, f, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "save", failing)
+    for target, kept in (
+        (path, "the previous state.pt is kept"),
+        (tmp_path / "new.pt", "nothing was written under it"),
+    ):
+        with pytest.raises(OSError) as err:  # an OSError, so every program's handler prints it as one line
+            atomic_torch_save({"step": torch.tensor(2)}, target)
+        reason = "No space left on device" if isinstance(error, OSError) else "file write failed"
+        assert str(err.value) == f"{target}: could not write the checkpoint ({reason}); {kept}"
+    assert torch.load(path, weights_only=True)["step"].item() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
 def test_weights_saved_by_openai_code_load_and_agree(tmp_path):
     """A state_dict written by OpenAI's own UNetModel loads through load_model and gives its outputs."""
     gd_unet = pytest.importorskip("guided_diffusion.unet")
