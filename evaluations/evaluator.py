@@ -388,7 +388,15 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     print_metrics(result)
     if args.out:
-        write_json_atomic(args.out, result)
+        try:
+            write_json_atomic(args.out, result)
+        except OSError as exc:  # a full disk: the metrics were printed, the record was not written
+            print(
+                f"error: could not write {args.out} ({exc.strerror or exc}); nothing was written under that "
+                "name, the metrics printed above are not saved",
+                file=sys.stderr,
+            )
+            return 2
     return 0
 
 

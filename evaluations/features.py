@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import shutil
+import sys
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -136,6 +137,15 @@ def load_cached(entry: Path, keep_spatial: bool = False) -> FeatureSet | None:
         return None
 
 
+def cache_write_failed(path: Path, exc: OSError) -> None:
+    """The cache is best-effort: a failed write (a full disk) is one warning and the run goes on."""
+    print(
+        f"warning: could not write the feature cache {path} ({exc.strerror or exc}); nothing was kept "
+        "there, the evaluation goes on without it",
+        file=sys.stderr,
+    )
+
+
 def store_cached(entry: Path, feats: FeatureSet, meta: dict) -> None:
     """Write into a temporary directory, then rename it into place: all or nothing."""
     if entry.exists():  # an entry without spatial features, or a damaged one: replace it whole
@@ -154,9 +164,9 @@ def store_cached(entry: Path, feats: FeatureSet, meta: dict) -> None:
                 np.save(tmp / "spatial.npy", feats.spatial)
             np.savez(tmp / "stats.npz", **feats.stats)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    except OSError:
-        if not (entry / "meta.json").exists():
-            raise  # not a lost race with another process writing the same entry
+    except OSError as exc:
+        if not (entry / "meta.json").exists():  # not a lost race with another process writing it
+            cache_write_failed(entry, exc)
 
 
 def cached_array(entry: Path | None, name: str, compute) -> np.ndarray:
@@ -167,8 +177,11 @@ def cached_array(entry: Path | None, name: str, compute) -> np.ndarray:
     if path.exists():
         return np.load(path)
     value = compute()
-    with atomic_path(path, ".npy") as tmp:
-        np.save(tmp, value)
+    try:
+        with atomic_path(path, ".npy") as tmp:
+            np.save(tmp, value)
+    except OSError as exc:
+        cache_write_failed(path, exc)
     return value
 
 

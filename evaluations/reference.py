@@ -19,12 +19,16 @@ import numpy as np
 from evaluations.atomic import atomic_path
 from evaluations.download import REFERENCE_URLS, default_cache_dir, download
 from evaluations.errors import EvalError
-from evaluations.npzio import iter_image_batches, open_images
+from evaluations.npzio import iter_image_batches, npz_keys, open_images
+
+STATISTICS = ("mu", "sigma", "mu_s", "sigma_s")  # OpenAI's precomputed pool_3 / spatial statistics
 
 
 def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
     """Copy the held-out images (and labels) into ``out``; add statistics if ``graph`` is set."""
     images = open_images(heldout)
+    if images.num_images == 0:  # np.concatenate of no batches would end in a traceback
+        raise EvalError(f"{images.path}: holds 0 images; a reference batch needs at least one")
     arrays = {"arr_0": np.concatenate(list(iter_image_batches(images, 4096)))}
     with np.load(images.path) as data:
         if "arr_1" in data.files:
@@ -46,6 +50,24 @@ def build_reference(heldout, out, graph=None, threads: int = 0) -> dict:
     with atomic_path(out, ".npz") as tmp:
         np.savez(tmp, **arrays)
     return {k: v.shape for k, v in arrays.items()}
+
+
+def check_reference_batch(path, resolution: int) -> None:
+    """Refuse a reference batch that cannot serve samples of ``resolution``, from the npz headers
+    only (no image is read): arr_0 uint8 NHWC at that size, and its statistics all or none."""
+    images = open_images(path)
+    if images.num_images == 0:
+        raise EvalError(f"{images.path}: holds 0 images; a reference batch needs at least one")
+    if images.resolution != resolution:
+        size = images.resolution
+        raise EvalError(
+            f"{images.path}: a reference batch of {size}x{size} images; this run compares "
+            f"{resolution}x{resolution} samples"
+        )
+    have = [k for k in STATISTICS if k in npz_keys(path)]
+    if have and len(have) != len(STATISTICS):
+        missing = [k for k in STATISTICS if k not in have]
+        raise EvalError(f"{images.path}: has statistics {have} but not {missing}; they come as {', '.join(STATISTICS)}")
 
 
 def fetch_reference(name: str, cache_dir=None, expected_sha256: str | None = None) -> Path:

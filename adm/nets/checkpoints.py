@@ -44,9 +44,19 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk): one line naming the file and what was kept."""
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save that never leaves a partial file under `path`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save that never leaves a partial file under `path`. A failed write (torch's writer
+    raises RuntimeError, not OSError, on a full disk) is one CheckpointWriteError line."""
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except (OSError, RuntimeError) as e:
+        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        kept = f"the previous {Path(path).name} is kept" if Path(path).exists() else "nothing was written under it"
+        raise CheckpointWriteError(f"{path}: could not write the checkpoint ({reason}); {kept}") from None
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
@@ -109,14 +119,30 @@ def resolve_config(path: str | os.PathLike, cfg: Any = None) -> UNetConfig | Cla
         raise CheckpointError(f"{sidecar_path(path)}: bad config: {e}") from None
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+HTML_STARTS = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")
+
+
+def looks_like_html(path: str | os.PathLike) -> bool:
+    """True for a web page saved under a checkpoint's name (a sign-in or error page)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(512).lstrip().lower().startswith(HTML_STARTS)
+    except OSError:
+        return False  # torch.load below reports the file's own problem
+
+
+def safe_torch_load(
+    path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint", mmap: bool = False
+) -> Any:
     """torch.load(weights_only=True) whose every failure is ONE line naming the file.
 
     torch's own message for a refused pickle runs to several lines and ends by advising
     weights_only=False, i.e. to run the file's code: we never pass that advice on.
     """
+    if looks_like_html(path):  # torch would call it "Python objects other than tensors"
+        raise CheckpointError(f"{path}: not a PyTorch {what}: it looks like an HTML page (a download of a web page?)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such {what} file") from None
     except IsADirectoryError:
@@ -131,9 +157,10 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", what: st
         raise CheckpointError(f"{path}: not a readable weights-only {what} ({type(e).__name__}: {first})") from None
 
 
-def read_state_dict(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
-    """The plain state_dict in `path`; any failure becomes a one-line CheckpointError naming the file."""
-    state = safe_torch_load(path, map_location)
+def read_state_dict(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The plain state_dict in `path`; any failure becomes a one-line CheckpointError naming the file.
+    mmap: map the tensors' bytes instead of reading them (keys and shapes cost no I/O)."""
+    state = safe_torch_load(path, map_location, mmap=mmap)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a plain state_dict (name -> tensor), got {type(state).__name__}")
     return state
@@ -162,6 +189,23 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
     return problems
 
 
+def _check_fits(path: str | os.PathLike, cfg: UNetConfig | ClassifierConfig, state: dict) -> nn.Module:
+    """The network `cfg` builds, on the meta device, after `state`'s keys and shapes proved to fit it."""
+    with torch.device("meta"):  # shapes only: the real tensors come from the file
+        model = build_model(cfg)
+    problems = state_dict_mismatch(model.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit a {kind_of(cfg)} with this config: " + "; ".join(problems))
+    return model
+
+
+def check_architecture(path: str | os.PathLike, preset: str) -> None:
+    """Refuse a checkpoint whose keys or shapes do not fit the network of `preset`, cheaply: the
+    tensors are memory-mapped, never read, so a download can be checked for its role before use."""
+    cfg = resolve_config(path, preset)
+    _check_fits(f"{path} (preset {preset})", cfg, read_state_dict(path, mmap=True))
+
+
 def load_model(
     path: str | os.PathLike, cfg: Any = None, expect_kind: str | None = None, map_location: Any = "cpu"
 ) -> tuple[nn.Module, UNetConfig | ClassifierConfig]:
@@ -177,11 +221,7 @@ def load_model(
     if expect_kind is not None and kind != expect_kind:
         raise CheckpointError(f"{path}: expected a {expect_kind} checkpoint, but its config is a {kind}")
     state = read_state_dict(path, map_location)
-    with torch.device("meta"):  # shapes only: the real tensors come from the file
-        model = build_model(cfg)
-    problems = state_dict_mismatch(model.state_dict(), state)
-    if problems:
-        raise CheckpointError(f"{path}: weights do not fit a {kind} with this config: " + "; ".join(problems))
+    model = _check_fits(path, cfg, state)
     bad = first_non_finite(state)
     if bad is not None:  # NaN weights would sample all-black images and exit 0
         raise CheckpointError(f"{path}: weights are not finite (NaN/inf in {bad}); the run that wrote it diverged")

@@ -197,6 +197,68 @@ def test_build_reference_refuses_label_count_mismatch(tmp_path, capsys):
     assert not (tmp_path / "ref.npz").exists()
 
 
+def test_build_reference_refuses_an_empty_batch(tmp_path, capsys):
+    from evaluations import reference
+
+    np.savez(tmp_path / "held.npz", arr_0=np.zeros((0, 8, 8, 3), np.uint8), arr_1=np.zeros(0, np.int64))
+    code = reference.main(["--build-from", str(tmp_path / "held.npz"), "--out", str(tmp_path / "ref.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"error: {tmp_path / 'held.npz'}: holds 0 images; a reference batch needs at least one"
+    ]
+    assert not (tmp_path / "ref.npz").exists()
+
+
+def test_reference_batch_is_checked_for_its_role_from_headers(tmp_path):
+    """The download rules' check: resolution from arr_0's header, statistics all or none."""
+    from evaluations.errors import EvalError
+    from evaluations.reference import check_reference_batch
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    np.savez(tmp_path / "ok.npz", arr_0=images, mu=np.zeros(2), sigma=np.eye(2), mu_s=np.zeros(2), sigma_s=np.eye(2))
+    np.savez(tmp_path / "half.npz", arr_0=images, mu=np.zeros(2), sigma=np.eye(2))
+    check_reference_batch(tmp_path / "ok.npz", 8)
+    with pytest.raises(EvalError, match="a reference batch of 8x8 images; this run compares 16x16 samples"):
+        check_reference_batch(tmp_path / "ok.npz", 16)
+    with pytest.raises(EvalError, match=r"has statistics \['mu', 'sigma'\] but not \['mu_s', 'sigma_s'\]"):
+        check_reference_batch(tmp_path / "half.npz", 8)
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_feature_cache_write_failure_warns_and_the_evaluation_completes(files, tmp_path, capsys, monkeypatch):
+    """The feature cache is best-effort: a full disk under it is one warning per entry, and the
+    metrics are printed and written as without a cache."""
+    from evaluations import features
+
+    monkeypatch.setattr(features, "atomic_path", _full_disk)
+    out = tmp_path / "m.json"
+    assert run_main(files, "--out", out, "--feature-cache", tmp_path / "fc") == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert warnings and all(
+        w.startswith(f"warning: could not write the feature cache {tmp_path / 'fc'}/")
+        and w.endswith("(No space left on device); nothing was kept there, the evaluation goes on without it")
+        for w in warnings
+    ), captured.err
+    assert "FID:" in captured.out and json.loads(out.read_text())["cache_hits"] == {"ref": False, "sample": False}
+
+
+def test_out_write_failure_is_one_line(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluator.atomic, "write_text", _full_disk)
+    out = tmp_path / "metrics" / "m.json"
+    assert run_main(files, "--out", out) == 2
+    captured = capsys.readouterr()
+    assert "FID:" in captured.out  # the metrics were printed before the write
+    assert captured.err.strip().splitlines() == [
+        f"error: could not write {out} (No space left on device); nothing was written under that name, "
+        "the metrics printed above are not saved"
+    ]
+    assert not out.exists()
+
+
 def test_label_demo_refuses_a_non_demo_graph(files, capsys):
     assert run_main(files, "--label-demo") == 2
     assert "not the demo network" in capsys.readouterr().err

@@ -141,6 +141,17 @@ def test_malicious_checkpoint_is_refused_in_one_line_without_running_code(tmp_pa
     assert rc == 2 and err.count("\n") == 1 and "weights_only" not in err and not marker.exists()
 
 
+def test_html_page_saved_as_checkpoint_is_named_as_such(tmp_path):
+    """A sign-in page saved under a .pt name: torch calls it "Python objects other than tensors"."""
+    path = tmp_path / "page.pt"
+    path.write_text("\n  <!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, cfg=TINY)
+    msg = str(err.value)
+    assert "page.pt: not a PyTorch checkpoint: it looks like an HTML page" in msg, msg
+    assert "\n" not in msg and "other than tensors" not in msg
+
+
 def test_missing_checkpoint_is_no_such_file_not_missing_json(tmp_path):
     with pytest.raises(CheckpointError, match="absent.pt: no such checkpoint file"):
         load_model(tmp_path / "absent.pt")  # no cfg: the sidecar would be looked for first
@@ -191,6 +202,27 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     atomic_torch_save({"step": torch.tensor(1)}, path)
     with pytest.raises(Exception):
         atomic_torch_save({"bad": lambda: 0}, path)  # lambdas cannot be pickled
+    assert torch.load(path, weights_only=True)["step"].item() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("file write failed\nmore")])
+def test_checkpoint_write_failure_is_one_line_naming_what_was_kept(tmp_path, monkeypatch, error):
+    path = tmp_path / "state.pt"
+    atomic_torch_save({"step": torch.tensor(1)}, path)
+
+    def failing(obj, f, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "save", failing)
+    for target, kept in (
+        (path, "the previous state.pt is kept"),
+        (tmp_path / "new.pt", "nothing was written under it"),
+    ):
+        with pytest.raises(OSError) as err:  # an OSError, so every program's handler prints it as one line
+            atomic_torch_save({"step": torch.tensor(2)}, target)
+        reason = "No space left on device" if isinstance(error, OSError) else "file write failed"
+        assert str(err.value) == f"{target}: could not write the checkpoint ({reason}); {kept}"
     assert torch.load(path, weights_only=True)["step"].item() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
 

@@ -131,6 +131,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path, monk
     assert rc == 3 and "error: loss is not finite" in err and "Traceback" not in err
 
 
+def test_full_disk_at_a_checkpoint_save_is_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    """torch's checkpoint writer raises RuntimeError (not OSError) on a full disk; the first saves
+    succeed, a later one hits the full disk: one line naming the file and what was kept, exit 2."""
+    real, calls = torch.save, {"n": 0}
+
+    def full_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0\nframes: ...")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    argv = ["train-diffusion", "--data", str(tiny_data), "--out-dir", str(tmp_path), "--model-preset", "tiny-test"]
+    rc = cli.main([*argv, "--steps", "4", "--save-interval", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {tmp_path}/") and "could not write the checkpoint (" in lines[0], lines[0]
+    assert "unexpected pos 64 vs 0)" in lines[0] and ("is kept" in lines[0] or "nothing was written" in lines[0])
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+
+
 def test_classifier_training_logs_accuracies_and_saves(tiny_data, tmp_path):
     cfg = resolve_train_config("tiny-test-classifier", steps=4, eval_interval=2, microbatch=3)
     out = train_classifier(

@@ -447,7 +447,7 @@ def test_pinned_sha256_refuses_another_file(tmp_path, target):
 
     served = tmp_path / "served"
     served.mkdir()
-    torch.save({"w": torch.arange(3.0)}, served / "128x128_classifier.pt")
+    torch.save(shape_only_state_dict("imagenet128-classifier"), served / "128x128_classifier.pt")
     np.savez(served / "VIRTUAL_imagenet128_labeled.npz", arr_0=np.zeros((2, 128, 128, 3), np.uint8))
     name = {
         "pretrained/classifier.pt": "128x128_classifier.pt",
@@ -480,3 +480,42 @@ def test_pinned_sha256_refuses_another_file(tmp_path, target):
             else:
                 assert res.returncode == 0, res.stderr[-3000:]
                 assert rf.sha256_file(run / target) == true_sha
+
+
+@pytest.mark.parametrize(
+    "target, served, says",
+    [
+        ("reference/ref.npz", "VIRTUAL_imagenet128_labeled.npz", "a reference batch of 64x64 images"),
+        ("pretrained/classifier.pt", "128x128_classifier.pt", "weights do not fit a classifier"),
+    ],
+)
+def test_file_that_does_not_fit_its_role_stops_the_download(tmp_path, target, served, says):
+    """The download rules check what they fetched for its role from headers, keys and shapes only:
+    a 64x64 reference batch (precomputed statistics and all) for the 128x128 run, the 64x64
+    classifier under the 128x128 one's name. The job fails with one line, nothing stays under the
+    target's name (nor its recorded sha256), and no sampling or evaluation ever sees the file."""
+    import torch
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    if served.endswith(".npz"):
+        stats = dict(mu=np.zeros(4), sigma=np.eye(4), mu_s=np.zeros(4), sigma_s=np.eye(4))
+        np.savez(folder / served, arr_0=rf.random_images(2, 64, 0), arr_1=np.arange(2), **stats)
+    else:
+        torch.save(shape_only_state_dict("imagenet64-classifier"), folder / served)
+    with rf.FileServer(folder) as server:
+        extra = tmp_path / "served.yaml"
+        extra.write_text(
+            yaml.safe_dump(
+                {"checkpoints": {"base_url": f"{server.url}/"}, "reference": {"url": f"{server.url}/{served}"}}
+            )
+        )
+        res = snakemake(
+            tmp_path, "--cores", "1", f"results/{RUN}/{target}", configfiles=(PAPER, REHEARSAL, extra), timeout=120
+        )
+    run = tmp_path / "results" / RUN
+    assert res.returncode != 0, res.stderr[-3000:]
+    assert not (run / target).exists() and not (run / f"{target}.sha256").exists()
+    assert not no_partial_files(run)
+    line = one_error_line(next((run / "logs").glob("*.log")).read_text())
+    assert says in line and "deleted the download, nothing was kept" in line, line

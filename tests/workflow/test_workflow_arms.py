@@ -43,7 +43,7 @@ def dry_jobs(workdir: Path, cfg: Path) -> dict[str, str]:
     jobs = {}
     for block in res.stdout.split("\nrule ")[1:]:
         outputs = re.search(r"output: ([^\n]*)", block)
-        command = re.search(r"\n(?:Shell command: )?(\S*python\S* -m [^\n]*)", block)
+        command = re.search(r"\n(?:Shell command: )?(?:exec )?(\S*python\S* -m [^\n]*)", block)
         if outputs:
             jobs[outputs.group(1)] = (block.split(":", 1)[0], command.group(1) if command else "")
     return jobs

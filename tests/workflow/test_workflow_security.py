@@ -26,6 +26,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_every_shell_field_is_quoted():
         assert fields, command
         unquoted = [f for f in fields if not f.endswith(":q")]
         assert not unquoted, f"unquoted {unquoted} in: {command}"
-        assert command.startswith(("{params.python:q}", "{params.launcher:q}", "cp --")), command
+        assert command.startswith(("exec {params.python:q}", "exec {params.launcher:q}", "exec cp --")), command
 
 
 def test_schema_preset_enums_are_the_registries():
@@ -210,9 +211,10 @@ def run_recorded(command: str, workdir: Path, rec: Path) -> list[str]:
     """Run one printed command in bash with the interpreter swapped for the recorder."""
     # the rules' interpreter: the venv's python, in the workflow's own spelling (pytest may run as
     # .venv/bin/python3.11 or .venv/bin/python; see test_another_spelling_of_the_interpreter...)
-    interpreter = shlex.split(command)[0]
+    assert command.startswith("exec "), command  # the program replaces the job's shell
+    interpreter = shlex.split(command)[1]
     assert Path(interpreter).parent == Path(sys.executable).parent, command
-    head = shlex.quote(interpreter)
+    head = "exec " + shlex.quote(interpreter)
     assert command.startswith(head + " "), command
     argv_out = workdir / "argv.bin"
     argv_out.unlink(missing_ok=True)
@@ -220,7 +222,7 @@ def run_recorded(command: str, workdir: Path, rec: Path) -> list[str]:
     log = tokens[tokens.index(">") + 1]
     (workdir / log).parent.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(
-        ["bash", "-c", f"set -euo pipefail; {rec}{command[len(head) :]}"],
+        ["bash", "-c", f"set -euo pipefail; exec {rec}{command[len(head) :]}"],
         cwd=workdir,
         env=dict(os.environ, ARGV_OUT=str(argv_out)),
         capture_output=True,
@@ -363,7 +365,7 @@ def test_interpreter_path_with_space(tmp_path):
     )
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     command = printed_commands(res.stdout + res.stderr)[0]
-    assert shlex.split(command)[:3] == [str(python), "-m", "adm"]
+    assert shlex.split(command)[:4] == ["exec", str(python), "-m", "adm"]
     assert (tmp_path / "results/smoke/data/train.npz").is_file()
     assert not list(tmp_path.rglob("MARKER"))
 
@@ -391,3 +393,44 @@ def test_another_spelling_of_the_interpreter_reruns_nothing(tmp_path):
         [sys.executable, "-m", "snakemake", "-n", *target], cwd=tmp_path, capture_output=True, text=True
     )
     assert "Nothing to be done" in again.stdout + again.stderr, (again.stdout + again.stderr)[-2000:]
+
+
+# ---------------------------------------------------------------- jobs cannot outlive their rule
+
+
+def test_killed_job_shell_leaves_no_orphan(tmp_path):
+    """`kill -9` of a job's shell (what a killed Snakemake or a cluster's cancel does) ends the program
+    too: the rule's command `exec`s it, so the shell's pid *is* the program and no orphan writes the
+    output after the job was declared failed. The evaluate rule's printed command, run as Snakemake runs
+    it (`bash -c 'set -euo pipefail; CMD'`), with the interpreter swapped for a stand-in that writes to
+    the rule's log (the `> log 2>&1` redirection still applies after exec), waits, then writes --out.
+    Mutant tried: the command without `exec` left the stand-in running, and it wrote the output."""
+    res = snakemake(
+        tmp_path, "results/smoke/metrics/scale1.json", "-n", "-p", "--cores", "1", "--configfile", str(SMOKE)
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    command = next(c for c in printed_commands(res.stdout) if "-m evaluations.evaluator" in c)
+    tokens = shlex.split(command)
+    out, log = tmp_path / tokens[tokens.index("--out") + 1], tmp_path / tokens[tokens.index(">") + 1]
+    out.parent.mkdir(parents=True)
+    log.parent.mkdir(parents=True)
+    stand_in = tmp_path / "stand_in"
+    stand_in.write_text(
+        '#!/bin/sh\necho started\nsleep 1\nfor a; do [ "$prev" = --out ] && echo late > "$a"; prev=$a; done\n'
+    )
+    stand_in.chmod(0o755)
+    job = subprocess.Popen(
+        "set -euo pipefail;  " + command.replace(shlex.quote(tokens[1]), str(stand_in), 1),
+        shell=True,
+        executable="bash",
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 5
+    while not (log.exists() and "started" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "started" in log.read_text()
+    assert str(stand_in) in Path(f"/proc/{job.pid}/cmdline").read_text()  # the program is the job
+    job.kill()  # SIGKILL to the job's process, as to a shell wrapper
+    job.wait()
+    time.sleep(1.5)
+    assert not out.exists(), "a program outlived its killed job and wrote its output"

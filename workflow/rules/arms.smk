@@ -31,7 +31,7 @@ rule arm_sample:
         presets=commands.sampler_flags(config),
         device=config["device"],
     shell:
-        "{params.python:q} -m adm sample --model {input.model:q} {params.guidance:q}"
+        "exec {params.python:q} -m adm sample --model {input.model:q} {params.guidance:q}"
         " {params.presets:q} --scale {wildcards.scale:q}"
         " --num-samples {params.num_samples:q} --shard {wildcards.shard:q}"
         " --num-shards {params.num_shards:q} --seed {wildcards.seed:q}"
@@ -61,7 +61,7 @@ rule arm_merge:
         python=PYTHON,
         num_samples=SAMPLING["num_samples"],
     shell:
-        "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+        "exec {params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
         " {input:q} > {log:q} 2>&1"
 
 
@@ -87,7 +87,7 @@ rule arm_evaluate:
         python=PYTHON,
         flags=commands.evaluator_flags(config),
     shell:
-        "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+        "exec {params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -118,7 +118,7 @@ if arms.cfg_on(config):
             out_dir=subpath(output.model, parent=True),
             device=config["device"],
         shell:
-            "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+            "exec {params.launcher:q} -m adm train-diffusion --data {input.train:q}"
             " --out-dir {params.out_dir:q} {params.flags:q}"
             " --device {params.device:q}"
             " --threads {threads:q} --restart-on-change > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule prepare_data:
         fraction=config["data"]["heldout_fraction"],
         seed=config["data"]["seed"],
     shell:
-        "{params.python:q} -m adm prepare-data {params.source:q} --out-train {output.train:q}"
+        "exec {params.python:q} -m adm prepare-data {params.source:q} --out-train {output.train:q}"
         " --out-heldout {output.heldout:q} --heldout-fraction {params.fraction:q}"
         " --seed {params.seed:q} --threads {threads:q} > {log:q} 2>&1"
 
@@ -41,7 +41,7 @@ if config["reference"]["source"] == "build":
         params:
             python=PYTHON,
         shell:
-            "{params.python:q} -m evaluations.reference --build-from {input.heldout:q}"
+            "exec {params.python:q} -m evaluations.reference --build-from {input.heldout:q}"
             " --out {output:q} > {log:q} 2>&1"
 
 else:
@@ -59,6 +59,7 @@ else:
         params:
             url=config["reference"]["url"],
             sha256=config["reference"]["sha256"],
+            expect={"resolution": config["image_size"]},
         script:
             "../scripts/download.py"
 
@@ -84,6 +85,6 @@ rule featurenet:
         python=PYTHON,
         flags=commands.featurenet_flags(config),
     shell:
-        "{params.python:q} -m evaluations.demo_net --train {input.train:q}"
+        "exec {params.python:q} -m evaluations.demo_net --train {input.train:q}"
         " --heldout {input.heldout:q} --out {output:q} {params.flags:q} --threads {threads:q}"
         " > {log:q} 2>&1"

@@ -23,7 +23,7 @@ rule evaluate:
         python=PYTHON,
         flags=commands.evaluator_flags(config),
     shell:
-        "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+        "exec {params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
         " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
 

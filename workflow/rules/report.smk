@@ -117,4 +117,4 @@ rule publish_report:
     conda:
         "../envs/torch.yaml"
     shell:
-        "cp -- {input:q} {output:q} 2> {log:q}"
+        "exec cp -- {input:q} {output:q} 2> {log:q}"

@@ -32,7 +32,7 @@ rule sample:
         presets=commands.sampler_flags(config),
         device=config["device"],
     shell:
-        "{params.python:q} -m adm sample --model {input.model:q}"
+        "exec {params.python:q} -m adm sample --model {input.model:q}"
         " --classifier {input.classifier:q} {params.presets:q} --scale {wildcards.scale:q}"
         " --num-samples {params.num_samples:q} --shard {wildcards.shard:q}"
         " --num-shards {params.num_shards:q} --seed {params.seed:q}"
@@ -59,5 +59,5 @@ rule merge_shards:
         python=PYTHON,
         num_samples=SAMPLING["num_samples"],
     shell:
-        "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+        "exec {params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
         " {input:q} > {log:q} 2>&1"

@@ -27,7 +27,7 @@ rule train_diffusion:
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
-        "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+        "exec {params.launcher:q} -m adm train-diffusion --data {input.train:q}"
         " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
         " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
@@ -57,7 +57,7 @@ rule train_classifier:
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
-        "{params.launcher:q} -m adm train-classifier --data {input.train:q}"
+        "exec {params.launcher:q} -m adm train-classifier --data {input.train:q}"
         " --heldout {input.heldout:q} --out-dir {params.out_dir:q} {params.flags:q}"
         " --diffusion-preset {params.diffusion_preset:q} --device {params.device:q}"
         " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
@@ -69,9 +69,10 @@ rule download_checkpoint:
     log:
         logfile("download_{kind}.log"),
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/torch.yaml"  # torch checks the file's architecture
     params:
         url=partial(commands.checkpoint_url, config),
         sha256=lambda wildcards: config["checkpoints"][f"{wildcards.kind}_sha256"],
+        expect=lambda wildcards: {"preset": config[wildcards.kind]["preset"]},
     script:
         "../scripts/download.py"

@@ -44,7 +44,7 @@ if upsample.enabled(config):
                 out_dir=subpath(output.model, parent=True),
                 device=config["device"],
             shell:
-                "{params.launcher:q} -m adm train-upsampler --data {input.train:q}"
+                "exec {params.launcher:q} -m adm train-upsampler --data {input.train:q}"
                 " --out-dir {params.out_dir:q} {params.flags:q} --device {params.device:q}"
                 " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
@@ -59,10 +59,11 @@ if upsample.enabled(config):
             log:
                 logfile("download_upsampler.log"),
             conda:
-                "../envs/tensorflow.yaml"
+                "../envs/torch.yaml"  # torch checks the file's architecture
             params:
                 url=upsample.upsampler_url(config),
                 sha256=UPSAMPLE["checkpoint_sha256"],
+                expect={"preset": UPSAMPLE["model"]["preset"]},
             script:
                 "../scripts/download.py"
 
@@ -81,6 +82,7 @@ if upsample.enabled(config):
             params:
                 url=UPSAMPLE["reference"]["url"],
                 sha256=UPSAMPLE["reference"]["sha256"],
+                expect={"resolution": upsample.high_size(config)},
             script:
                 "../scripts/download.py"
 
@@ -126,7 +128,7 @@ if upsample.enabled(config):
             precision=UPSAMPLE["precision"],
             device=config["device"],
         shell:
-            "{params.python:q} -m adm upsample --model {input.model:q} {params.presets:q}"
+            "exec {params.python:q} -m adm upsample --model {input.model:q} {params.presets:q}"
             " --low-res {input.low_res:q} --shard {wildcards.shard:q}"
             " --num-shards {params.num_shards:q} --seed {params.seed:q}"
             " --respacing {params.respacing:q} --batch-size {params.batch_size:q}"
@@ -153,7 +155,7 @@ if upsample.enabled(config):
             python=PYTHON,
             num_samples=SAMPLING["num_samples"],
         shell:
-            "{params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
+            "exec {params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
             " {input:q} > {log:q} 2>&1"
 
     rule evaluate_upsampled:
@@ -178,7 +180,7 @@ if upsample.enabled(config):
             python=PYTHON,
             flags=commands.evaluator_flags(config),
         shell:
-            "{params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
+            "exec {params.python:q} -m evaluations.evaluator {input.ref:q} {input.samples:q}"
             " {params.flags:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
     # The baseline beside it: the same low-res inputs resized by bicubic interpolation (no

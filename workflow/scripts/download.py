@@ -1,7 +1,8 @@
 # Fetch one released file (checkpoint, reference batch, Inception graph) with
 # evaluations.download: locked against concurrent requests, resumable (the .part keyed by URL),
 # bounded in time (stall timeout, overall deadline, retries with backoff), kind-checked, sha256
-# recorded beside it. Imports neither torch nor tensorflow (except to parse a graph).
+# recorded beside it. Imports neither torch nor tensorflow (except to parse a graph, and torch to
+# check a checkpoint's architecture).
 #
 # params.url: the URL. params.sha256 (optional): the expected sha256 (config's pin; a mismatch is
 # refused and nothing is renamed into place). params.cache_dir (optional): download into this
@@ -9,7 +10,10 @@
 # a cached file), then link
 # (or copy) to the output; without it the file is fetched straight to the output. A second
 # output named "lock" receives {"url", "sha256"}: the run's provenance, which the evaluator
-# enforces (--graph-lock). Errors end with one line in the log and exit code 1.
+# enforces (--graph-lock). params.expect (optional): the file's role, checked cheaply before use
+# (headers, keys and shapes only): {"resolution": N} for a reference batch of NxN images,
+# {"preset": NAME} for a checkpoint of that network; a file that does not fit is deleted.
+# Errors end with one line in the log and exit code 1.
 import hashlib
 import json
 import os
@@ -40,17 +44,45 @@ def place(src: Path, target: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
+def check_role(path: Path, expect: dict) -> None:
+    """A fetched file must fit its role before any job uses it (a 64x64 reference batch or a 64x64
+    network would otherwise fail only after the expensive stages)."""
+    if "resolution" in expect:
+        from evaluations.reference import check_reference_batch
+
+        check_reference_batch(path, expect["resolution"])
+    if "preset" in expect:
+        from adm.nets.checkpoints import check_architecture
+
+        check_architecture(path, expect["preset"])
+
+
+def discard(path: Path) -> None:
+    """Delete a fetched file that is not what its rule needs, and its recorded sha256."""
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
 def main() -> int:
     target = Path(snakemake.output[0])
     url = snakemake.params.url
     cache_dir = getattr(snakemake.params, "cache_dir", None)
     expected = getattr(snakemake.params, "sha256", None) or None
+    expect = getattr(snakemake.params, "expect", None) or {}
     try:
         if cache_dir:
             folder = Path(os.path.expanduser(cache_dir)) / url_key(url)
-            place(download(url, cache_dir=folder, expected_sha256=expected), target)
+            fetched = download(url, cache_dir=folder, expected_sha256=expected)
         else:
-            download(url, cache_dir=target.parent, filename=target.name, expected_sha256=expected)
+            fetched = download(url, cache_dir=target.parent, filename=target.name, expected_sha256=expected)
+        try:
+            check_role(fetched, expect)
+        except (EvalError, ValueError) as exc:  # CheckpointError is a ValueError
+            discard(fetched)
+            print(f"error: {exc} (from {url}); deleted the download, nothing was kept", file=sys.stderr)
+            return 1
+        if cache_dir:
+            place(fetched, target)
         if "lock" in snakemake.output.keys():
             atomic.write_text(
                 snakemake.output.lock,
