@@ -63,6 +63,14 @@ def _optim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-rate", type=float, nargs="+", dest="ema_rates", help="diffusion: one or more EMA decays")
     p.add_argument("--schedule-sampler", choices=("uniform", "loss-second-moment"), help="diffusion: timestep sampler")
     p.add_argument(
+        "--keep-ema-step",
+        type=int,
+        nargs="+",
+        dest="keep_ema_steps",
+        metavar="N",
+        help="diffusion: also keep the first EMA at step N as ema_step<N>.pt (an autoguidance guide)",
+    )
+    p.add_argument(
         "--restart-on-change",
         action="store_true",
         help="discard a checkpoint in --out-dir trained with other settings (default: refuse it)",
@@ -167,7 +175,9 @@ examples:
 Guided DDPM/DDIM samples for one shard: shard k of n holds sample indices [k*N//n, (k+1)*N//n),
 and image i's noise and label depend on (--seed, i) only, so the merged shards do not depend on
 the shard count or batch size. Writes arr_0 uint8 [n,H,W,3], arr_1 labels and the indices to
---out, the resolved config as JSON beside it. OpenAI's checkpoints carry no JSON: name presets.""",
+--out, the resolved config as JSON beside it. OpenAI's checkpoints carry no JSON: name presets.
+Autoguidance: --guidance autoguidance --guide-model G --scale W (W >= 1), e.g. G = the main
+model's ema_step<N>.pt kept by train-diffusion --keep-ema-step N.""",
         """\
 examples:
   # the demo model guided by its classifier at scale 1.0, 25 DDPM steps
@@ -282,15 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         type=float,
         default=0.0,
-        help="classifier guidance scale s, or with --guidance cfg the CFG weight w; finite and >= 0",
+        help="classifier guidance scale s, or with --guidance cfg the CFG weight w (finite, >= 0), "
+        "or with --guidance autoguidance its w (>= 1; 1 = the main model alone)",
     )
     p.add_argument(
         "--guidance",
-        choices=("classifier", "cfg"),
+        choices=("classifier", "cfg", "autoguidance"),
         default="classifier",
-        help="classifier (default; needs --classifier when --scale > 0) or cfg: classifier-free, "
-        "eps~ = (1 + w) eps(x, y) - w eps(x, null), for a model trained with --label-dropout",
+        help="classifier (default; needs --classifier when --scale > 0), cfg: classifier-free, "
+        "eps~ = (1 + w) eps(x, y) - w eps(x, null), for a model trained with --label-dropout, or "
+        "autoguidance: eps~ = eps_guide + w (eps_main - eps_guide), guided by --guide-model",
     )
+    p.add_argument("--guide-model", help="autoguidance: a weaker model of the same task (earlier/smaller)")
     p.add_argument(
         "--guidance-interval",
         type=float,
@@ -328,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--model-preset")
     p.add_argument("--classifier-preset")
+    p.add_argument("--guide-model-preset")
     p.add_argument("--diffusion-preset")
     p.add_argument("--no-clip-denoised", dest="clip_denoised", action="store_false")
     _common(p)
@@ -414,6 +428,7 @@ def _train_setup(a):
         "eval_interval",
         "ema_rates",
         "schedule_sampler",
+        "keep_ema_steps",
     ]
     keys.append("label_dropout")  # train-diffusion only: absent (None) for the classifier
     cfg = resolve_train_config(preset, **{k: getattr(a, k, None) for k in keys})
@@ -536,6 +551,8 @@ def cmd_sample(a) -> None:
         fused_attention=a.fused_attention,
         guidance_interval=a.guidance_interval,
         guidance=a.guidance,
+        guide_model=a.guide_model,
+        guide_model_preset=a.guide_model_preset,
     )
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")

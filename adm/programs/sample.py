@@ -54,7 +54,10 @@ class SampleConfig:
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
     # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
     guidance: str = "classifier"  # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
-    # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model)
+    # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model) | "autoguidance" (Karras
+    # et al. 2024): eps~ = eps_guide + w (eps_main - eps_guide), w = scale >= 1
+    guide_model: str | None = None  # autoguidance: the weaker guide's checkpoint .pt (same task and size)
+    guide_model_preset: str | None = None  # config for a guide file that carries no JSON
 
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
@@ -65,10 +68,18 @@ class SampleConfig:
             raise ValueError(f"--shard must be in 0..{self.num_shards - 1}, got {self.shard}")
         if not math.isfinite(self.scale) or self.scale < 0:  # NaN passes `< 0`: test finiteness first
             raise ValueError(f"--scale must be a finite number >= 0, got {self.scale}")
-        if self.guidance not in ("classifier", "cfg"):
-            raise ValueError(f"--guidance must be classifier or cfg, got {self.guidance!r}")
-        if self.guidance == "cfg" and (self.classifier is not None or self.classifier_preset is not None):
-            raise ValueError("--guidance cfg takes no --classifier: the model guides itself with its null class")
+        if self.guidance not in ("classifier", "cfg", "autoguidance"):
+            raise ValueError(f"--guidance must be classifier, cfg or autoguidance, got {self.guidance!r}")
+        if self.guidance != "classifier" and (self.classifier is not None or self.classifier_preset is not None):
+            raise ValueError(f"--guidance {self.guidance} takes no --classifier: a model guides the samples")
+        if (self.guidance == "autoguidance") != (self.guide_model is not None):
+            raise ValueError("--guide-model is the guide of --guidance autoguidance, which needs one")
+        if self.guide_model_preset is not None and self.guide_model is None:
+            raise ValueError("--guide-model-preset needs --guide-model")
+        if self.guidance == "autoguidance" and self.scale < 1:
+            raise ValueError(
+                f"--guidance autoguidance needs --scale w >= 1 (1 = the main model alone), got {self.scale}"
+            )
         if self.guidance == "classifier" and self.scale > 0 and self.classifier is None:
             raise ValueError("--scale > 0 needs --classifier")
         if self.guidance_interval is not None:  # (lo, hi) floats; a list from JSON/argparse becomes a tuple
@@ -116,6 +127,23 @@ def load_networks(cfg: SampleConfig, device):
     return model, model_cfg, diffusion_cfg, classifier, classifier_cfg
 
 
+def load_guide(cfg: SampleConfig, model_cfg, diffusion_cfg, device):
+    """The autoguidance guide: a model of the same task (image size, classes, output channels)
+    and the same diffusion process as the main one, so its eps is comparable at every x_t."""
+    from adm.nets.checkpoints import load_model, read_sidecar
+    from adm.nets.config import DiffusionConfig, from_dict
+
+    guide, guide_cfg = load_model(cfg.guide_model, cfg.guide_model_preset, expect_kind="unet", map_location=device)
+    same = ("image_size", "num_classes", "learn_sigma", "out_channels")
+    differ = [k for k in same if getattr(guide_cfg, k, None) != getattr(model_cfg, k, None)]
+    if differ:
+        raise ValueError(f"{cfg.guide_model}: the guide differs from the main model in {differ}: not the same task")
+    meta = (read_sidecar(cfg.guide_model) or {}).get("diffusion")
+    if meta and from_dict(DiffusionConfig, meta) != diffusion_cfg:
+        raise ValueError(f"{cfg.guide_model}: the guide was trained on another diffusion process than the main model")
+    return guide
+
+
 def self_guided(cfg: SampleConfig, model_cfg, model_fn, schedule):
     """The classifier-free guided model_fn (w = cfg.scale) of a model trained with a null class;
     the interval, if any, is applied to it (plain conditional eps outside)."""
@@ -131,15 +159,19 @@ def self_guided(cfg: SampleConfig, model_cfg, model_fn, schedule):
     )
 
 
+GUIDANCE_RULES = {
+    "classifier": "mean + scale * Sigma * grad log p(y | x_t) (DDIM: eps form)",
+    "cfg": "eps~ = (1 + w) eps(x, y) - w eps(x, null), w = scale; v from the conditional pass",
+    "autoguidance": "eps~ = eps_guide + w (eps_main - eps_guide), w = scale; v from the main model",
+}
+
+
 def guidance_record(cfg: SampleConfig) -> dict:
     """How the shard was guided, for its JSON: method, weight and its convention, interval."""
-    rule = (
-        "eps~ = (1 + w) eps(x, y) - w eps(x, null), w = scale; v from the conditional pass"
-        if cfg.guidance == "cfg"
-        else "mean + scale * Sigma * grad log p(y | x_t) (DDIM: eps form)"
-    )
+    rule = GUIDANCE_RULES[cfg.guidance]
     interval = None if cfg.guidance_interval is None else [cfg.guidance_interval[0], cfg.guidance_interval[1]]
-    return {"method": cfg.guidance, "scale": cfg.scale, "rule": rule, "sigma_interval": interval}
+    record = {"method": cfg.guidance, "scale": cfg.scale, "rule": rule, "sigma_interval": interval}
+    return record | ({"guide_model": cfg.guide_model} if cfg.guide_model else {})
 
 
 def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
@@ -161,7 +193,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
     from adm.diffusion.schedule import make_schedule, respace
     from adm.sampling.batch_memory import guided_step, out_of_memory_message, probe_batch_size
-    from adm.sampling.guidance import classifier_guidance, limited_interval
+    from adm.sampling.guidance import autoguidance, classifier_guidance, limited_interval
     from adm.sampling.precision import (
         fast_path,
         resolve_sampling_precision,
@@ -196,6 +228,10 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     model_fn = net_fn if model_cfg.num_classes else (lambda x, t, y: net_fn(x, t, None))
     if cfg.guidance == "cfg":  # the model guides itself: a model_fn transform, no cond_fn
         model_fn = self_guided(cfg, model_cfg, model_fn, base_schedule)
+    if cfg.guidance == "autoguidance":  # a weaker model of the same task guides: a model_fn transform
+        guide_fn = sampling_model_fn(load_guide(cfg, model_cfg, diffusion_cfg, dev), fast, dev.type)
+        guide = guide_fn if model_cfg.num_classes else (lambda x, t, y: guide_fn(x, t, None))
+        model_fn = autoguidance(model_fn, guide, cfg.scale, model_cfg.learn_sigma, base_schedule, cfg.guidance_interval)
     size, channels = model_cfg.image_size, 3
     # the probe measures a guided step whatever the interval: the peak memory of the run
     step = guided_step(model_fn, full_cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)

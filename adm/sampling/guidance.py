@@ -8,7 +8,9 @@ ORIGINAL timestep t (it was trained on noisy x_t at t in 0..T-1), never at a res
 ``limited_interval(cond_fn, schedule, (lo, hi))`` restricts any cond_fn to the noise levels
 sigma in (lo, hi] (Kynkaanniemi et al. 2024); ``classifier_free_guidance(model_fn, w, null)``
 is the model_fn transform of classifier-free guidance (Ho & Salimans 2021), optionally limited
-to an interval the same way (``interval_switch``: the plain conditional model outside it).
+to an interval the same way (``interval_switch``: the plain conditional model outside it), and
+``autoguidance(main_fn, guide_fn, w)`` guides a model with a weaker version of itself
+(Karras et al. 2024), a model_fn transform too, with the same interval switch.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "is_full_interval",
     "classifier_free_guidance",
     "interval_switch",
+    "autoguidance",
 ]
 
 CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -229,3 +232,51 @@ def interval_switch(inside_fn: Callable, outside_fn: Callable, schedule: Schedul
         return torch.where(mask, inside_fn(x_t, t_orig, y), outside_fn(x_t, t_orig, y))
 
     return switched
+
+
+# --- autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself") ---
+
+
+def autoguidance(
+    main_model_fn: Callable,
+    guide_model_fn: Callable,
+    w: float,
+    learn_sigma: bool = True,
+    schedule: Schedule | None = None,
+    interval=None,
+) -> Callable:
+    """model_fn'(x_t, t, y): eps~ = eps_guide + w (eps_main - eps_guide), v from the main model.
+
+    The paper writes it for denoisers, D_w = D_guide + w (D_main - D_guide) (their Eq. 2). For
+    one x_t both denoisers are the same affine map of their eps,
+    D(x_t) = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and the weights (1 - w) and w
+    sum to 1, so D_guide + w (D_main - D_guide) = (x_t - sqrt(1 - alpha_bar_t) eps~) /
+    sqrt(alpha_bar_t) with eps~ above: the eps form is the paper's rule, and every sampler that
+    reads eps (DDPM, DDIM, any solver) runs it unchanged. The guide is a weaker model of the SAME
+    task (smaller and/or less trained), sees the same (x_t, t, y), and its learned variance is
+    ignored: the learned variance v of IDDPM comes from the main model, whose samples these are.
+
+    w = 1 is the main model alone and returns ``main_model_fn`` itself (byte for byte, the guide
+    never runs); the paper's w > 1 extrapolates away from the guide, w < 1 is refused. With an
+    ``interval`` (sigma bounds, and the ``schedule`` whose ORIGINAL timesteps the sampler passes)
+    the guide is used only where sigma_lo < sigma(t) <= sigma_hi, the main model alone elsewhere.
+    """
+    if not math.isfinite(w) or w < 1:
+        raise ValueError(f"autoguidance weight w must be a finite number >= 1 (1 = the main model alone), got {w}")
+    interval = check_interval(interval)
+    if w == 1:
+        return main_model_fn
+    w = float(w)
+
+    def auto_model_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        main = main_model_fn(x_t, t_orig, y)
+        guide = guide_model_fn(x_t, t_orig, y)
+        c = main.shape[1] // 2 if learn_sigma else main.shape[1]
+        eps = guide[:, :c] + w * (main[:, :c] - guide[:, :c])  # the guide's v channels are not read
+        return torch.cat([eps, main[:, c:]], dim=1)
+
+    if is_full_interval(interval):
+        return auto_model_fn
+    if schedule is None:
+        raise ValueError("a guidance interval needs the schedule the sampler runs")
+    return interval_switch(auto_model_fn, main_model_fn, schedule, interval)

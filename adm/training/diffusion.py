@@ -167,6 +167,9 @@ def train_diffusion(
             )
             bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}")
             tick, seen = now, 0
+        if done in cfg.keep_ema_steps and dist.is_main():  # before the checkpoint of this step: a resume
+            # past it finds the file already written
+            export_ema(model, model_cfg, diffusion_cfg, ema, cfg.ema_rates[:1], out_dir, names=[f"ema_step{done}.pt"])
         if done % cfg.save_interval == 0 or done == cfg.steps:
             state = checkpoint_state(done, meta, model, opt, scaler, sampler, ema, meter, time.time() - t0)
             if dist.is_main():
@@ -188,13 +191,14 @@ def train_diffusion(
     }
 
 
-def export_ema(model, model_cfg, diffusion_cfg, ema, rates, out_dir: Path) -> None:
-    """EMA weights in OpenAI's state-dict format: ema_<rate>.pt per rate, ema.pt = the first rate."""
+def export_ema(model, model_cfg, diffusion_cfg, ema, rates, out_dir: Path, names=None) -> None:
+    """EMA weights in OpenAI's state-dict format: ema_<rate>.pt per rate, ema.pt = the first rate
+    (or, with ``names``, those files of the first rate)."""
     from adm.nets.checkpoints import save_model
 
     shadow = copy.deepcopy(model).cpu()
     for i, r in enumerate(rates):
         shadow.load_state_dict(ema_state_dict(model, ema[r]))
-        names = [f"ema_{r}.pt"] + (["ema.pt"] if i == 0 else [])
-        for name in names:
+        files = names if names is not None else [f"ema_{r}.pt"] + (["ema.pt"] if i == 0 else [])
+        for name in files:
             save_model(shadow, model_cfg, out_dir / name, diffusion=diffusion_cfg)

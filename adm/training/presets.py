@@ -31,6 +31,9 @@ class TrainConfig:
     # diffusion only: each image's label becomes the null class with this probability, so the
     # model also learns eps(x_t, null) for classifier-free guidance (0.1 in Ho & Salimans 2021)
     label_dropout: float = dataclasses.field(default=0.0, metadata=OMIT_AT_DEFAULT)
+    # diffusion only: steps at which the first EMA is also kept as ema_step<N>.pt (an earlier
+    # version of the model, the free guide of autoguidance, Karras et al. 2024); () = none
+    keep_ema_steps: tuple[int, ...] = dataclasses.field(default=(), metadata=OMIT_AT_DEFAULT)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_interval", "log_interval", "eval_interval"):
@@ -44,6 +47,10 @@ class TrainConfig:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if not 0.0 <= self.label_dropout < 1.0:  # NaN fails the comparison too
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if any(isinstance(n, bool) or not isinstance(n, int) or not 0 < n < self.steps for n in self.keep_ema_steps):
+            raise ValueError(
+                f"keep_ema_steps must be steps in 1..{self.steps - 1} (steps - 1), got {self.keep_ema_steps}"
+            )
         if self.schedule_sampler not in ("uniform", "loss-second-moment"):
             raise ValueError(
                 f"unknown schedule sampler {self.schedule_sampler!r}; expected 'uniform' or 'loss-second-moment'"

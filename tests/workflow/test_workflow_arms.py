@@ -56,7 +56,8 @@ def smoke_cfg() -> dict:
 def test_smoke_config_switches_every_arm_on():
     cfg = smoke_cfg()
     methods = {(a["method"], bool(a.get("interval"))) for a in cfg["guidance_arms"]}
-    assert methods == {("classifier", True), ("cfg", False)} and len(cfg["sampling"]["seeds"]) > 1
+    assert methods == {("classifier", True), ("cfg", False), ("autoguidance", False)}
+    assert len(cfg["sampling"]["seeds"]) > 1
 
 
 def test_no_new_keys_no_new_jobs_and_old_commands_unchanged(tmp_path):
@@ -76,9 +77,14 @@ def test_no_new_keys_no_new_jobs_and_old_commands_unchanged(tmp_path):
     for outputs, job in off.items():
         if job[0] in ("report_html", "publish_report", "default"):
             continue  # the report gains a section (and inputs) when arms are on
+        if job[0] == "train_diffusion":  # the autoguidance arm's {step: 2} guide: the same job keeps it
+            o, (rule, command) = next((o, j) for o, j in on.items() if j[0] == "train_diffusion")
+            assert o == f"{outputs}, results/smoke/diffusion/ema_step2.pt", o
+            assert command.replace(" --keep-ema-step 2", "") == job[1]
+            continue
         assert on[outputs] == job, outputs
     added = [o for o in on if o not in off]
-    assert added and all(re.search(r"/(arms|cfg_model)/|comparison\.|tradeoff_", o) for o in added), added
+    assert added and all(re.search(r"/(arms|cfg_model)/|comparison\.|tradeoff_|ema_step2", o) for o in added), added
 
 
 def test_arm_jobs_carry_their_guidance(tmp_path):

@@ -1,7 +1,7 @@
 """Guidance arms and seed sets (issue 11), the helpers of workflow/rules/arms.smk: the
 classifier-guidance sweep re-run at the other seeds of sampling.seeds, and every configured arm
 (classifier guidance in a limited sigma interval, classifier-free guidance of a model trained with
-label dropout) at every seed, each as
+label dropout, autoguidance by an earlier EMA or a weaker model) at every seed, each as
 
     results/<run>/arms/<arm>/seed<S>/{samples,metrics}/scale<s>...
 
@@ -43,10 +43,51 @@ def cfg_on(config: dict) -> bool:
 
 
 def fill_cfg_model_resources(config: dict) -> None:
-    """The CFG model is trained like the main one, on the same GPUs, unless its resources are set
-    (only when it is trained: the config of a run without it stays as it was)."""
+    """The CFG model (and a trained autoguidance guide) is trained like the main one, on the same
+    GPUs, unless its resources are set (only when it is trained: the config of a run without it
+    stays as it was)."""
     if cfg_on(config):
         config["resources"].setdefault("train_cfg_model", config["resources"]["train_diffusion"])
+    if trained_guides(config):
+        config["resources"].setdefault("train_guide_model", config["resources"]["train_diffusion"])
+
+
+# --- autoguidance (Karras et al. 2024): the guide is an earlier EMA of the main model or a model
+# trained by its own job
+
+
+def kept_ema_steps(config: dict) -> list[int]:
+    """Steps at which the main model's training keeps its EMA for a {step: N} guide."""
+    steps = {arm["guide"]["step"] for arm in config["guidance_arms"] if "step" in arm.get("guide", {})}
+    return sorted(steps)
+
+
+def kept_ema_files(config: dict) -> list[str]:
+    return [out(config, f"diffusion/ema_step{n}.pt") for n in kept_ema_steps(config)]
+
+
+def keep_ema_flags(config: dict) -> list[str]:
+    """train-diffusion's `--keep-ema-step N ...` (nothing without a {step: N} guide: the main
+    training's command, and so its outputs, stay as they were)."""
+    steps = kept_ema_steps(config)
+    return flag_values("--keep-ema-step", steps) if steps else []
+
+
+def trained_guides(config: dict) -> list[str]:
+    """Names of the autoguidance arms whose guide is trained by its own job."""
+    return [a["name"] for a in config["guidance_arms"] if a.get("guide") and "step" not in a["guide"]]
+
+
+def guide_checkpoint(config: dict, name: str) -> str:
+    guide = arms(config)[name]["guide"]
+    if "step" in guide:
+        return out(config, f"diffusion/ema_step{guide['step']}.pt")
+    return out(config, f"guides/{name}/ema.pt")
+
+
+def guide_model_settings(config: dict, name: str) -> dict:
+    """A trained guide: the diffusion section, then the arm's guide keys (preset, steps, ...)."""
+    return {**config["diffusion"], **arms(config)[name]["guide"]}
 
 
 def arm_config(config: dict, name: str) -> dict:
@@ -123,16 +164,22 @@ def cfg_checkpoint(config: dict) -> str:
 
 
 def arm_sample_inputs(config: dict, wildcards) -> dict[str, str]:
-    if arm_config(config, wildcards.arm)["method"] == "cfg":
+    method = arm_config(config, wildcards.arm)["method"]
+    if method == "cfg":
         return {"model": cfg_checkpoint(config)}
+    if method == "autoguidance":
+        return {"model": diffusion_checkpoint(config), "guide": guide_checkpoint(config, wildcards.arm)}
     return {"model": diffusion_checkpoint(config), "classifier": classifier_checkpoint(config)}
 
 
 def guidance_flags(config: dict, wildcards, input) -> list[str]:
-    """`--classifier C` or `--guidance cfg` (no classifier), then `--guidance-interval LO HI`."""
+    """`--classifier C`, `--guidance cfg` (no classifier) or `--guidance autoguidance
+    --guide-model G`, then `--guidance-interval LO HI`."""
     arm = arm_config(config, wildcards.arm)
     if arm["method"] == "cfg":
         flags = flag_values("--guidance", "cfg")
+    elif arm["method"] == "autoguidance":
+        flags = flag_values("--guidance", "autoguidance") + flag_values("--guide-model", input.guide)
     else:
         flags = flag_values("--classifier", input.classifier)
     if arm.get("interval"):

@@ -178,6 +178,50 @@ def check_arm(arm, cfg):
             f"{where}: method cfg needs a model trained with label dropout, and none is "
             "released; use pretrained: false (or an interval/classifier arm)"
         )
+    if arm["method"] == "autoguidance" or "guide" in arm:
+        check_autoguidance_arm(arm, cfg)
+
+
+def main_training_steps(cfg):
+    """The main diffusion model's training steps: the diffusion section's, else its training preset's."""
+    from adm.training.presets import TRAIN_PRESETS, TrainConfig
+
+    diffusion = cfg["diffusion"]
+    if diffusion.get("steps") is not None:
+        return diffusion["steps"]
+    preset = diffusion.get("train_preset") or diffusion["preset"]
+    return (TRAIN_PRESETS[preset] if preset in TRAIN_PRESETS else TrainConfig()).steps
+
+
+def check_autoguidance_arm(arm, cfg):
+    """Autoguidance: w >= 1 and a guide that can exist (an earlier EMA of a model trained here, or
+    a separately trained model of the same image size)."""
+    where = f"guidance_arms.{arm['name']}"
+    if arm["method"] != "autoguidance":
+        raise ConfigError(f"{where}.guide: only an autoguidance arm has a guide (method is {arm['method']})")
+    if any(s < 1 for s in arm["scales"]):
+        raise ConfigError(f"{where}.scales: autoguidance needs w >= 1 (1 = the main model alone), got {arm['scales']}")
+    guide = arm.get("guide")
+    if not guide:
+        raise ConfigError(f"{where}: autoguidance needs a guide: {{step: N}} (an earlier EMA) or {{preset/steps}}")
+    if "step" in guide:
+        if len(guide) > 1:
+            raise ConfigError(f"{where}.guide: step N (an earlier EMA of the main model) takes no other key")
+        if cfg["pretrained"]:
+            raise ConfigError(
+                f"{where}.guide.step: a released checkpoint keeps no earlier EMA; use pretrained: false or a trained guide"
+            )
+        steps = main_training_steps(cfg)
+        if not guide["step"] < steps:
+            raise ConfigError(
+                f"{where}.guide.step {guide['step']}: the main model trains {steps} steps; an earlier step is below it"
+            )
+    preset = guide.get("preset")
+    if preset and get_preset(preset).image_size != cfg["image_size"]:
+        raise ConfigError(
+            f"{where}.guide.preset {preset!r} is a {get_preset(preset).image_size}x"
+            f"{get_preset(preset).image_size} model, but image_size is {cfg['image_size']}"
+        )
 
 
 def check_interval_has_steps(arm, cfg):

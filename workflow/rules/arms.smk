@@ -124,6 +124,43 @@ if arms.cfg_on(config):
             " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
 
 
+if arms.trained_guides(config):
+
+    # An autoguidance guide trained by its own job (an arm's guide: {preset, steps, ...}): the
+    # train_diffusion rule's conventions, its settings overridden by the guide's keys.
+    rule train_guide_model:
+        input:
+            train=out("data/train.npz"),
+        output:
+            model=out("guides/{arm}/ema.pt"),
+            log_csv=out("guides/{arm}/log.csv"),
+        log:
+            logfile("train_guide_model/{arm}.log"),
+        benchmark:
+            benchfile("train_guide_model/{arm}.tsv")
+        wildcard_constraints:
+            arm="|".join(arms.trained_guides(config)),
+        conda:
+            "../envs/torch.yaml"
+        threads: res("train_guide_model", "threads")
+        resources:
+            **slurm_resources("train_guide_model"),
+            mem_mb=res("train_guide_model", "mem_mb"),
+            runtime=res("train_guide_model", "runtime"),
+        params:
+            launcher=launcher,
+            flags=lambda wildcards: commands.training_flags(
+                arms.guide_model_settings(config, wildcards.arm)
+            ),
+            out_dir=subpath(output.model, parent=True),
+            device=config["device"],
+        shell:
+            "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+            " --out-dir {params.out_dir:q} {params.flags:q}"
+            " --device {params.device:q}"
+            " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
+
+
 rule comparison:
     input:
         arms.arm_metrics(config),

@@ -10,6 +10,7 @@ rule train_diffusion:
     output:
         model=out("diffusion/ema.pt"),
         log_csv=out("diffusion/log.csv"),
+        kept=arms.kept_ema_files(config),  # autoguidance guides {step: N}: ema_step<N>.pt
     log:
         logfile("train_diffusion.log"),
     benchmark:
@@ -23,7 +24,7 @@ rule train_diffusion:
         runtime=res("train_diffusion", "runtime"),
     params:
         launcher=launcher,
-        flags=commands.training_flags(config["diffusion"]),
+        flags=commands.training_flags(config["diffusion"]) + arms.keep_ema_flags(config),
         out_dir=subpath(output.model, parent=True),
         device=config["device"],
     shell:
