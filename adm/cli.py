@@ -315,7 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM)')
+    p.add_argument(
+        "--respacing", default="250", help='"250", "25" (DDPM) or "ddim25" (DDIM); a solver\'s number of steps'
+    )
+    p.add_argument(
+        "--sampler",
+        choices=("ddpm", "ddim", "dpmpp-2m", "dpmpp-3m"),
+        help="default: ddim for --respacing ddimN, else ddpm; dpmpp-2m / dpmpp-3m: DPM-Solver++ "
+        "(deterministic ODE solver, one network evaluation per step; see adm/sampling/solvers.py)",
+    )
+    p.add_argument(
+        "--step-schedule",
+        choices=("uniform", "logsnr", "karras"),
+        default="uniform",
+        help="solver nodes: uniform in t (default), uniform in logSNR, or Karras rho=7 in sigma",
+    )
     p.add_argument(
         "--batch-size", type=_batch_size, default=64, help='images per forward pass, or "auto" (probe the device)'
     )
@@ -553,6 +567,8 @@ def cmd_sample(a) -> None:
         guidance=a.guidance,
         guide_model=a.guide_model,
         guide_model_preset=a.guide_model_preset,
+        sampler=a.sampler,
+        step_schedule=a.step_schedule,
     )
     out = sample_shard(cfg, a.device, a.progress, {"threads": a.threads})
     print(f"wrote {a.out}: {out['n']} samples at {out['images_per_s']:.1f} img/s")

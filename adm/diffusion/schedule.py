@@ -25,6 +25,9 @@ __all__ = [
     "make_schedule",
     "space_timesteps",
     "respace",
+    "keep_timesteps",
+    "STEP_SCHEDULES",
+    "step_schedule",
 ]
 
 
@@ -199,8 +202,70 @@ def respace(schedule: Schedule, spec: str | int) -> Schedule:
     """
     if spec is None or str(spec).strip() == "":
         return schedule
-    kept = np.array(space_timesteps(len(schedule), spec), dtype=np.int64)
+    return keep_timesteps(schedule, space_timesteps(len(schedule), spec))
+
+
+def keep_timesteps(schedule: Schedule, kept) -> Schedule:
+    """The schedule of the steps ``kept`` (sorted, distinct indices into ``schedule``), with
+    alpha_bar preserved at each: beta'_k = 1 - alpha_bar(t_k) / alpha_bar(t_{k-1})."""
+    kept = np.asarray(kept, dtype=np.int64)
+    if kept.ndim != 1 or len(kept) == 0 or (np.diff(kept) <= 0).any():
+        raise ValueError(f"kept steps must be a sorted, non-empty list of distinct indices, got {kept.tolist()}")
     alpha_bar = schedule.alphas_cumprod[kept]
     alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
     betas = 1.0 - alpha_bar / alpha_bar_prev
     return Schedule(betas, schedule.timesteps[kept], schedule.num_timesteps_original)
+
+
+# --- step schedules of the ODE solvers (adm.sampling.solvers) ----------------------------------
+#
+# ADM is a discrete-time model: the network only knows t in 0..T-1. A schedule that places its
+# nodes by a continuous noise level (logSNR lambda = -log sigma, or Karras' sigma^(1/rho)) maps
+# each node to the training timestep NEAREST IN log sigma (k-diffusion's DiscreteSchedule
+# .sigma_to_t with quantize=True), and the solver then uses that timestep's own alpha_bar. So the
+# ODE is integrated exactly between noise levels the network was trained at, the network and
+# the classifier see integer t, and every table indexed by original timestep (guidance
+# intervals) holds. sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (the VE view, EDM's sigma).
+
+STEP_SCHEDULES = ("uniform", "logsnr", "karras")
+
+
+def step_schedule(schedule: Schedule, kind: str, steps: int, rho: float = 7.0) -> Schedule:
+    """``steps`` solver nodes of an un-respaced ``schedule``, from t = T-1 down to t = 0.
+
+    "uniform": uniform in the original timestep t (the reference's respacing ``str(steps)``:
+    0, ..., T-1 by a fractional stride; DPM-Solver's "time uniform").
+    "logsnr": uniform in lambda = log(alpha/sigma) between lambda(T-1) and lambda(0) (Lu et al.
+    2022a, the order-2/3 recommendation of DPM-Solver Sec. 3.4).
+    "karras": sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+    (Karras et al. 2022 Eq. 5, rho = 7), sigma_max = sigma(T-1), sigma_min = sigma(0).
+    Nodes that fall on the same timestep are refused (ValueError): a schedule that silently took
+    fewer network evaluations than asked would misplace a point on a cost-quality curve.
+    """
+    if kind not in STEP_SCHEDULES:
+        raise ValueError(f"unknown step schedule {kind!r}; expected one of {list(STEP_SCHEDULES)}")
+    if len(schedule.timesteps) != schedule.num_timesteps_original:
+        raise ValueError("step_schedule takes the un-respaced training schedule")
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or not 2 <= steps <= len(schedule):
+        raise ValueError(f"a solver takes 2..{len(schedule)} steps, got {steps!r}")
+    if kind == "uniform":
+        return respace(schedule, str(steps))
+    log_sigma = 0.5 * np.log((1.0 - schedule.alphas_cumprod) / schedule.alphas_cumprod)  # increasing in t
+    lo, hi = log_sigma[0], log_sigma[-1]
+    if kind == "logsnr":
+        targets = np.linspace(hi, lo, steps)  # lambda = -log sigma uniform <=> log sigma uniform
+    else:
+        ramp = np.linspace(0.0, 1.0, steps)
+        s_max, s_min = np.exp(hi) ** (1.0 / rho), np.exp(lo) ** (1.0 / rho)
+        targets = rho * np.log(s_max + ramp * (s_min - s_max))
+    # nearest timestep in log sigma (log_sigma is sorted: the neighbours of searchsorted)
+    right = np.clip(np.searchsorted(log_sigma, targets), 1, len(log_sigma) - 1)
+    left = right - 1
+    nearest = np.where(targets - log_sigma[left] <= log_sigma[right] - targets, left, right)
+    kept = np.unique(nearest)
+    if len(kept) != steps:
+        raise ValueError(
+            f"{kind} schedule of {steps} steps maps to only {len(kept)} distinct timesteps of {len(schedule)}: "
+            f"take fewer steps"
+        )
+    return keep_timesteps(schedule, kept)

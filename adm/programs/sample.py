@@ -53,6 +53,9 @@ class SampleConfig:
     fused_attention: bool = False  # SDPA's fused attention kernels on top of the mode (rounding only)
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
     # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
+    sampler: str | None = None  # ddpm | ddim | dpmpp-2m | dpmpp-3m (adm.sampling.solvers); None: from
+    # respacing ("ddimN" -> ddim, else ddpm); a solver takes respacing = its number of steps
+    step_schedule: str = "uniform"  # solver nodes: uniform (in t) | logsnr | karras (rho 7); see step_schedule
     guidance: str = "classifier"  # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
     # (1 + w) eps(x, y) - w eps(x, null) with w = scale (a null-class model) | "autoguidance" (Karras
     # et al. 2024): eps~ = eps_guide + w (eps_main - eps_guide), w = scale >= 1
@@ -89,6 +92,16 @@ class SampleConfig:
         from adm.sampling.precision import check_fast_mode
 
         check_fast_mode(self.fast)
+        if self.sampler not in (None, "ddpm", "ddim", "dpmpp-2m", "dpmpp-3m"):
+            raise ValueError(f"--sampler must be ddpm, ddim, dpmpp-2m or dpmpp-3m, got {self.sampler!r}")
+        if self.sampler is not None and self.sampler.startswith("dpmpp") and not self.respacing.strip().isdigit():
+            raise ValueError(f"--sampler {self.sampler} takes --respacing as a number of steps, got {self.respacing!r}")
+        from adm.diffusion.schedule import STEP_SCHEDULES
+
+        if self.step_schedule not in STEP_SCHEDULES:
+            raise ValueError(f"--step-schedule must be one of {', '.join(STEP_SCHEDULES)}, got {self.step_schedule!r}")
+        if self.step_schedule != "uniform" and not (self.sampler or "").startswith("dpmpp"):
+            raise ValueError("--step-schedule is for the solvers (--sampler dpmpp-2m / dpmpp-3m)")
         if self.labels not in ("uniform", "balanced"):
             raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
 
@@ -191,7 +204,7 @@ def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
 
 def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, run_info: dict | None = None) -> dict:
     """Generate shard `cfg.shard` and write `arr_0` uint8 NHWC, `arr_1` labels, `indices`; returns a summary."""
-    from adm.diffusion.schedule import make_schedule, respace
+    from adm.diffusion.schedule import make_schedule, respace, step_schedule
     from adm.sampling.batch_memory import guided_step, out_of_memory_message, probe_batch_size
     from adm.sampling.guidance import autoguidance, classifier_guidance, limited_interval
     from adm.sampling.precision import (
@@ -202,13 +215,17 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     )
     from adm.sampling.rng import randn_per_sample, sample_generators, sample_labels
     from adm.sampling.samplers import ddim_sample, ddpm_sample, to_uint8
+    from adm.sampling.solvers import SOLVERS
 
     dev = torch.device(device)
     model, model_cfg, diffusion_cfg, classifier, classifier_cfg = load_networks(cfg, dev)
     spec = cfg.respacing.strip()
-    use_ddim = spec.startswith("ddim")
+    sampler_name = cfg.sampler or ("ddim" if spec.startswith("ddim") else "ddpm")
     base_schedule = make_schedule(diffusion_cfg.noise_schedule, diffusion_cfg.diffusion_steps)
-    schedule = respace(base_schedule, spec)
+    if sampler_name in SOLVERS:  # the solver's nodes (as respace's for "uniform")
+        schedule = step_schedule(base_schedule, cfg.step_schedule, int(spec))
+    else:
+        schedule = respace(base_schedule, spec)  # "ddimN" striding or the reference's "N" with either sampler
     num_classes = model_cfg.num_classes or (classifier_cfg.num_classes if classifier_cfg else None)
     fast = fast_path(
         cfg.fast,
@@ -222,7 +239,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
     # sigma bounds are looked up at the ORIGINAL timestep in the training schedule; a full
     # interval (or None) returns full_cond_fn itself, so today's samples are unchanged
     cond_fn = limited_interval(full_cond_fn, base_schedule, cfg.guidance_interval)
-    sampler = ddim_sample if use_ddim else ddpm_sample
+    sampler = {"ddpm": ddpm_sample, "ddim": ddim_sample, **SOLVERS}[sampler_name]
     # Only a class-conditional network sees y; the classifier always gets the label it guides to.
     net_fn = sampling_model_fn(model, fast, dev.type)
     model_fn = net_fn if model_cfg.num_classes else (lambda x, t, y: net_fn(x, t, None))
@@ -293,7 +310,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
         "sampling_s": elapsed,
         "images_per_s": len(indices) / max(elapsed, 1e-9),
         "steps": len(schedule),
-        "sampler": "ddim" if use_ddim else "ddpm",
+        "sampler": sampler_name,
         "num_classes": num_classes,
     }
     write_json(

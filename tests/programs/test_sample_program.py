@@ -245,3 +245,26 @@ def test_merge_refuses_labels_outside_the_classes_and_non_integer_arrays(tmp_pat
         == 2
     )
     assert "label 10 is outside the 10 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler,steps", [("dpmpp-2m", "uniform"), ("dpmpp-3m", "karras")])
+def test_solver_images_independent_of_batch_size(nets, tmp_path, sampler, steps):
+    # DPM-Solver++ through the program, classifier-guided: images equal whatever the batch size
+    # (per-sample noise contract; float rounding of batched convolutions can move a uint8 by 1)
+    kw = dict(sampler=sampler, step_schedule=steps, respacing="4")
+    sample_shard(_cfg(nets, tmp_path / "b1.npz", batch_size=1, **kw), progress=False)
+    sample_shard(_cfg(nets, tmp_path / "b4.npz", batch_size=4, **kw), progress=False)
+    sample_shard(_cfg(nets, tmp_path / "ddim.npz", respacing="4", sampler="ddim"), progress=False)
+    b1, b4, ddim = (_arrays(tmp_path / f"{n}.npz") for n in ("b1", "b4", "ddim"))
+    assert np.abs(b1["arr_0"].astype(int) - b4["arr_0"].astype(int)).max() <= 1
+    assert (b1["arr_1"] == b4["arr_1"]).all() and not (b1["arr_0"] == ddim["arr_0"]).all()
+    assert json.loads((tmp_path / "b4.json").read_text())["sampler"] == sampler
+
+
+def test_solver_config_errors(nets, tmp_path):
+    with pytest.raises(ValueError, match="number of steps"):
+        _cfg(nets, tmp_path / "x.npz", sampler="dpmpp-2m", respacing="ddim4")
+    with pytest.raises(ValueError, match="for the solvers"):
+        _cfg(nets, tmp_path / "x.npz", step_schedule="karras")
+    with pytest.raises(ValueError, match="--sampler must be"):
+        _cfg(nets, tmp_path / "x.npz", sampler="heun")

@@ -222,6 +222,14 @@ def test_schema_error_is_one_line(smoke):
     assert str(err.value) == "sampling.scales.0: -1 is less than the minimum of 0"
 
 
+def test_solver_sampler_flows_to_the_command(smoke):
+    smoke["sampling"].update(sampler="dpmpp-2m", steps=20)
+    config_checks.validate_config(smoke)
+    config_checks.check_config(smoke)
+    assert paths.respacing_spec(smoke["sampling"]) == "20"
+    assert commands.sampler_flags(smoke)[-2:] == ["--sampler", "dpmpp-2m"]
+
+
 def test_pattern_is_explained(smoke):
     smoke["run"] = "bad name"
     with pytest.raises(ConfigError) as err:

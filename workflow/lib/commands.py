@@ -132,11 +132,14 @@ def preset_flags(config: dict) -> list[str]:
 
 def sampler_flags(config: dict) -> list[str]:
     """The preset names (preset_flags) plus `--fast MODE` when sampling.fast is not the exact
-    default. At the default no flag is added, so the sampling command and its parameters stay
+    default, and `--sampler NAME` for a DPM-Solver++ sampler. At the default no flag is added, so the sampling command and its parameters stay
     those of runs made before the option existed: Snakemake's code and params rerun triggers
     re-sample nothing in an existing results folder, and a changed mode does re-sample."""
     mode = config["sampling"]["fast"]
-    return preset_flags(config) + ([] if mode == "exact" else flag_values("--fast", mode))
+    sampler = config["sampling"]["sampler"]
+    # a solver is named (ddpm/ddim follow from the respacing spec, so their commands are unchanged)
+    solver = flag_values("--sampler", sampler) if sampler.startswith("dpmpp") else []
+    return preset_flags(config) + ([] if mode == "exact" else flag_values("--fast", mode)) + solver
 
 
 def featurenet_flags(config: dict) -> list[str]:

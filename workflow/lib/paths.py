@@ -13,7 +13,7 @@ def scale_names(scales) -> list[str]:
 
 
 def respacing_spec(settings: dict) -> str:
-    """Respacing spec for `adm sample` / `adm upsample`: "25" (DDPM, 25 steps) or "ddim25"."""
+    """Respacing spec for `adm sample` / `adm upsample`: "25" (DDPM, or a solver's 25 steps) or "ddim25"."""
     steps = settings["steps"]
     return f"ddim{steps}" if settings["sampler"] == "ddim" else str(steps)
 
