@@ -61,7 +61,10 @@ def test_a_batch_matching_no_source_fails_in_one_line():
     rows = P.compare("admnet_imagenet128", ours_from(sources[0], fid=7.5), sources)
     assert P.verdict_lines(rows) == ["admnet_imagenet128: matches no published source"]
     line = P.first_failure(rows)
-    assert line == "admnet_imagenet128: FID published 5.91 (paper Table 1, scale 0), ours 7.5: outside the published digits"
+    assert (
+        line
+        == "admnet_imagenet128: FID published 5.91 (paper Table 1, scale 0), ours 7.5: outside the published digits"
+    )
 
 
 def test_expected_values_replace_the_catalogue():

@@ -52,7 +52,9 @@ def test_paper_config_has_the_published_target(tmp_path):
     assert published.batch_url({}, "admnet_guided_imagenet128") == (
         "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/128/admnet_guided_imagenet128.npz"
     )
-    assert published.reference_url({}, "VIRTUAL_imagenet128_labeled").endswith("/imagenet/128/VIRTUAL_imagenet128_labeled.npz")
+    assert published.reference_url({}, "VIRTUAL_imagenet128_labeled").endswith(
+        "/imagenet/128/VIRTUAL_imagenet128_labeled.npz"
+    )
     # and the default run of the paper config does not download the published batches
     res = snakemake(tmp_path, "-n", configfiles=(PAPER,))
     assert "download_published" not in rules_in(res.stdout)
@@ -67,7 +69,11 @@ def write_batch(path: Path, seed: int, n: int = 8) -> None:
 def served_overlay(path: Path, url: str, files: dict, expected: dict | None = None) -> Path:
     cfg = {
         "evaluation": {"graph_url": f"{url}/{files['graph']['path']}"},
-        "published": {"base_url": f"{url}/{BASE}", "batches": list(BATCHES), **({"expected": expected} if expected else {})},
+        "published": {
+            "base_url": f"{url}/{BASE}",
+            "batches": list(BATCHES),
+            **({"expected": expected} if expected else {}),
+        },
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -95,7 +101,9 @@ def test_published_check_end_to_end_on_served_stand_ins(tmp_path):
         res = snakemake(workdir, "--cores", "2", "published", configfiles=(PAPER, REHEARSAL, overlay), timeout=900)
         assert res.returncode != 0
         line = table_error(run)
-        assert re.fullmatch(ONE_LINE.format(batch="admnet_imagenet128", source=r"(paper Table 1, scale 0|OpenAI README .*)"), line), line
+        assert re.fullmatch(
+            ONE_LINE.format(batch="admnet_imagenet128", source=r"(paper Table 1, scale 0|OpenAI README .*)"), line
+        ), line
         assert not (run / "published.md").exists() and not (run / "published.csv").exists()
         ours = {b: json.loads((run / f"published/metrics/{b}.json").read_text()) for b in BATCHES}
         assert {r["feature_network"] for r in ours.values()} == {"unverified feature graph"}
@@ -117,6 +125,8 @@ def test_published_check_end_to_end_on_served_stand_ins(tmp_path):
         res = snakemake(workdir, "--cores", "2", "published", configfiles=(PAPER, REHEARSAL, overlay), timeout=900)
         assert res.returncode != 0
         line = table_error(run)
-        assert re.fullmatch(ONE_LINE.format(batch="admnet_guided_imagenet128", source=r"expected \(config\)"), line), line
+        assert re.fullmatch(ONE_LINE.format(batch="admnet_guided_imagenet128", source=r"expected \(config\)"), line), (
+            line
+        )
         assert not (run / "published.md").exists()
     print(f"published rehearsal: {time.monotonic() - t0:.0f} s")
