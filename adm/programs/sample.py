@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,27 @@ def guidance_record(cfg: SampleConfig) -> dict:
     return record | ({"guide_model": cfg.guide_model} if cfg.guide_model else {})
 
 
+def count_guided_steps(cfg: SampleConfig, base_schedule, schedule) -> int:
+    """How many of the run's steps are guided: every step, those inside --guidance-interval, or 0
+    for a weight that does not guide (s = 0, CFG w = 0, autoguidance w = 1). A limited interval
+    that guides none is announced in one warning line on stderr (the workflow refuses such an
+    interval in its config check; by hand it would give unguided samples under a guided name)."""
+    from adm.sampling.guidance import guided_step_count, step_sigmas
+
+    if cfg.scale == 0 or (cfg.guidance == "autoguidance" and cfg.scale == 1):
+        return 0
+    guided = guided_step_count(base_schedule, schedule.timesteps, cfg.guidance_interval)
+    if guided == 0:
+        lo, hi = cfg.guidance_interval
+        sigma = step_sigmas(schedule)
+        print(
+            f"warning: --guidance-interval {lo:g} {hi:g} contains none of the {len(schedule)} sampling steps "
+            f"(sigma {sigma.min():.4g} to {sigma.max():.4g}): no step is guided, the samples are unguided",
+            file=sys.stderr,
+        )
+    return guided
+
+
 def _probe_after_oom(step, dev, cap: int, probe: dict | None) -> dict | None:
     """The batch-size probe, run after an out-of-memory error to name a size that fits (None if
     even the probe does not fit)."""
@@ -249,6 +271,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
         guide_fn = sampling_model_fn(load_guide(cfg, model_cfg, diffusion_cfg, dev), fast, dev.type)
         guide = guide_fn if model_cfg.num_classes else (lambda x, t, y: guide_fn(x, t, None))
         model_fn = autoguidance(model_fn, guide, cfg.scale, model_cfg.learn_sigma, base_schedule, cfg.guidance_interval)
+    guided_steps = count_guided_steps(cfg, base_schedule, schedule)
     size, channels = model_cfg.image_size, 3
     # the probe measures a guided step whatever the interval: the peak memory of the run
     step = guided_step(model_fn, full_cond_fn, (channels, size, size), num_classes, int(schedule.timesteps[-1]), dev)
@@ -310,6 +333,7 @@ def sample_shard(cfg: SampleConfig, device: str = "cpu", progress: bool = True, 
         "sampling_s": elapsed,
         "images_per_s": len(indices) / max(elapsed, 1e-9),
         "steps": len(schedule),
+        "guided_steps": guided_steps,  # steps whose guidance term was applied (see count_guided_steps)
         "sampler": sampler_name,
         "num_classes": num_classes,
     }

@@ -19,6 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from adm.fileio import atomic_write, write_text
+
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
 from .table import _digits, _fmt  # the number formatting of Table 1, shared
 
@@ -135,11 +137,14 @@ def write_comparison(entries: list[dict], out_csv: str | Path, out_md: str | Pat
     notes = comparison_notes(rows)
     for path in (out_csv, out_md):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="") as f:
+
+    def write_csv(f) -> None:
         f.writelines(f"# {line}\n" for line in notes)
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+    atomic_write(out_csv, write_csv, binary=False)  # a full disk: one line naming the file (adm.fileio)
     head = header_cells()
     lines = [f"> {n}" for n in notes] + [
         "",
@@ -147,7 +152,7 @@ def write_comparison(entries: list[dict], out_csv: str | Path, out_md: str | Pat
         "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(head))) + "|",
     ]
     lines += ["| " + " | ".join(row_cells(r)) + " |" for r in rows]
-    Path(out_md).write_text("\n".join(lines) + "\n")
+    write_text(out_md, "\n".join(lines) + "\n")
     return rows
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from adm.fileio import atomic_write
+
 
 def select_first(npz_path: str | Path, num: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The `num` samples with the smallest global indices: (images uint8 NHWC, labels, indices)."""
@@ -42,5 +44,6 @@ def write_grid(npz_path: str | Path, out_png: str | Path, num: int = 64, columns
         raise ValueError(f"{npz_path}: no samples")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tile(images, columns, tile_px).save(out_png)
+    grid = tile(images, columns, tile_px)
+    atomic_write(out_png, lambda f: grid.save(f, format="PNG"))  # a full disk: one line (adm.fileio)
     return out_png

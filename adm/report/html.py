@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from adm.fileio import write_text
 from adm.training.log import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, UNVERIFIED_BANNER
@@ -184,5 +185,5 @@ def render_report(inputs: ReportInputs) -> str:
 def write_report(inputs: ReportInputs, out_html: str | Path) -> Path:
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(render_report(inputs), encoding="utf-8")
+    write_text(out_html, render_report(inputs))  # atomic; a full disk is one line (adm.fileio)
     return out_html

@@ -10,8 +10,18 @@ import matplotlib
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from adm.fileio import atomic_write  # noqa: E402
+
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, PAPER_TABLE1  # noqa: E402
 from .table import is_demo  # noqa: E402
+
+
+def save_figure(fig, path: Path, ext: str) -> Path:
+    """fig as png or svg under `path`, atomically (no timestamp in the svg: same bytes per run);
+    a full disk is one line naming the file (adm.fileio.WriteError)."""
+    metadata = {"Date": None} if ext == "svg" else None
+    return atomic_write(path, lambda f: fig.savefig(f, format=ext, metadata=metadata))
+
 
 # plot name -> metrics drawn on it (one panel each).
 PLOTS: dict[str, tuple[str, ...]] = {
@@ -78,7 +88,7 @@ def write_trend_plots(results: Mapping[float, dict], out_dir: str | Path, compar
         fig = plot_trend(results, metrics, title, overlay)
         for ext in ("png", "svg"):
             path = out_dir / f"{name}.{ext}"
-            fig.savefig(path, metadata={"Date": None} if ext == "svg" else None)
+            save_figure(fig, path, ext)
             written.append(path)
         plt.close(fig)
     return written

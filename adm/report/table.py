@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from adm.fileio import atomic_write, write_text
+
 from .paper import (
     DEMO_BANNER,
     DEMO_REASON,
@@ -156,12 +158,15 @@ def interval_note(results: Mapping[float, dict]) -> str:
 
 def write_csv(rows: list[dict], path: str | Path, note_lines: list[str]) -> None:
     """Machine-readable table; notes as leading `#` lines (read with pandas `comment='#'`)."""
-    with open(path, "w", newline="") as f:
+
+    def write(f) -> None:
         for line in note_lines:
             f.write(f"# {line}\n")
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+    atomic_write(path, write, binary=False)  # a full disk: one line naming the file (adm.fileio)
 
 
 def write_markdown(rows: list[dict], path: str | Path, note_lines: list[str], compare_paper: bool) -> None:
@@ -170,7 +175,7 @@ def write_markdown(rows: list[dict], path: str | Path, note_lines: list[str], co
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" for _ in head) + "|")
     lines += ["| " + " | ".join(row_cells(r, compare_paper)) + " |" for r in rows]
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _tex_escape(text: str) -> str:
@@ -191,7 +196,7 @@ def write_latex(rows: list[dict], path: str | Path, note_lines: list[str], compa
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines.append(r"\caption{" + _tex_escape(" ".join(note_lines)) + "}")
     lines += [r"\label{tab:guidance-scales}", r"\end{table}"]
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def write_table1(results: Mapping[float, dict], out_csv, out_md, out_tex, compare_paper: bool) -> list[dict]:

@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, PAPER_TABLE1, UNVERIFIED_BANNER  # noqa: E402
+from .plots import save_figure  # noqa: E402
 from .table import is_demo, is_unverified  # noqa: E402
 
 # plot name -> (x metric, y metric): recall on x as in the papers' precision/recall figures, IS
@@ -128,7 +129,7 @@ def write_tradeoff_plots(curves: Curves, out_dir: str | Path, compare_paper: boo
             path = out_dir / f"{name}.{ext}"
             # svg: text kept as text (searchable labels); no timestamp and fixed ids: same bytes per run
             with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "adm-bench"}):
-                fig.savefig(path, metadata={"Date": None} if ext == "svg" else None)
+                save_figure(fig, path, ext)
             written.append(path)
         plt.close(fig)
     return written

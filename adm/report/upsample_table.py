@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from adm.fileio import atomic_write, write_text
+
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
 from .table import interval_note, is_demo, is_unverified, row_cells, table_rows
 
@@ -126,15 +128,18 @@ def write_upsample_table(
 ) -> list[dict]:
     """upsample_table.csv (one row per line of the table, raw values) and .md (notes + table)."""
     rows = upsample_rows(base, upsampled, arr, interpolated)
-    with open(csv_path, "w", newline="") as f:
+
+    def write_csv(f) -> None:
         w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+
+    atomic_write(csv_path, write_csv, binary=False)  # a full disk: one line naming the file (adm.fileio)
     md = [f"_{n}_\n" for n in notes(upsampled, arr, bool(interpolated))]
     md.append("| " + " | ".join(header()) + " |")
     md.append("|" + "|".join(["---:"] + [":---"] + ["---:"] * (len(header()) - 2)) + "|")
     md += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    Path(md_path).write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_text(md_path, "\n".join(md) + "\n")
     return rows
 
 

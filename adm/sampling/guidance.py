@@ -31,6 +31,7 @@ __all__ = [
     "step_sigmas",
     "check_interval",
     "is_full_interval",
+    "guided_step_count",
     "classifier_free_guidance",
     "interval_switch",
     "autoguidance",
@@ -97,6 +98,29 @@ def check_interval(interval) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _sigma_table(schedule: Schedule) -> np.ndarray:
+    """sigma indexed by ORIGINAL timestep (float64 [T]); NaN at timesteps this schedule never visits."""
+    table = np.full(schedule.num_timesteps_original, np.nan)
+    table[schedule.timesteps] = step_sigmas(schedule)
+    return table
+
+
+def guided_step_count(schedule: Schedule, timesteps, interval) -> int:
+    """How many of the sampler's steps (their ORIGINAL ``timesteps``) an interval guides: those with
+    sigma_lo < sigma(t) <= sigma_hi in ``schedule`` (every step for a full interval), the same
+    test :func:`limited_interval` and :func:`interval_switch` apply at each step. Samplers step
+    every sample of a batch at the same t, so this is the count of every sample."""
+    timesteps = np.asarray(timesteps, dtype=np.int64)
+    interval = check_interval(interval)
+    if is_full_interval(interval):
+        return len(timesteps)
+    lo, hi = interval
+    sigma = _sigma_table(schedule)[timesteps]
+    if np.isnan(sigma).any():
+        raise ValueError(f"timesteps {timesteps.tolist()} are not all steps of this schedule")
+    return int(((sigma > lo) & (sigma <= hi)).sum())
+
+
 def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> CondFn | None:
     """cond_fn applied only where sigma_lo < sigma(t) <= sigma_hi, zero elsewhere.
 
@@ -113,9 +137,7 @@ def limited_interval(cond_fn: CondFn | None, schedule: Schedule, interval) -> Co
     if cond_fn is None or is_full_interval(interval):
         return cond_fn
     lo, hi = interval
-    # sigma indexed by ORIGINAL timestep; NaN at timesteps this schedule never visits
-    table = np.full(schedule.num_timesteps_original, np.nan)
-    table[schedule.timesteps] = step_sigmas(schedule)
+    table = _sigma_table(schedule)  # sigma by ORIGINAL timestep; NaN at timesteps never visited
     on_device: dict = {}  # device -> the table there, copied once (a per-step copy is a sync)
 
     def interval_cond_fn(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -216,8 +238,7 @@ def interval_switch(inside_fn: Callable, outside_fn: Callable, schedule: Schedul
     evaluated) only happens for a batch with mixed timesteps.
     """
     lo, hi = check_interval(interval)
-    table = np.full(schedule.num_timesteps_original, np.nan)
-    table[schedule.timesteps] = step_sigmas(schedule)
+    table = _sigma_table(schedule)
 
     def switched(x_t: torch.Tensor, t_orig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         sigma = table[t_orig.detach().cpu().numpy()]

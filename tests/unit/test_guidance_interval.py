@@ -219,3 +219,80 @@ def test_program_bad_interval_is_one_line_and_writes_nothing(nets, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --guidance-interval") and "\n" not in err
     assert not list(tmp_path.iterdir())
+
+
+# --- how many steps were guided: recorded in the shard's JSON, a warning when none --------------
+
+
+def _counting_classifier_guidance(monkeypatch):
+    """Wrap adm.sampling.guidance.classifier_guidance so the cond_fn it returns counts its calls
+    (on CPU, limited_interval calls it only at guided steps: the count the program must record)."""
+    from adm.sampling import guidance
+
+    calls = []
+    real = guidance.classifier_guidance
+
+    def counting(classifier, scale):
+        cond_fn = real(classifier, scale)
+        if cond_fn is None:
+            return None
+        return lambda x, t, y: (calls.append(int(t[0])), cond_fn(x, t, y))[1]
+
+    monkeypatch.setattr(guidance, "classifier_guidance", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "interval", [None, ("0", "inf"), ("0.5", "5"), ("1e6", "1e7")], ids=["none", "full", "limited", "empty"]
+)
+def test_program_records_the_guided_steps(nets, tmp_path, capsys, monkeypatch, interval):
+    calls = _counting_classifier_guidance(monkeypatch)
+    extra = ["--guidance-interval", *interval] if interval else []
+    assert _sample(nets, tmp_path / "x.npz", *extra) == 0
+    record = json.loads((tmp_path / "x.json").read_text())
+    # the tiny-test diffusion (linear, T = 1000) respaced to 6 steps, sigma from its definition
+    sched = respace(make_schedule("linear", T), "6")
+    sigma = np.sqrt((1 - sched.alphas_cumprod) / sched.alphas_cumprod)
+    lo, hi = (float(v) for v in interval) if interval else (0.0, math.inf)
+    expected = int(((sigma > lo) & (sigma <= hi)).sum())
+    assert record["steps"] == 6 and record["guided_steps"] == expected == len(calls)  # one batch of 5
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    if interval == ("0.5", "5"):
+        assert 0 < expected < 6  # some steps in, some out: the count means something
+    if expected == 0:
+        assert len(err) == 1 and err[0].startswith("warning: --guidance-interval 1e+06 1e+07 contains none")
+        assert "no step is guided" in err[0]
+    else:
+        assert not any(line.startswith("warning") for line in err)
+
+
+@pytest.mark.parametrize(
+    "guidance, scale, interval, expected",
+    [
+        ("classifier", 0.0, None, 0),  # s = 0: unguided
+        ("classifier", 2.0, None, 10),
+        ("cfg", 0.0, (0.5, 5.0), 0),  # w = 0: the plain conditional model
+        ("cfg", 1.5, None, 10),
+        ("cfg", 1.5, (LO, HI), "closed"),
+        ("autoguidance", 1.0, (LO, HI), 0),  # w = 1: the main model alone
+        ("autoguidance", 2.0, (0.0, math.inf), 10),
+        ("autoguidance", 2.0, (LO, HI), "closed"),
+        ("cfg", 1.5, (1e6, 1e7), 0),
+    ],
+)
+def test_guided_step_count_of_every_method(guidance, scale, interval, expected, capsys):
+    from adm.programs.sample import SampleConfig, count_guided_steps
+
+    extra = {"classifier": "c.pt"} if guidance == "classifier" else {}
+    extra |= {"guide_model": "g.pt"} if guidance == "autoguidance" else {}
+    cfg = SampleConfig(
+        model="m.pt", out="o.npz", num_samples=1, scale=scale, guidance=guidance, guidance_interval=interval, **extra
+    )
+    base = make_schedule("linear", T)
+    sched = respace(base, "10")
+    if expected == "closed":
+        expected = sum(LO < s <= HI for s in closed_form_sigma(sched.timesteps))
+        assert 0 < expected < 10
+    assert count_guided_steps(cfg, base, sched) == expected
+    warned = capsys.readouterr().err
+    assert ("no step is guided" in warned) == (interval == (1e6, 1e7))

@@ -235,6 +235,28 @@ def test_deleted_shard_reruns_only_its_descendants(smoke):
 
 
 @pytest.mark.slow
+def test_deleted_metrics_file_is_remade(smoke):
+    """Issue 24: a metrics JSON deleted alone (its table and report up to date) used to leave the
+    folder incomplete with "Nothing to be done"; `rule all` names it now (workflow/lib/targets.py).
+    A dry run only; the file is put back with its bytes and mtime, so the folder is as it was."""
+    workdir, _ = smoke
+    metrics = workdir / "results/smoke/metrics/scale1.json"
+    data, stat = metrics.read_bytes(), metrics.stat()
+    metrics.unlink()
+    try:
+        res = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(SMOKE))
+    finally:
+        metrics.write_bytes(data)
+        os.utime(metrics, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = job_counts(res.stdout + res.stderr)
+    assert counts.get("evaluate") == 1, counts
+    assert {"table1", "report_html", "comparison"} <= set(counts), counts  # what reads it is remade
+    assert not {"sample", "merge_shards", "train_diffusion", "train_classifier"} & set(counts), counts
+    assert re.findall(r"wildcards: (\S.*)", res.stdout) == ["scale=1"]  # the evaluation of scale 1 only
+
+
+@pytest.mark.slow
 def test_snakemake_report_zip(smoke):
     """`snakemake --report report.zip` (what .snakemake-workflow-catalog.yml promises) collects
     Table 1, the plots, the grids and report.html with their captions."""

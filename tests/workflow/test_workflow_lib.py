@@ -90,6 +90,25 @@ def test_final_targets_of_the_smoke_config(smoke):
     assert len(t) == len(set(t))
 
 
+def test_final_targets_name_every_intermediate_of_the_smoke_config(smoke):
+    """A deleted intermediate whose consumers are up to date is remade only if `rule all` names
+    it (tests/workflow/test_workflow.py::test_deleted_metrics_file_is_remade runs it)."""
+    t = set(targets.final_targets(smoke))
+    run = "results/smoke"
+    for s in ("0", "1", "10"):
+        assert {f"{run}/samples/scale{s}.npz", f"{run}/metrics/scale{s}.json", f"{run}/grids/scale{s}.png"} <= t
+    assert {f"{run}/table1.csv", f"{run}/table1.tex", f"{run}/plots/fid_sfid.svg", f"{run}/comparison.csv"} <= t
+    for arm, seed, scale in [("interval", 0, "1"), ("cfg", 1, "1"), ("auto", 0, "2"), ("classifier", 1, "1")]:
+        assert {
+            f"{run}/arms/{arm}/seed{seed}/samples/scale{scale}.npz",
+            f"{run}/arms/{arm}/seed{seed}/metrics/scale{scale}.json",
+        } <= t
+    for kind in ("samples", "lowres", "bicubic"):
+        assert f"{run}/upsample/{kind}/scale10.npz" in t
+    assert {f"{run}/upsample/metrics/scale10.json", f"{run}/upsample/bicubic_metrics/scale10.json"} <= t
+    assert not any("/arms/classifier/seed0/" in p for p in t)  # the first seed's files are Table 1's
+
+
 def test_final_targets_without_arms_or_upsampling(smoke):
     smoke["guidance_arms"], smoke["upsample"]["enabled"] = [], False
     smoke["sampling"]["seeds"] = [smoke["sampling"]["seed"]]
@@ -99,8 +118,10 @@ def test_final_targets_without_arms_or_upsampling(smoke):
         "results/smoke/report.html",
         "results/report.html",
         *targets.sample_shards(smoke),
+        *targets.table1_intermediates(smoke),
     ]
     assert len(targets.sample_shards(smoke)) == 3 * 2
+    assert len(targets.table1_intermediates(smoke)) == 3 * 3 + 2 + 3 * 2
 
 
 # ---------------------------------------------------------------- config checks
@@ -331,20 +352,27 @@ def test_arm_runs_and_targets_of_the_smoke_config(smoke):
         ("interval", 1, "1"),
         ("cfg", 0, "1"),
         ("cfg", 1, "1"),
+        ("auto", 0, "2"),
+        ("auto", 1, "2"),
     ]
     t = arms.arm_targets(smoke)
-    assert t[:5] == [
+    assert t[:6] == [
         "results/smoke/comparison.md",
+        "results/smoke/comparison.csv",
         "results/smoke/plots/tradeoff_pr.png",
         "results/smoke/plots/tradeoff_pr.svg",
         "results/smoke/plots/tradeoff_fid_is.png",
         "results/smoke/plots/tradeoff_fid_is.svg",
     ]
-    assert t[5:7] == [
+    assert t[6:8] == [
         "results/smoke/arms/classifier/seed1/samples/scale1/shard0.npz",
         "results/smoke/arms/classifier/seed1/samples/scale1/shard1.npz",
     ]
-    assert len(t) == 5 + 5 * 2  # 5 non-Table-1 runs, 2 shards each
+    assert t[-2:] == [
+        "results/smoke/arms/auto/seed1/samples/scale2.npz",
+        "results/smoke/arms/auto/seed1/metrics/scale2.json",
+    ]
+    assert len(t) == 6 + 7 * 2 + 7 * 2  # 7 non-Table-1 runs: 2 shards, merged samples and metrics each
     # the first seed's classifier sweep is Table 1 itself
     assert arms.arm_file(smoke, "classifier", 0, "1", "metrics") == "results/smoke/metrics/scale1.json"
     assert arms.arm_file(smoke, "cfg", 1, "1", "samples") == "results/smoke/arms/cfg/seed1/samples/scale1.npz"
@@ -388,10 +416,15 @@ def test_paper_upsampling_arrangement(rehearsal):
     assert upsample.reference(rehearsal) == "results/rehearsal/upsample/reference/ref.npz"
     assert upsample.targets(rehearsal) == [
         "results/rehearsal/upsample/upsample_table.md",
+        "results/rehearsal/upsample/upsample_table.csv",
         "results/rehearsal/upsample/grids/scale1.png",
         "results/rehearsal/upsample/samples/scale1/shard0.npz",
         "results/rehearsal/upsample/samples/scale1/shard1.npz",
-    ]
+        "results/rehearsal/upsample/samples/scale1.npz",
+        "results/rehearsal/upsample/metrics/scale1.json",
+        "results/rehearsal/upsample/bicubic/scale1.npz",
+        "results/rehearsal/upsample/bicubic_metrics/scale1.json",
+    ]  # no lowres/: ImageNet's base samples go into the upsampler as they are
 
 
 # ---------------------------------------------------------------- SLURM resources

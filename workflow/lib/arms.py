@@ -146,17 +146,20 @@ def tradeoff_plots(config: dict) -> list[str]:
 
 
 def arm_targets(config: dict) -> list[str]:
-    """Every arms/ shard (a deleted one re-runs its descendants, as targets.final_targets explains)
-    and the comparison outputs; nothing when arms are off."""
+    """Every arms/ shard, merged sample file and metrics JSON (a deleted one re-runs its
+    descendants, as workflow/lib/targets.py explains) and the comparison outputs; nothing when arms
+    are off."""
     if not arms_on(config):
         return []
+    runs = [run for run in arm_runs(config) if not is_table1(config, run[0], run[1])]
     shards = [
         out(config, f"arms/{arm}/seed{seed}/samples/scale{scale}/shard{k}.npz")
-        for arm, seed, scale in arm_runs(config)
-        if not is_table1(config, arm, seed)
+        for arm, seed, scale in runs
         for k in shard_ids(config["sampling"]["num_shards"])
     ]
-    return [out(config, "comparison.md"), *tradeoff_plots(config), *shards]
+    merged = [arm_file(config, *run, kind) for run in runs for kind in ("samples", "metrics")]
+    comparison = [out(config, "comparison.md"), out(config, "comparison.csv"), *tradeoff_plots(config)]
+    return [*comparison, *shards, *merged]
 
 
 def cfg_checkpoint(config: dict) -> str:

@@ -88,13 +88,22 @@ def grids(config: dict) -> list[str]:
 
 
 def targets(config: dict) -> list[str]:
-    """final_targets' share: the table, the grids and every shard (a deleted shard re-runs)."""
+    """final_targets' share: the table, the grids, every shard and every per-scale file (a deleted
+    one re-runs, as workflow/lib/targets.py explains)."""
     if not enabled(config):
         return []
     shard_paths = [
         out(config, f"upsample/samples/scale{s}/shard{k}.npz") for s in scales(config) for k in shards(config)
     ]
-    return [out(config, "upsample/upsample_table.md"), *grids(config), *shard_paths]
+    per_scale_files = [
+        *per_scale(config, "upsample/samples/scale{scale}.npz"),
+        *per_scale(config, "upsample/metrics/scale{scale}.json"),
+        *per_scale(config, "upsample/bicubic/scale{scale}.npz"),
+        *per_scale(config, "upsample/bicubic_metrics/scale{scale}.json"),
+        *(per_scale(config, "upsample/lowres/scale{scale}.npz") if downsamples(config) else []),
+    ]
+    table = [out(config, "upsample/upsample_table.md"), out(config, "upsample/upsample_table.csv")]
+    return [*table, *grids(config), *shard_paths, *per_scale_files]
 
 
 def report_inputs(config: dict, wildcards=None) -> dict:

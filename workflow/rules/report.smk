@@ -40,7 +40,7 @@ rule trend_plots:
         report(
             expand(
                 out("plots/{name}.{ext}"),
-                name=["fid_sfid", "inception_score", "precision_recall"],
+                name=targets.TREND_PLOTS,
                 ext=["png", "svg"],
             ),
             caption="../report/plots.rst",
@@ -87,7 +87,7 @@ rule report_html:
         table=out("table1.csv"),
         plots=expand(
             out("plots/{name}.png"),
-            name=["fid_sfid", "inception_score", "precision_recall"],
+            name=targets.TREND_PLOTS,
         ),
         grids=expand(out("grids/scale{scale}.png"), scale=SCALES),
     output:

@@ -7,15 +7,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
 sys.stderr = open(snakemake.log[0], "w")
 
+from adm.fileio import one_line_os_errors  # noqa: E402
 from adm.report.published import check_published  # noqa: E402
 
-sys.exit(
-    check_published(
-        snakemake.input,
-        snakemake.params.batches,
-        dict(snakemake.params.expected),
-        snakemake.params.fail,
-        snakemake.output.md,
-        snakemake.output.csv,
+with one_line_os_errors():  # a full disk or unreadable input: one line in the log, exit 1
+    sys.exit(
+        check_published(
+            snakemake.input,
+            snakemake.params.batches,
+            dict(snakemake.params.expected),
+            snakemake.params.fail,
+            snakemake.output.md,
+            snakemake.output.csv,
+        )
     )
-)
