@@ -222,9 +222,11 @@ def check_comparison(workdir: Path) -> None:
     run = workdir / "results/smoke"
     md = (run / "comparison.md").read_text()
     cfg = smoke_cfg()
-    for a in cfg["guidance_arms"]:
-        assert f"| {a['name']}: " in md
-    assert " ± " in md and "sample standard deviation" in md
+    from adm.report.compare import arm_label
+
+    for a in cfg["guidance_arms"]:  # one short label per method, the arm named in the caption
+        assert f"| {arm_label(a['method'], a.get('interval'))} | " in md and f"arm `{a['name']}`" in md
+    assert " ± " in md and "sample standard deviation" in md and "| FID min | FID median |" in md
     for name in ("tradeoff_pr", "tradeoff_fid_is"):
         assert (run / f"plots/{name}.png").is_file() and (run / f"plots/{name}.svg").is_file()
     html = (run / "report.html").read_text()
