@@ -1,0 +1,58 @@
+# The guidance-interval search (issue 22; Kynkäänniemi et al. 2024): `snakemake interval_search`.
+# Stage 1 (sigma_hi with sigma_lo = 0) and stage 2 (sigma_lo below stage 1's sigma_hi) are arms of
+# arms.smk with generated names (isearch_hi<k>, isearch_lo<j>_hi<k>); the checkpoint below picks
+# sigma_hi, and only then are stage 2's runs known. Helpers: workflow/lib/interval_search.py.
+import json
+
+from workflow.lib import interval_search
+
+
+localrules:
+    interval_search_hi,
+    interval_search,
+
+
+def interval_search_stage_lo(wildcards):
+    """Stage 2's entries: the sigma_lo runs below the sigma_hi that stage 1 chose."""
+    with open(checkpoints.interval_search_hi.get().output[0]) as f:
+        hi = json.load(f)["chosen"]["hi"]
+    base = arms.searched_arm(config)
+    return interval_search.stage_lo_entries(
+        config, base, interval_search.chosen_index(config, base, hi)
+    )
+
+
+checkpoint interval_search_hi:
+    input:
+        [e["path"] for e in interval_search.stage_hi_entries(config, arms.searched_arm(config))],
+    output:
+        out("interval_search/stage_hi.json"),
+    log:
+        logfile("interval_search/stage_hi.log"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        stage="hi",
+        entries=interval_search.stage_hi_entries(config, arms.searched_arm(config)),
+    script:
+        "../scripts/interval_search.py"
+
+
+rule interval_search:
+    input:
+        stage_hi=out("interval_search/stage_hi.json"),
+        stage_lo=lambda wildcards: [e["path"] for e in interval_search_stage_lo(wildcards)],
+    output:
+        **interval_search.outputs(config),
+    log:
+        logfile("interval_search/stage_lo.log"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        stage="lo",
+        entries=interval_search_stage_lo,
+        base=arms.searched_arm(config),
+        name=f"{interval_search.settings(config)['arm']}_searched",
+        num_samples=interval_search.settings(config)["num_samples"],
+    script:
+        "../scripts/interval_search.py"
