@@ -234,13 +234,15 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     table.append("</tbody></table>")
     imgs = "\n".join(f'<img class="plot" alt="{html.escape(Path(p).stem)}" src="{data_uri(p)}">' for p in plots)
     n_seeds = max((int(r["n_seeds"]) for r in rows), default=1)
-    caption = comparison_notes([{**r, "interval_lo": _number(r["interval_lo"]), "interval_hi": _number(r["interval_hi"])} for r in rows])
+    caption = comparison_notes(
+        [{**r, "interval_lo": _number(r["interval_lo"]), "interval_hi": _number(r["interval_hi"])} for r in rows]
+    )
     intro = (
         f"<p>Every guidance method of the run on the same axes (classifier guidance over the full interval "
         f"and in a limited sigma interval, classifier-free guidance, autoguidance, as configured); up to "
         f"{n_seeds} independent seed sets per point. Error bars: ± one sd across seeds.</p>"
     )
-    notes = "<p class=\"caption\">" + "<br>".join(html.escape(c) for c in caption) + "</p>"
+    notes = '<p class="caption">' + "<br>".join(html.escape(c) for c in caption) + "</p>"
     return "\n".join(["<h2>Guidance methods compared</h2>", intro, imgs, "\n".join(table), notes])
 
 

@@ -116,6 +116,11 @@ def arm_sampling(config: dict, name: str, key: str):
     return config["sampling"][key]
 
 
+def arm_sampling_param(config: dict, key: str, wildcards):
+    """arm_sampling for a rule's params (partial(arm_sampling_param, config, key))."""
+    return arm_sampling(config, wildcards.arm, key)
+
+
 def arm_merge_inputs(config: dict, wildcards) -> list[str]:
     shards = shard_ids(arm_sampling(config, wildcards.arm, "num_shards"))
     return [
@@ -196,7 +201,10 @@ def arm_sample_inputs(config: dict, wildcards) -> dict[str, str]:
     if method == "cfg":
         return {"model": cfg_checkpoint(config)}
     if method == "autoguidance":
-        return {"model": diffusion_checkpoint(config), "guide": guide_checkpoint(config, source_arm(config, wildcards.arm))}
+        return {
+            "model": diffusion_checkpoint(config),
+            "guide": guide_checkpoint(config, source_arm(config, wildcards.arm)),
+        }
     return {"model": diffusion_checkpoint(config), "classifier": classifier_checkpoint(config)}
 
 

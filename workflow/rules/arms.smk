@@ -22,8 +22,8 @@ rule arm_sample:
     params:
         python=PYTHON,
         guidance=partial(arms.guidance_flags, config),
-        num_samples=lambda wildcards: arms.arm_sampling(config, wildcards.arm, "num_samples"),
-        num_shards=lambda wildcards: arms.arm_sampling(config, wildcards.arm, "num_shards"),
+        num_samples=partial(arms.arm_sampling_param, config, "num_samples"),
+        num_shards=partial(arms.arm_sampling_param, config, "num_shards"),
         respacing=paths.respacing_spec(SAMPLING),
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
@@ -56,7 +56,7 @@ rule arm_merge:
         mem_mb=res("sample", "mem_mb"),
     params:
         python=PYTHON,
-        num_samples=lambda wildcards: arms.arm_sampling(config, wildcards.arm, "num_samples"),
+        num_samples=partial(arms.arm_sampling_param, config, "num_samples"),
     shell:
         "exec {params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
         " {input:q} > {log:q} 2>&1"

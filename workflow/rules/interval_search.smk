@@ -22,9 +22,13 @@ def interval_search_stage_lo(wildcards):
     )
 
 
+# stage 1's entries: {stage, lo, hi, scale, path} per (sigma_hi candidate, scale)
+STAGE_HI = interval_search.stage_hi_entries(config, arms.searched_arm(config))
+
+
 checkpoint interval_search_hi:
     input:
-        [e["path"] for e in interval_search.stage_hi_entries(config, arms.searched_arm(config))],
+        [e["path"] for e in STAGE_HI],
     output:
         out("interval_search/stage_hi.json"),
     log:
@@ -33,7 +37,7 @@ checkpoint interval_search_hi:
         "../envs/torch.yaml"
     params:
         stage="hi",
-        entries=interval_search.stage_hi_entries(config, arms.searched_arm(config)),
+        entries=STAGE_HI,
     script:
         "../scripts/interval_search.py"
 
@@ -41,7 +45,9 @@ checkpoint interval_search_hi:
 rule interval_search:
     input:
         stage_hi=out("interval_search/stage_hi.json"),
-        stage_lo=lambda wildcards: [e["path"] for e in interval_search_stage_lo(wildcards)],
+        stage_lo=lambda wildcards: [
+            e["path"] for e in interval_search_stage_lo(wildcards)
+        ],
     output:
         **interval_search.outputs(config),
     log:
