@@ -8,8 +8,8 @@ None), "seed", "scale", "path" (a metrics JSON of the evaluator)}. Entries come 
 order, the first seed of sampling.seeds first, so "first seed" below is the Table 1 seed.
 
 Statistics over seeds, each in its own column: mean ± sd (the sample standard deviation, n - 1 in
-the denominator: this project's convention), min (EDM2's convention: Karras et al. 2024 report
-each FID as the minimum over repeated evaluations) and median. With one seed there is no sd ("–"),
+the denominator: this project's convention), min (EDM2's convention: Karras et al., CVPR 2024,
+report each FID as the minimum over repeated evaluations) and median. With one seed there is no sd ("–"),
 never a zero.
 """
 
@@ -48,7 +48,7 @@ def method_details(method: str) -> str:
     """One caption line per method: what it is and what its scale means."""
     return {
         "classifier": "classifier guidance (Dhariwal & Nichol 2021), scale s",
-        "cfg": "classifier-free guidance (Ho & Salimans 2021), scale w: ε = (1 + w) ε(x, y) − w ε(x, ∅)",
+        "cfg": "classifier-free guidance (Ho & Salimans 2021), scale w: ε = (1 + w) ε(x, y) − w ε(x, ∅), w = 0 the conditional model",
         "autoguidance": "autoguidance (Karras et al. 2024), scale w ≥ 1: D = D_guide + w (D_main − D_guide)",
     }.get(method, method)
 

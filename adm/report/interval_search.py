@@ -135,11 +135,11 @@ def write_heatmap(points: list[dict], chosen: Mapping, out_png: str | Path, titl
     plt.close(fig)
 
 
-def chosen_arm(chosen: Mapping, base: Mapping, name: str) -> dict:
+def chosen_arm(chosen: Mapping, base: Mapping, name: str, scales: Iterable[float]) -> dict:
     """The `guidance_arms` entry of the chosen interval: the searched arm's method (and guide), the
-    interval [lo, hi] at full float precision, the base arm's scales."""
+    interval [lo, hi] at full float precision (the exact step sigmas), the search's scale grid."""
     arm = {k: v for k, v in base.items() if k not in ("name", "interval", "scales")}
-    return {"name": name, **arm, "interval": [float(chosen["lo"]), float(chosen["hi"])], "scales": list(base["scales"])}
+    return {"name": name, **arm, "interval": [float(chosen["lo"]), float(chosen["hi"])], "scales": list(scales)}
 
 
 def write_chosen(chosen: Mapping, arm: Mapping, path: str | Path) -> None:

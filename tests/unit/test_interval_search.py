@@ -125,12 +125,18 @@ def test_table_heatmap_and_chosen_yaml(tmp_path):
     assert (tmp_path / "t.csv").read_text().count("\n") == 1 + len(points)
     search.write_heatmap(points, chosen, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
-    base = {"name": "classifier", "method": "classifier", "scales": [0.5, 1.0, 2.0]}
-    arm = search.chosen_arm(chosen, base, "classifier_searched")
+    base = {"name": "auto", "method": "autoguidance", "guide": {"step": 2}, "scales": [2.0]}
+    arm = search.chosen_arm(chosen, base, "auto_searched", [1.5, 2.1])
     search.write_chosen(chosen, arm, tmp_path / "chosen.yaml")
     doc = yaml.safe_load((tmp_path / "chosen.yaml").read_text())
     assert doc["guidance_arms"] == [
-        {"name": "classifier_searched", "method": "classifier", "interval": [0.28, 2.9], "scales": [0.5, 1.0, 2.0]}
+        {
+            "name": "auto_searched",
+            "method": "autoguidance",
+            "guide": {"step": 2},
+            "interval": [0.28, 2.9],
+            "scales": [1.5, 2.1],
+        }
     ]
     assert doc["chosen"] == {"lo": 0.28, "hi": 2.9, "scale": 2.1, "fid": 1.76}
 

@@ -4,7 +4,7 @@
 # sigma_hi, and only then are stage 2's runs known. Helpers: workflow/lib/interval_search.py.
 import json
 
-from workflow.lib import interval_search
+from workflow.lib import interval_search as isearch
 
 
 localrules:
@@ -17,13 +17,13 @@ def interval_search_stage_lo(wildcards):
     with open(checkpoints.interval_search_hi.get().output[0]) as f:
         hi = json.load(f)["chosen"]["hi"]
     base = arms.searched_arm(config)
-    return interval_search.stage_lo_entries(
-        config, base, interval_search.chosen_index(config, base, hi)
+    return isearch.stage_lo_entries(
+        config, base, isearch.chosen_index(config, base, hi)
     )
 
 
 # stage 1's entries: {stage, lo, hi, scale, path} per (sigma_hi candidate, scale)
-STAGE_HI = interval_search.stage_hi_entries(config, arms.searched_arm(config))
+STAGE_HI = isearch.stage_hi_entries(config, arms.searched_arm(config))
 
 
 checkpoint interval_search_hi:
@@ -49,7 +49,7 @@ rule interval_search:
             e["path"] for e in interval_search_stage_lo(wildcards)
         ],
     output:
-        **interval_search.outputs(config),
+        **isearch.outputs(config),
     log:
         logfile("interval_search/stage_lo.log"),
     conda:
@@ -58,7 +58,8 @@ rule interval_search:
         stage="lo",
         entries=interval_search_stage_lo,
         base=arms.searched_arm(config),
-        name=f"{interval_search.settings(config)['arm']}_searched",
-        num_samples=interval_search.settings(config)["num_samples"],
+        scales=isearch.settings(config)["scales"],
+        name=f"{isearch.settings(config)['arm']}_searched",
+        num_samples=isearch.settings(config)["num_samples"],
     script:
         "../scripts/interval_search.py"

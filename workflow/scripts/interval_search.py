@@ -21,4 +21,6 @@ else:
     points = stage_hi + stage_lo
     search.write_table(points, chosen, snakemake.output.csv, snakemake.output.md)
     search.write_heatmap(points, chosen, snakemake.output.heatmap)
-    search.write_chosen(chosen, search.chosen_arm(chosen, params.base, params.name), snakemake.output.chosen)
+    search.write_chosen(
+        chosen, search.chosen_arm(chosen, params.base, params.name, params.scales), snakemake.output.chosen
+    )
