@@ -115,11 +115,13 @@ def write_heatmap(points: list[dict], chosen: Mapping, out_png: str | Path, titl
     scales, rows = table_rows(points)
     grid = [[r["values"].get(s) for s in scales] for r in rows]
     data = [[math.nan if v is None else float(v) for v in line] for line in grid]
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(scales), 1.4 + 0.32 * len(rows)), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(4.8, 2.8 + 0.9 * len(scales)), 1.6 + 0.32 * len(rows)), dpi=110)
     image = ax.imshow(data, cmap="viridis_r", aspect="auto")
     for i, line in enumerate(grid):
         for j, v in enumerate(line):
-            ax.text(j, i, _fmt(v), ha="center", va="center", fontsize=7, color="white")
+            # dark text on the light (low-FID) end of viridis_r, white on the dark end
+            light = v is not None and image.norm(float(v)) < 0.5
+            ax.text(j, i, _fmt(v), ha="center", va="center", fontsize=7, color="black" if light else "white")
     for i, r in enumerate(rows):
         for j, s in enumerate(scales):
             if (r["lo"], r["hi"], s) == (float(chosen["lo"]), float(chosen["hi"]), float(chosen["scale"])):
@@ -128,8 +130,8 @@ def write_heatmap(points: list[dict], chosen: Mapping, out_png: str | Path, titl
     ax.set_yticks(range(len(rows)), [f"{r['stage']} {interval_text(r['lo'], r['hi'])}" for r in rows], fontsize=7)
     ax.set_xlabel("guidance scale")
     ax.set_ylabel("interval (σ_lo, σ_hi]")
-    ax.set_title(title or "FID per guidance interval and scale (red: chosen)", fontsize=8)
-    fig.colorbar(image, ax=ax, label="FID")
+    ax.set_title(title or "FID per guidance interval and scale\n(red box: the chosen point)", fontsize=8)
+    fig.colorbar(image, ax=ax, label="FID", format="%.2f")  # plain numbers, no offset
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)

@@ -16,6 +16,7 @@ the wildcard stays a path part and the bounds are the exact sigmas of the steps.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -122,6 +123,13 @@ def stage_lo_entries(config: dict, base: dict, k: int) -> list[dict]:
 def chosen_index(config: dict, base: dict, hi: float) -> int:
     """The step index k whose sigma is stage 1's chosen sigma_hi (exact: the bounds are step sigmas)."""
     return config_sigmas(config, base).index(float(hi))
+
+
+def stage_lo_after(config: dict, base: dict, stage_hi_json: str) -> list[dict]:
+    """Stage 2's entries, once stage 1's checkpoint has written its choice to stage_hi_json."""
+    with open(stage_hi_json) as f:
+        hi = json.load(f)["chosen"]["hi"]
+    return stage_lo_entries(config, base, chosen_index(config, base, hi))
 
 
 def outputs(config: dict) -> dict[str, str]:

@@ -2,8 +2,6 @@
 # Stage 1 (sigma_hi with sigma_lo = 0) and stage 2 (sigma_lo below stage 1's sigma_hi) are arms of
 # arms.smk with generated names (isearch_hi<k>, isearch_lo<j>_hi<k>); the checkpoint below picks
 # sigma_hi, and only then are stage 2's runs known. Helpers: workflow/lib/interval_search.py.
-import json
-
 from workflow.lib import interval_search as isearch
 
 
@@ -12,18 +10,12 @@ localrules:
     interval_search,
 
 
-def interval_search_stage_lo(wildcards):
-    """Stage 2's entries: the sigma_lo runs below the sigma_hi that stage 1 chose."""
-    with open(checkpoints.interval_search_hi.get().output[0]) as f:
-        hi = json.load(f)["chosen"]["hi"]
-    base = arms.searched_arm(config)
-    return isearch.stage_lo_entries(
-        config, base, isearch.chosen_index(config, base, hi)
-    )
-
-
 # stage 1's entries: {stage, lo, hi, scale, path} per (sigma_hi candidate, scale)
 STAGE_HI = isearch.stage_hi_entries(config, arms.searched_arm(config))
+# stage 2's, known once the checkpoint has chosen sigma_hi
+STAGE_LO = lambda wildcards: isearch.stage_lo_after(
+    config, arms.searched_arm(config), checkpoints.interval_search_hi.get().output[0]
+)
 
 
 checkpoint interval_search_hi:
@@ -45,9 +37,7 @@ checkpoint interval_search_hi:
 rule interval_search:
     input:
         stage_hi=out("interval_search/stage_hi.json"),
-        stage_lo=lambda wildcards: [
-            e["path"] for e in interval_search_stage_lo(wildcards)
-        ],
+        stage_lo=lambda wildcards: [e["path"] for e in STAGE_LO(wildcards)],
     output:
         **isearch.outputs(config),
     log:
@@ -56,7 +46,7 @@ rule interval_search:
         "../envs/torch.yaml"
     params:
         stage="lo",
-        entries=interval_search_stage_lo,
+        entries=STAGE_LO,
         base=arms.searched_arm(config),
         scales=isearch.settings(config)["scales"],
         name=f"{isearch.settings(config)['arm']}_searched",
