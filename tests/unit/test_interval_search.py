@@ -76,6 +76,23 @@ def test_search_arm_names_and_intervals():
     assert lib.chosen_index(config, base, sigmas[2]) == 2
 
 
+def test_stage_two_entries_follow_the_checkpoint_choice(tmp_path):
+    """stage_hi.json's chosen sigma_hi (a JSON float: exact) -> the sigma_lo runs below that step."""
+    config = {
+        "run": "r",
+        "diffusion": {"preset": "demo-digits"},
+        "sampling": {"steps": 4, "sampler": "ddpm", "seed": 0},
+        "interval_search": {"arm": "classifier", "scales": [1.0], "max_candidates": 8},
+    }
+    base = {"name": "classifier", "method": "classifier", "scales": [1.0]}
+    sigmas = lib.sampling_sigmas("cosine", 1000, "4")
+    path = tmp_path / "stage_hi.json"
+    path.write_text(json.dumps({"chosen": {"lo": 0.0, "hi": sigmas[2], "scale": 1.0, "fid": 5.0}}))
+    entries = lib.stage_lo_after(config, base, str(path))
+    assert [(e["lo"], e["hi"]) for e in entries] == [(sigmas[0], sigmas[2]), (sigmas[1], sigmas[2])]
+    assert entries[1]["path"] == "results/r/arms/isearch_lo1_hi2/seed0/metrics/scale1.json"
+
+
 # Stage 1 at two scales: FID per sigma_hi (sigma_lo = 0); the full interval (hi = 80) is worse than
 # a cut one, as Kynkäänniemi et al. find; numbers shaped like their EDM2-S sweep.
 STAGE_HI = [

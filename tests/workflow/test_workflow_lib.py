@@ -331,6 +331,8 @@ def test_arm_runs_and_targets_of_the_smoke_config(smoke):
         ("interval", 1, "1"),
         ("cfg", 0, "1"),
         ("cfg", 1, "1"),
+        ("auto", 0, "2"),
+        ("auto", 1, "2"),
     ]
     t = arms.arm_targets(smoke)
     assert t[:5] == [
@@ -344,7 +346,7 @@ def test_arm_runs_and_targets_of_the_smoke_config(smoke):
         "results/smoke/arms/classifier/seed1/samples/scale1/shard0.npz",
         "results/smoke/arms/classifier/seed1/samples/scale1/shard1.npz",
     ]
-    assert len(t) == 5 + 5 * 2  # 5 non-Table-1 runs, 2 shards each
+    assert len(t) == 5 + 7 * 2  # 7 non-Table-1 runs, 2 shards each
     # the first seed's classifier sweep is Table 1 itself
     assert arms.arm_file(smoke, "classifier", 0, "1", "metrics") == "results/smoke/metrics/scale1.json"
     assert arms.arm_file(smoke, "cfg", 1, "1", "samples") == "results/smoke/arms/cfg/seed1/samples/scale1.npz"
