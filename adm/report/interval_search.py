@@ -13,6 +13,7 @@ numpy/matplotlib, no torch: the workflow's interval_search rules call it.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 from pathlib import Path
@@ -165,3 +166,41 @@ def load_points(entries: Iterable[Mapping]) -> list[dict]:
             metrics = json.load(f)["metrics"]
         points.append({k: e[k] for k in ("stage", "lo", "hi", "scale")} | dict(metrics))
     return points
+
+
+def read_points(path: str | Path) -> list[dict]:
+    """interval_search.csv back as points (numbers as floats)."""
+    with open(path, newline="") as f:
+        return [{k: v if k == "stage" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def render_section(table: str | Path, chosen: str | Path, heatmap: str | Path, data_uri) -> str:
+    """The report's "Guidance interval search" section: the heatmap, the table and the chosen arm.
+    `data_uri` embeds a PNG (adm.report.html.data_uri, passed in as compare.render_section's)."""
+    points = read_points(table)
+    doc = yaml.safe_load(Path(chosen).read_text())
+    best = doc["chosen"]
+    scales, rows = table_rows(points)
+    head = "".join(f"<th>{s:g}</th>" for s in scales)
+    body = []
+    for r in rows:
+        cells = []
+        for s in scales:
+            text = html.escape(_fmt(r["values"].get(s)))
+            is_best = (r["lo"], r["hi"], s) == (float(best["lo"]), float(best["hi"]), float(best["scale"]))
+            cells.append(f"<td><b>{text}</b></td>" if is_best else f"<td>{text}</td>")
+        label = html.escape(f"{r['stage']} {interval_text(r['lo'], r['hi'])}")
+        body.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
+    arm = html.escape(yaml.safe_dump(doc["guidance_arms"], sort_keys=False))
+    return "\n".join(
+        [
+            "<h2>Guidance interval search</h2>",
+            "<p>Kynkäänniemi et al. 2024's procedure: σ_hi over the sampling steps' σ with σ_lo = 0 (stage hi), "
+            "then σ_lo below the chosen σ_hi (stage lo); FID at a small N per (interval, scale), columns: scale. "
+            f"Chosen (least FID, bold): {html.escape(interval_text(best['lo'], best['hi']))} at scale "
+            f"{float(best['scale']):g}.</p>",
+            f'<img class="plot" alt="interval search heatmap" src="{data_uri(heatmap)}">',
+            f'<table class="compare"><thead><tr><th>interval</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>',
+            f"<p>The arm to paste into guidance_arms (chosen.yaml):</p><pre>{arm}</pre>",
+        ]
+    )

@@ -156,6 +156,11 @@ def test_table_heatmap_and_chosen_yaml(tmp_path):
         }
     ]
     assert doc["chosen"] == {"lo": 0.28, "hi": 2.9, "scale": 2.1, "fid": 1.76}
+    # the report's section, from the same three files
+    section = search.render_section(tmp_path / "t.csv", tmp_path / "chosen.yaml", tmp_path / "h.png", lambda p: "data:")
+    assert "<h2>Guidance interval search</h2>" in section and "(0.28, 2.9] at scale 2.1" in section
+    assert "<tr><td>lo (0.28, 2.9]</td><td>1.85</td><td><b>1.76</b></td></tr>" in section
+    assert section.count("<tr>") == 1 + 5 and "name: auto_searched" in section
 
 
 def test_load_points_reads_the_evaluator_json(tmp_path):

@@ -48,6 +48,17 @@ def test_the_default_target_has_no_search_job(tmp_path):
     assert not [o for o in jobs if "isearch_" in o or "interval_search" in o]
 
 
+def test_in_report_puts_the_search_in_the_default_target(tmp_path):
+    cfg = smoke_cfg()
+    cfg["interval_search"] = {**cfg["interval_search"], "in_report": True}
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(write(tmp_path / "c.yaml", cfg)))
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["interval_search_hi"] == 1 and counts["interval_search"] == 1
+    report = res.stdout.split("rule report_html:", 1)[1].split("\n\n", 1)[0]
+    assert "results/smoke/interval_search/chosen.yaml" in report and "interval_search/heatmap.png" in report
+
+
 def test_search_of_an_autoguidance_arm_uses_its_guide(tmp_path):
     cfg = smoke_cfg()
     cfg["interval_search"] = {"arm": "auto", "scales": [2.0, 3.0], "num_samples": 8, "max_candidates": 2}

@@ -132,6 +132,19 @@ def stage_lo_after(config: dict, base: dict, stage_hi_json: str) -> list[dict]:
     return stage_lo_entries(config, base, chosen_index(config, base, hi))
 
 
+def report_inputs(config: dict, wildcards=None) -> dict[str, str]:
+    """report_html's extra inputs: the search's table, choice and heatmap (none unless in_report)."""
+    search = settings(config)
+    if not (search and search.get("in_report")):
+        return {}
+    files = outputs(config)
+    return {
+        "interval_search_csv": files["csv"],
+        "interval_search_chosen": files["chosen"],
+        "interval_search_heatmap": files["heatmap"],
+    }
+
+
 def outputs(config: dict) -> dict[str, str]:
     return {
         "csv": out(config, "interval_search/interval_search.csv"),
