@@ -152,7 +152,7 @@ if arms.trained_guides(config):
             out_dir=subpath(output.model, parent=True),
             device=config["device"],
         shell:
-            "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+            "exec {params.launcher:q} -m adm train-diffusion --data {input.train:q}"
             " --out-dir {params.out_dir:q} {params.flags:q}"
             " --device {params.device:q}"
             " --threads {threads:q} --restart-on-change > {log:q} 2>&1"
