@@ -28,6 +28,7 @@ __all__ = [
     "keep_timesteps",
     "STEP_SCHEDULES",
     "step_schedule",
+    "step_sigmas",
 ]
 
 
@@ -215,6 +216,17 @@ def keep_timesteps(schedule: Schedule, kept) -> Schedule:
     alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
     betas = 1.0 - alpha_bar / alpha_bar_prev
     return Schedule(betas, schedule.timesteps[kept], schedule.num_timesteps_original)
+
+
+def step_sigmas(schedule: Schedule) -> np.ndarray:
+    """sigma_k = sqrt((1 - alpha_bar) / alpha_bar) of each step's ORIGINAL timestep (float64 [K]).
+
+    Respacing keeps alpha_bar at the kept timesteps (:func:`respace`), so this is the noise level of
+    ``schedule.timesteps[k]`` in the training schedule: the sigma of the variance-exploding view
+    x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps that guidance intervals are written in (EDM units).
+    """
+    alpha_bar = schedule.alphas_cumprod
+    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 # --- step schedules of the ODE solvers (adm.sampling.solvers) ----------------------------------

@@ -1,13 +1,16 @@
-"""Guidance arms side by side (issue 11): each metric's mean and spread across seed sets, beside the
-first seed's bootstrap interval, per (arm, scale); trade-off curves; the report's HTML section.
+"""Guidance arms side by side (issues 11, 22): each metric's mean ± sd, min and median across seed
+sets per (arm, scale), the first seed's bootstrap interval in the CSV; trade-off curves; the
+report's HTML section.
 
 An entry is what the workflow's `comparison` rule passes (workflow/rules/arms.smk):
-{"arm", "method" ("classifier" | "cfg"), "interval" ([lo, hi] sigma bounds or None), "seed",
-"scale", "path" (a metrics JSON of the evaluator)}. Entries come in the workflow's order, the first
-seed of sampling.seeds first, so "first seed" below is the Table 1 seed.
+{"arm", "method" ("classifier" | "cfg" | "autoguidance"), "interval" ([lo, hi] sigma bounds or
+None), "seed", "scale", "path" (a metrics JSON of the evaluator)}. Entries come in the workflow's
+order, the first seed of sampling.seeds first, so "first seed" below is the Table 1 seed.
 
-Spread: the sample standard deviation across seeds (n - 1 in the denominator), and the min-max
-range beside it. With one seed there is no spread ("–"), never a zero.
+Statistics over seeds, each in its own column: mean ± sd (the sample standard deviation, n - 1 in
+the denominator: this project's convention), min (EDM2's convention: Karras et al., CVPR 2024,
+report each FID as the minimum over repeated evaluations) and median. With one seed there is no sd ("–"),
+never a zero.
 """
 
 from __future__ import annotations
@@ -24,19 +27,32 @@ from adm.fileio import atomic_write, write_text
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
 from .table import _digits, _fmt  # the number formatting of Table 1, shared
 
+STATISTICS = ("mean ± sd", "min", "median")
 SPREAD_NOTE = (
-    "mean ± sd across seed sets (sample standard deviation, n − 1), with the min–max range; "
-    "in brackets the first seed's value and its 95% bootstrap interval"
+    "per metric three columns over the seed sets: mean ± sd (sample standard deviation, n − 1; "
+    "this project's convention), min (EDM2's convention, the minimum over repeated evaluations; "
+    "for FID and sFID the best, for IS, precision and recall the worst) and median"
 )
+METHOD_NAMES = {"classifier": "classifier", "cfg": "CFG", "autoguidance": "autoguidance"}
 
 
-def arm_label(arm: str, method: str, interval) -> str:
-    """Legend / table name of an arm: the method in words, the interval in sigma units."""
-    name = "classifier-free guidance (w)" if method == "cfg" else "classifier guidance"
+def arm_label(method: str, interval) -> str:
+    """Short legend / table name of an arm: the method, and its sigma interval if limited
+    ("classifier", "classifier, interval (0.28, 5.42]", "CFG", "autoguidance")."""
+    name = METHOD_NAMES.get(method, method)
     if not interval:
-        return f"{arm}: {name}" + ("" if method == "cfg" else " (full interval)")
+        return name
     lo, hi = (float(v) for v in interval)
-    return f"{arm}: {name}, σ ∈ ({lo:g}, {hi:g}]"
+    return f"{name}, interval ({lo:.3g}, {hi:.3g}]"
+
+
+def method_details(method: str) -> str:
+    """One caption line per method: what it is and what its scale means."""
+    return {
+        "classifier": "classifier guidance (Dhariwal & Nichol 2021), scale s",
+        "cfg": "classifier-free guidance (Ho & Salimans 2021), scale w: ε = (1 + w) ε(x, y) − w ε(x, ∅), w = 0 the conditional model",
+        "autoguidance": "autoguidance (Karras et al. 2024), scale w ≥ 1: D = D_guide + w (D_main − D_guide)",
+    }.get(method, method)
 
 
 def load_entries(entries: Iterable[Mapping]) -> list[dict]:
@@ -56,7 +72,7 @@ def _sd(values: list[float]) -> float | None:
 
 
 def metric_summary(docs: list[dict], metric: str) -> dict:
-    """mean, sd, min, max over the seeds' docs; the first doc's value and bootstrap interval."""
+    """mean, sd, min, median, max over the seeds' docs; the first doc's value and bootstrap interval."""
     values = [d["metrics"][metric] for d in docs if d["metrics"].get(metric) is not None]
     first = docs[0]
     lo, hi = (first.get("ci") or {}).get(metric) or (None, None)
@@ -64,6 +80,7 @@ def metric_summary(docs: list[dict], metric: str) -> dict:
         "mean": statistics.fmean(values) if values else None,
         "sd": _sd(values),
         "min": min(values) if values else None,
+        "median": statistics.median(values) if values else None,
         "max": max(values) if values else None,
         "first": first["metrics"].get(metric),
         "first_ci_lo": lo,
@@ -84,7 +101,7 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
         row = {
             "arm": arm,
             "method": head["method"],
-            "label": arm_label(arm, head["method"], head.get("interval")),
+            "label": arm_label(head["method"], head.get("interval")),
             "interval_lo": (head.get("interval") or [None, None])[0],
             "interval_hi": (head.get("interval") or [None, None])[1],
             "scale": scale,
@@ -97,36 +114,62 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
             summary = metric_summary([e["doc"] for e in group], m)
             row.update({f"{m}_{k}": v for k, v in summary.items()})
         rows.append(row)
+    _unique_labels(rows)
     return rows
 
 
-def metric_cell(row: dict, m: str) -> str:
-    """`5.91 ± 0.12 (5.80–6.05) [s0: 5.80 [5.70, 6.02]]`; no ± part with one seed."""
+def _unique_labels(rows: list[dict]) -> None:
+    """Two arms with the same short label (same method and interval, e.g. two guides) are told
+    apart by their arm name."""
+    arms_of: dict[str, set] = {}
+    for r in rows:
+        arms_of.setdefault(r["label"], set()).add(r["arm"])
+    for r in rows:
+        if len(arms_of[r["label"]]) > 1:
+            r["label"] += f" ({r['arm']})"
+
+
+def metric_cells(row: dict, m: str) -> list[str]:
+    """[`5.91 ± 0.12`, `5.80`, `5.90`]: mean ± sd, min, median (no ± part with one seed)."""
     d = _digits(m)
-    text = _fmt(row[f"{m}_mean"], d)
+    mean = _fmt(row[f"{m}_mean"], d)
     if row[f"{m}_sd"] is not None:
-        text += f" ± {_fmt(row[f'{m}_sd'], d)} ({_fmt(row[f'{m}_min'], d)}–{_fmt(row[f'{m}_max'], d)})"
-    first = _fmt(row[f"{m}_first"], d)
-    if row[f"{m}_first_ci_lo"] is not None:
-        first += f" [{_fmt(row[f'{m}_first_ci_lo'], d)}, {_fmt(row[f'{m}_first_ci_hi'], d)}]"
-    return f"{text} [first seed: {first}]"
+        mean += f" ± {_fmt(row[f'{m}_sd'], d)}"
+    return [mean, _fmt(row[f"{m}_min"], d), _fmt(row[f"{m}_median"], d)]
 
 
 def header_cells() -> list[str]:
-    return ["Arm", "Scale", "Seeds"] + [METRIC_LABELS[m] for m in METRICS]
+    return ["Method", "Scale", "Seeds"] + [f"{METRIC_LABELS[m]} {st}" for m in METRICS for st in STATISTICS]
 
 
 def row_cells(row: dict) -> list[str]:
-    return [row["label"], f"{row['scale']:g}", row["seeds"]] + [metric_cell(row, m) for m in METRICS]
+    return [row["label"], f"{row['scale']:g}", row["seeds"]] + [c for m in METRICS for c in metric_cells(row, m)]
 
 
 def comparison_notes(rows: list[dict]) -> list[str]:
+    """The table's caption: banner, the statistics, each method and arm."""
     lines = [DEMO_BANNER] if any(r["feature_network"] == "demo" for r in rows) else []
     lines.append(
-        f"Cells: {SPREAD_NOTE}. Scale: classifier scale s, or the CFG paper's w "
-        "(eps = (1 + w) eps(x, y) − w eps(x, ∅); w = 0 is the plain conditional model)."
+        f"Columns: {SPREAD_NOTE}. Seeds: the seed sets of each point, the first one Table 1's; its value "
+        "and 95% bootstrap interval are in comparison.csv (`*_first`, `*_first_ci_lo/hi`)."
+    )
+    methods = dict.fromkeys(r["method"] for r in rows)
+    lines.append("Methods: " + "; ".join(method_details(m) for m in methods) + ".")
+    arms = {r["label"]: r for r in rows}
+    lines.append(
+        "Arms: "
+        + "; ".join(
+            f"{label} = arm `{r['arm']}`"
+            + (f", σ ∈ ({_g(r['interval_lo'])}, {_g(r['interval_hi'])}]" if r["interval_lo"] is not None else "")
+            for label, r in arms.items()
+        )
+        + ". An interval guides only where σ_lo < σ_t ≤ σ_hi (Kynkäänniemi et al. 2024)."
     )
     return lines
+
+
+def _g(v) -> str:
+    return f"{float(v):g}"
 
 
 def write_comparison(entries: list[dict], out_csv: str | Path, out_md: str | Path) -> list[dict]:
@@ -191,17 +234,21 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     ]
     for r in rows:
         typed = {k: _number(v) for k, v in r.items()}
-        cells = row_cells({**typed, "label": r["label"], "seeds": r["seeds"]})
+        cells = row_cells({**typed, "label": r["label"], "seeds": r["seeds"], "arm": r["arm"]})
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     table.append("</tbody></table>")
     imgs = "\n".join(f'<img class="plot" alt="{html.escape(Path(p).stem)}" src="{data_uri(p)}">' for p in plots)
     n_seeds = max((int(r["n_seeds"]) for r in rows), default=1)
-    intro = (
-        f"<p>Classifier guidance over the full interval and in a limited sigma interval, and "
-        f"classifier-free guidance, on the same axes; up to {n_seeds} independent seed sets per "
-        f"point. {html.escape(SPREAD_NOTE)}. Error bars: ± one sd across seeds.</p>"
+    caption = comparison_notes(
+        [{**r, "interval_lo": _number(r["interval_lo"]), "interval_hi": _number(r["interval_hi"])} for r in rows]
     )
-    return "\n".join(["<h2>Guidance methods compared</h2>", intro, imgs, "\n".join(table)])
+    intro = (
+        f"<p>Every guidance method of the run on the same axes (classifier guidance over the full interval "
+        f"and in a limited sigma interval, classifier-free guidance, autoguidance, as configured); up to "
+        f"{n_seeds} independent seed sets per point. Error bars: ± one sd across seeds.</p>"
+    )
+    notes = '<p class="caption">' + "<br>".join(html.escape(c) for c in caption) + "</p>"
+    return "\n".join(["<h2>Guidance methods compared</h2>", intro, imgs, "\n".join(table), notes])
 
 
 def _number(text: str):

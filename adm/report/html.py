@@ -37,6 +37,9 @@ class ReportInputs:
     comparison: Path | None = None  # comparison.csv of the guidance arms (absent when off)
     tradeoff_plots: list[Path] = field(default_factory=list)  # their PNG trade-off plots
     upsample: dict | None = None  # the upsampling stage's files (adm.report.upsample_table.section_from_files)
+    interval_search: dict | None = (
+        None  # {"table" (csv), "chosen", "heatmap"} of the interval search, when in the report
+    )
 
 
 def data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -135,6 +138,15 @@ def _comparison_section(inputs: ReportInputs) -> list[str]:
     return [render_section(inputs.comparison, inputs.tradeoff_plots, data_uri)]
 
 
+def _interval_search_section(inputs: ReportInputs) -> list[str]:
+    """The guidance-interval search (adm/report/interval_search.py); nothing unless in the report."""
+    if not inputs.interval_search:
+        return []
+    from .interval_search import render_section
+
+    return [render_section(**inputs.interval_search, data_uri=data_uri)]
+
+
 def _upsample_section(inputs: ReportInputs) -> list[str]:
     """ADM-G + ADM-U: the upsampled scales beside their base rows (nothing when the stage is off)."""
     if not inputs.upsample:
@@ -167,6 +179,7 @@ def render_report(inputs: ReportInputs) -> str:
         f"<h2>Metrics vs scale</h2>{banner}<p>{metric_names} against the classifier scale.</p>",
         plots,
         *_comparison_section(inputs),
+        *_interval_search_section(inputs),
         "<h2>Samples per scale</h2><p>The same global sample indices (same seeds and labels) at every scale.</p>",
         f'<div class="grid">{grids}</div>',
         *_upsample_section(inputs),

@@ -102,7 +102,7 @@ def write_tradeoff_plots(curves: Curves, out_dir: str | Path, compare_paper: boo
     """Write tradeoff_pr.{png,svg} (precision vs recall) and tradeoff_fid_is.{png,svg} (FID vs IS)
     into out_dir; returns the four paths.
 
-    curves: arm label (e.g. "classifier", "classifier, σ∈(0.28, 5.42]", "classifier-free") ->
+    curves: arm label (e.g. "classifier", "classifier, interval (0.28, 5.42]", "CFG", "autoguidance") ->
     {scale: doc}, doc a metrics JSON as the evaluator writes ({"metrics": {...}, "feature_network",
     ...}), optionally with "spread": {metric: sd across seeds} for error bars. compare_paper:
     overlay Table 1's curve, unless any point was measured with the demo feature network (then

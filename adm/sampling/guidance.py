@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adm.diffusion.schedule import Schedule
+from adm.diffusion.schedule import Schedule, step_sigmas
 
 __all__ = [
     "classifier_guidance",
@@ -64,17 +64,6 @@ def classifier_guidance(classifier: Callable, scale: float) -> CondFn | None:
 
 
 # --- limited-interval guidance (Kynkäänniemi et al. 2024) ------------------------------------
-
-
-def step_sigmas(schedule: Schedule) -> np.ndarray:
-    """sigma_k = sqrt((1 - alpha_bar) / alpha_bar) of each step's ORIGINAL timestep (float64 [K]).
-
-    Respacing keeps alpha_bar at the kept timesteps (:func:`adm.diffusion.schedule.respace`), so this is
-    the noise level of ``schedule.timesteps[k]`` in the training schedule; it is the sigma of the
-    variance-exploding view x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps that EDM's bounds use.
-    """
-    alpha_bar = schedule.alphas_cumprod
-    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def is_full_interval(interval) -> bool:

@@ -1,5 +1,6 @@
-"""adm/report/compare.py: mean and spread across seed sets per (arm, scale), the first seed's
-bootstrap interval beside them, trade-off curves, and the report section (issue 11)."""
+"""adm/report/compare.py: mean ± sd, min and median across seed sets per (arm, scale), the first
+seed's bootstrap interval in the CSV, short method labels, trade-off curves, and the report
+section (issues 11, 22)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_mean_sd_range_and_first_seed_interval(entries):
     # sample sd (n - 1): 2.0; the population sd would be 1.633
     assert row["fid_sd"] == pytest.approx(statistics.stdev([10.0, 12.0, 14.0])) == pytest.approx(2.0)
     assert (row["fid_min"], row["fid_max"]) == (10.0, 14.0)
+    assert row["fid_median"] == 12.0
     # the first seed's value and ITS bootstrap interval, not another seed's
     assert row["fid_first"] == 10.0 and (row["fid_first_ci_lo"], row["fid_first_ci_hi"]) == (9.5, 10.5)
     for m in METRICS:
@@ -71,8 +73,8 @@ def test_one_seed_has_no_spread(entries):
     rows = compare.comparison_rows(compare.load_entries(entries))
     row = next(r for r in rows if r["arm"] == "cfg")
     assert row["n_seeds"] == 1 and row["fid_sd"] is None
-    cell = compare.metric_cell(row, "fid")
-    assert "±" not in cell and cell == "8.00 [first seed: 8.00 [7.50, 8.50]]"
+    assert compare.metric_cells(row, "fid") == ["8.00", "8.00", "8.00"]  # mean (no ±), min, median
+    assert (row["fid_first_ci_lo"], row["fid_first_ci_hi"]) == (7.5, 8.5)
 
 
 def test_rows_keep_arm_order_and_sort_scales(entries):
@@ -83,29 +85,38 @@ def test_rows_keep_arm_order_and_sort_scales(entries):
         ("interval", 1.0),
         ("cfg", 0.0),
     ]
-    assert rows[2]["label"] == "interval: classifier guidance, σ ∈ (0.28, 5.42]"
-    assert rows[0]["label"] == "classifier: classifier guidance (full interval)"
-    assert rows[3]["label"] == "cfg: classifier-free guidance (w)"
-    assert compare.arm_label("c", "cfg", [0.28, float("inf")]) == "c: classifier-free guidance (w), σ ∈ (0.28, inf]"
+    assert rows[2]["label"] == "classifier, interval (0.28, 5.42]"
+    assert rows[0]["label"] == "classifier"
+    assert rows[3]["label"] == "CFG"
+    assert compare.arm_label("cfg", [0.28, float("inf")]) == "CFG, interval (0.28, inf]"
+    assert compare.arm_label("autoguidance", None) == "autoguidance"
     assert (rows[2]["interval_lo"], rows[2]["interval_hi"]) == (0.28, 5.42)
 
 
-def test_cell_with_spread():
-    row = {
-        "fid_mean": 12.0,
-        "fid_sd": 2.0,
-        "fid_min": 10.0,
-        "fid_max": 14.0,
-        "fid_first": 10.0,
-        "fid_first_ci_lo": 9.5,
-        "fid_first_ci_hi": 10.5,
-    }
-    assert compare.metric_cell(row, "fid") == "12.00 ± 2.00 (10.00–14.00) [first seed: 10.00 [9.50, 10.50]]"
+def test_cells_with_spread():
+    row = {"fid_mean": 12.0, "fid_sd": 2.0, "fid_min": 10.0, "fid_median": 11.0, "fid_max": 14.0}
+    assert compare.metric_cells(row, "fid") == ["12.00 ± 2.00", "10.00", "11.00"]
+
+
+def test_median_of_an_even_number_of_seeds_is_the_midpoint():
+    docs = [metrics_doc(v) for v in (10.0, 14.0, 11.0, 20.0)]
+    summary = compare.metric_summary(docs, "fid")
+    assert summary["median"] == 12.5 and summary["min"] == 10.0 and summary["mean"] == pytest.approx(13.75)
+
+
+def test_same_method_and_interval_are_told_apart_by_arm(tmp_path):
+    spec = [
+        ("auto", "autoguidance", None, 0, 2.0, metrics_doc(9.0)),
+        ("auto_small", "autoguidance", None, 0, 2.0, metrics_doc(8.0)),
+    ]
+    rows = compare.comparison_rows(compare.load_entries(write_entries(tmp_path, spec)))
+    assert [r["label"] for r in rows] == ["autoguidance (auto)", "autoguidance (auto_small)"]
 
 
 def test_tradeoff_curves_carry_means_and_sd(entries):
     curves = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(entries)))
-    full = curves["classifier: classifier guidance (full interval)"]
+    assert list(curves) == ["classifier", "classifier, interval (0.28, 5.42]", "CFG"]
+    full = curves["classifier"]
     assert sorted(full) == [0.0, 1.0]
     assert full[1.0]["metrics"]["fid"] == pytest.approx(12.0)
     assert full[1.0]["spread"]["fid"] == pytest.approx(2.0)
@@ -116,13 +127,18 @@ def test_write_comparison_and_report_section(entries, tmp_path):
     csv_path, md_path = tmp_path / "out" / "comparison.csv", tmp_path / "out" / "comparison.md"
     rows = compare.write_comparison(entries, csv_path, md_path)
     md = md_path.read_text()
-    assert "demo feature network" in md and "sample standard deviation" in md
-    assert "| classifier: classifier guidance (full interval) | 1 | 0 1 2 | 12.00 ± 2.00 (10.00–14.00)" in md
+    assert "demo feature network" in md and "sample standard deviation" in md and "EDM2's convention" in md
+    assert "| Method | Scale | Seeds | FID mean ± sd | FID min | FID median | sFID mean ± sd |" in md
+    assert "| classifier | 1 | 0 1 2 | 12.00 ± 2.00 | 10.00 | 12.00 | 13.00 ± 2.00 | 11.00 | 13.00 |" in md
+    assert "| classifier, interval (0.28, 5.42] | 1 | 0 1 | 9.25 ± 0.35 | 9.00 | 9.25 |" in md
+    assert "classifier, interval (0.28, 5.42] = arm `interval`, σ ∈ (0.28, 5.42]" in md
     back = compare.read_comparison_csv(csv_path)
     assert len(back) == len(rows) and float(back[1]["fid_sd"]) == pytest.approx(2.0)
+    assert float(back[1]["fid_median"]) == 12.0 and float(back[1]["fid_first_ci_lo"]) == 9.5
     html = compare.render_section(csv_path, [], lambda p: "data:")
     assert "Guidance methods compared" in html and html.count("<tr>") == 1 + len(rows)
-    assert "12.00 ± 2.00 (10.00–14.00)" in html and "σ ∈ (0.28, 5.42]" in html
+    assert "<td>12.00 ± 2.00</td><td>10.00</td><td>12.00</td>" in html
+    assert "classifier, interval (0.28, 5.42]" in html and "EDM2&#x27;s convention" in html
 
 
 def test_not_an_evaluator_file_is_refused(tmp_path):

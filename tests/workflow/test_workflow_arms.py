@@ -135,10 +135,12 @@ def test_imagenet_arms(tmp_path, pretrained):
     folder = tmp_path / "imagenet"
     folder.mkdir()
     cfg = imagenet_with_arms()
-    assert len(cfg["sampling"]["seeds"]) > 1 and {a["method"] for a in cfg["guidance_arms"]} == {"classifier", "cfg"}
+    methods = {a["method"] for a in cfg["guidance_arms"]}
+    assert len(cfg["sampling"]["seeds"]) > 1 and methods == {"classifier", "cfg", "autoguidance"}
     cfg.update(pretrained=pretrained, imagenet_dir=str(folder))
     if pretrained:
-        cfg["guidance_arms"] = [a for a in cfg["guidance_arms"] if a["method"] != "cfg"]
+        # no CFG model and no earlier EMA are released: those arms need pretrained: false
+        cfg["guidance_arms"] = [a for a in cfg["guidance_arms"] if a["method"] not in ("cfg", "autoguidance")]
     jobs = dry_jobs(tmp_path, write(tmp_path / "c.yaml", cfg))
     cmds = [c for rule, c in jobs.values() if rule == "arm_sample"]
     shards, seeds = cfg["sampling"]["num_shards"], cfg["sampling"]["seeds"]
@@ -222,9 +224,11 @@ def check_comparison(workdir: Path) -> None:
     run = workdir / "results/smoke"
     md = (run / "comparison.md").read_text()
     cfg = smoke_cfg()
-    for a in cfg["guidance_arms"]:
-        assert f"| {a['name']}: " in md
-    assert " ± " in md and "sample standard deviation" in md
+    from adm.report.compare import arm_label
+
+    for a in cfg["guidance_arms"]:  # one short label per method, the arm named in the caption
+        assert f"| {arm_label(a['method'], a.get('interval'))} | " in md and f"arm `{a['name']}`" in md
+    assert " ± " in md and "sample standard deviation" in md and "| FID min | FID median |" in md
     for name in ("tradeoff_pr", "tradeoff_fid_is"):
         assert (run / f"plots/{name}.png").is_file() and (run / f"plots/{name}.svg").is_file()
     html = (run / "report.html").read_text()

@@ -11,6 +11,7 @@ never re-made here. With no arms and one seed, nothing here adds a job or an out
 
 from __future__ import annotations
 
+from workflow.lib import interval_search
 from workflow.lib.commands import classifier_checkpoint, diffusion_checkpoint, flag_values
 from workflow.lib.paths import out, scale_name, scale_names, shard_ids
 
@@ -93,7 +94,39 @@ def guide_model_settings(config: dict, name: str) -> dict:
 def arm_config(config: dict, name: str) -> dict:
     if name == MAIN_ARM_NAME:
         return {"name": MAIN_ARM_NAME, "method": "classifier", "scales": config["sampling"]["scales"]}
+    if interval_search.is_search_arm(name):
+        return interval_search.search_arm(config, name, searched_arm(config))
     return arms(config)[name]
+
+
+def searched_arm(config: dict) -> dict:
+    """The arm interval_search searches (its method and guide; the Table 1 sweep by its name)."""
+    return arm_config(config, interval_search.settings(config)["arm"])
+
+
+def source_arm(config: dict, name: str) -> str:
+    """The configured arm a run's model and guide come from (a search arm's: the searched arm)."""
+    return interval_search.settings(config)["arm"] if interval_search.is_search_arm(name) else name
+
+
+def arm_sampling(config: dict, name: str, key: str):
+    """num_samples or num_shards of an arm's runs: the search's own for a search arm."""
+    if interval_search.is_search_arm(name):
+        return interval_search.settings(config)[key]
+    return config["sampling"][key]
+
+
+def arm_sampling_param(config: dict, key: str, wildcards):
+    """arm_sampling for a rule's params (partial(arm_sampling_param, config, key))."""
+    return arm_sampling(config, wildcards.arm, key)
+
+
+def arm_merge_inputs(config: dict, wildcards) -> list[str]:
+    shards = shard_ids(arm_sampling(config, wildcards.arm, "num_shards"))
+    return [
+        out(config, f"arms/{wildcards.arm}/seed{wildcards.seed}/samples/scale{wildcards.scale}/shard{k}.npz")
+        for k in shards
+    ]
 
 
 def arm_runs(config: dict) -> list[tuple[str, int, str]]:
@@ -171,7 +204,10 @@ def arm_sample_inputs(config: dict, wildcards) -> dict[str, str]:
     if method == "cfg":
         return {"model": cfg_checkpoint(config)}
     if method == "autoguidance":
-        return {"model": diffusion_checkpoint(config), "guide": guide_checkpoint(config, wildcards.arm)}
+        return {
+            "model": diffusion_checkpoint(config),
+            "guide": guide_checkpoint(config, source_arm(config, wildcards.arm)),
+        }
     return {"model": diffusion_checkpoint(config), "classifier": classifier_checkpoint(config)}
 
 

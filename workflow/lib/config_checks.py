@@ -269,6 +269,19 @@ def check_arms(cfg):
         )
 
 
+def check_interval_search(cfg):
+    """The searched arm exists; no configured arm takes a name the search generates."""
+    taken = [a["name"] for a in cfg["guidance_arms"] if a["name"].startswith("isearch_")]
+    if taken:
+        raise ConfigError(f"guidance_arms: names starting with 'isearch_' belong to interval_search, got {taken}")
+    search = cfg.get("interval_search")
+    if not search:
+        return
+    names = ["classifier"] + [a["name"] for a in cfg["guidance_arms"]]
+    if search["arm"] not in names:
+        raise ConfigError(f"interval_search.arm {search['arm']!r} is not an arm: one of {names}")
+
+
 def check_upsample(cfg):
     """The super-resolution stage: scales that are sampled, sizes that chain, sources that exist."""
     up = cfg["upsample"]
@@ -366,6 +379,7 @@ def check_config(cfg):
     check_models(cfg)
     check_seeds(cfg)
     check_arms(cfg)
+    check_interval_search(cfg)
     check_upsample(cfg)
 
 

@@ -22,8 +22,8 @@ rule arm_sample:
     params:
         python=PYTHON,
         guidance=partial(arms.guidance_flags, config),
-        num_samples=SAMPLING["num_samples"],
-        num_shards=SAMPLING["num_shards"],
+        num_samples=partial(arms.arm_sampling_param, config, "num_samples"),
+        num_shards=partial(arms.arm_sampling_param, config, "num_shards"),
         respacing=paths.respacing_spec(SAMPLING),
         batch_size=SAMPLING["batch_size"],
         labels=SAMPLING["labels"],
@@ -43,10 +43,7 @@ rule arm_sample:
 
 rule arm_merge:
     input:
-        expand(
-            out("arms/{{arm}}/seed{{seed}}/samples/scale{{scale}}/shard{shard}.npz"),
-            shard=SHARDS,
-        ),
+        partial(arms.arm_merge_inputs, config),
     output:
         out("arms/{arm}/seed{seed}/samples/scale{scale}.npz"),
     log:
@@ -59,7 +56,7 @@ rule arm_merge:
         mem_mb=res("sample", "mem_mb"),
     params:
         python=PYTHON,
-        num_samples=SAMPLING["num_samples"],
+        num_samples=partial(arms.arm_sampling_param, config, "num_samples"),
     shell:
         "exec {params.python:q} -m adm merge --out {output:q} --num-samples {params.num_samples:q}"
         " {input:q} > {log:q} 2>&1"
@@ -155,7 +152,7 @@ if arms.trained_guides(config):
             out_dir=subpath(output.model, parent=True),
             device=config["device"],
         shell:
-            "{params.launcher:q} -m adm train-diffusion --data {input.train:q}"
+            "exec {params.launcher:q} -m adm train-diffusion --data {input.train:q}"
             " --out-dir {params.out_dir:q} {params.flags:q}"
             " --device {params.device:q}"
             " --threads {threads:q} --restart-on-change > {log:q} 2>&1"

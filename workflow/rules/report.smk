@@ -82,6 +82,7 @@ rule report_html:
     input:
         unpack(partial(commands.training_logs, config)),
         unpack(partial(arms.comparison_report_inputs, config)),
+        unpack(partial(interval_search.report_inputs, config)),
         unpack(partial(upsample.report_inputs, config)),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
         table=out("table1.csv"),

@@ -27,5 +27,12 @@ with one_line_os_errors():  # a full disk or unreadable input: one line in the l
         comparison=snakemake.input.get("comparison"),  # guidance arms (arms.smk), when on
         tradeoff_plots=[Path(p) for p in snakemake.input.get("tradeoff", [])],
         upsample=upsample_files(snakemake.input, snakemake.config),  # the upsampling stage, when on
+        interval_search={  # the interval search's table, choice and heatmap, when interval_search.in_report
+            "table": Path(snakemake.input.interval_search_csv),
+            "chosen": Path(snakemake.input.interval_search_chosen),
+            "heatmap": Path(snakemake.input.interval_search_heatmap),
+        }
+        if "interval_search_csv" in snakemake.input.keys()
+        else None,
     )
     write_report(inputs, snakemake.output[0])
