@@ -83,7 +83,6 @@ if frontier.on(config):
             "../envs/torch.yaml"
         params:
             entries=frontier.entries(config),
-            out_dir=out("plots"),
         script:
             "../scripts/frontier_report.py"
 

@@ -8,4 +8,4 @@ sys.stderr = open(snakemake.log[0], "w")
 from adm.report.frontier import write_frontier, write_frontier_plots  # noqa: E402
 
 rows = write_frontier(list(snakemake.params.entries), snakemake.output.csv, snakemake.output.md)
-write_frontier_plots(rows, snakemake.params.out_dir)
+write_frontier_plots(rows, Path(snakemake.output.plots[0]).parent)  # the plots/ folder of the outputs
