@@ -335,6 +335,30 @@ def check_upsample(cfg):
         ) from None
 
 
+def check_frontier(cfg):
+    """Frontier scales with file names, and every point's steps a respacing of the diffusion."""
+    f = cfg.get("frontier") or {}
+    if not f.get("enabled"):
+        return
+    check_scale_names("frontier.scales", f.get("scales", []))
+    names = [scale_name(s) for s in f.get("scales", [])]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"frontier.scales has duplicates: {f['scales']}")
+    diffusion = cfg["diffusion"]["preset"]
+    total = DIFFUSION_PRESETS[diffusion].diffusion_steps
+    gold = f.get("gold") or {}
+    gold = (gold.get("sampler", cfg["sampling"]["sampler"]), gold.get("steps", cfg["sampling"]["steps"]))
+    for sampler, steps in [gold] + [(v, k) for v in f.get("solvers", []) for k in f.get("steps", [])]:
+        if sampler.startswith("dpmpp") and steps < 2:
+            raise ConfigError(f"frontier: {sampler} takes at least 2 steps, got {steps}")
+        try:
+            space_timesteps(total, respacing_spec({"sampler": sampler, "steps": steps}))
+        except ValueError as err:
+            raise ConfigError(
+                f"frontier: {sampler} cannot take {steps} steps from the {total}-step diffusion of {diffusion!r}: {err}"
+            ) from None
+
+
 def check_precision(cfg):
     """fp16 (OpenAI's fp16 torso, or fp16 autocast in training) runs on CUDA only."""
     if cfg["device"] == "cuda":
@@ -381,6 +405,7 @@ def check_config(cfg):
     check_arms(cfg)
     check_interval_search(cfg)
     check_upsample(cfg)
+    check_frontier(cfg)
 
 
 def coerce_pretrained(config: dict) -> None:

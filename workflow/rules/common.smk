@@ -16,6 +16,7 @@ from workflow.lib import (
     arms,
     commands,
     config_checks,
+    frontier,
     interval_search,
     paths,
     published,
