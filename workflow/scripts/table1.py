@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also under --use-conda
 sys.stderr = open(snakemake.log[0], "w")
 
-from adm.report.table import load_metrics, write_table1  # noqa: E402
+from adm.report.table import add_fd_dinov2, load_metrics, write_table1  # noqa: E402
 
-results = load_metrics(snakemake.input)
+results = add_fd_dinov2(load_metrics(snakemake.input.metrics), snakemake.input.get("fd_dinov2", []))
 write_table1(results, snakemake.output.csv, snakemake.output.md, snakemake.output.tex, snakemake.params.compare_paper)
