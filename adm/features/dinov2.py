@@ -1,15 +1,15 @@
 """DINOv2 ViT-L/14 (Oquab et al. 2023) as the feature network of FD_DINOv2 (Stein et al. 2023).
 
-Reference followed: dgm-eval (layer6ai-labs/dgm-eval, `DINOv2Encoder`, the code of Stein et al.),
-which EDM2 and the autoguidance papers also report FD_DINOv2 with:
+Reference followed: dgm-eval (layer6ai-labs/dgm-eval, `DINOv2Encoder`), the code of Stein et al.
+(2023), who introduced FD_DINOv2:
   * network: torch.hub `facebookresearch/dinov2` `dinov2_vitl14`, i.e. the released
     `dinov2_vitl14_pretrain.pth`; the feature is `model(x)` = the CLS token after the final
     LayerNorm (`x_norm_clstoken`), 1024-d;
   * preprocessing: each uint8 RGB image as a PIL image, resized to 224x224 with PIL's bicubic
     filter (torchvision `Resize((224, 224), BICUBIC)` on a PIL image calls `Image.resize`), then
     `ToTensor` (x / 255) and `Normalize` with the ImageNet mean/std.
-(EDM2's own detector instead resizes tensors with antialiased bicubic interpolation; its numbers
-differ slightly, so we name the reference in every record.)
+(EDM2's code, which the later guidance papers use, has its own DINOv2 detector that resizes
+tensors instead; its numbers may differ slightly, so every record names the preprocessing.)
 
 The architecture, in the checkpoint's key layout (block_chunks = 0, no register tokens):
 patch_embed.proj (conv 14x14, stride 14), cls_token, pos_embed (1 + 37x37 positions: the 518px

@@ -37,3 +37,27 @@ def test_demo_and_off_configs_list_none(tmp_path):
     res = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(cfg))
     assert res.returncode == 0, res.stderr[-2000:]
     assert not {"download_dinov2", "dinov2_features", "fd_dinov2"} & set(job_counts(res.stdout))
+
+
+def test_download_rule_refuses_weights_of_another_network(tmp_path):
+    """download_dinov2 against a file:// "server" holding an ADM checkpoint under DINOv2's name:
+    the job fails with one line naming the problem, and nothing is kept."""
+    import torch
+
+    server = tmp_path / "server"
+    server.mkdir()
+    torch.save({"input_blocks.0.0.weight": torch.zeros(2)}, server / "dinov2_vitl14_pretrain.pth")
+    url = (server / "dinov2_vitl14_pretrain.pth").as_uri()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        IMAGENET,
+        run="dl",
+        evaluation__dinov2_url=url,
+        evaluation__cache_dir=str(tmp_path / "cache"),
+    )
+    weights = "results/dl/dinov2/dinov2_vitl14_pretrain.pth"
+    res = snakemake(tmp_path, weights, "--cores", "1", "--configfile", str(cfg))
+    assert res.returncode != 0
+    log = (tmp_path / "results/dl/logs/download_dinov2.log").read_text().strip()
+    assert len(log.splitlines()) == 1 and "not DINOv2 weights" in log and "nothing was kept" in log, log
+    assert not (tmp_path / weights).exists()
