@@ -409,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="npz to write: features [N,1024] + meta")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--cache-dir", help="cache the features by the images' and weights' sha256 (default: off)")
+    p.add_argument("--weights-lock", help='JSON {"sha256": ...} the weights must match (written on download)')
     _common(p)
     return parser
 
@@ -632,7 +633,9 @@ def cmd_features_dinov2(a) -> None:
 
     if a.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
-    out = dinov2_features(a.images, a.weights, a.out, a.batch_size, a.device, a.progress, a.cache_dir)
+    out = dinov2_features(
+        a.images, a.weights, a.out, a.batch_size, a.device, a.progress, a.cache_dir, weights_lock=a.weights_lock
+    )
     how = "from the cache" if out["cache_hit"] else f"in {out['seconds']:.1f} s"
     print(f"wrote {a.out}: {out['num_images']} DINOv2 features {how}")
 

@@ -29,6 +29,7 @@ from adm.data.datasets import DataError
 from adm.data.ondisk import map_images
 from adm.features.dinov2 import FEATURES_VERSION, VITL14, DinoV2Config, load_dinov2, preprocess
 from adm.fileio import atomic_write
+from adm.nets.checkpoints import CheckpointError
 
 NETWORK = "dinov2-vitl14"
 
@@ -89,6 +90,19 @@ def compute_features(model, path, batch_size: int, device, progress: bool) -> np
     return out
 
 
+def check_lock(weights, sha256: str, lock) -> None:
+    """The weights must be those whose sha256 the run's lock file recorded on download."""
+    try:
+        pinned = json.loads(Path(lock).read_text())["sha256"].lower()
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{lock}: not a readable weights lock file ({e})") from None
+    if sha256 != pinned:
+        raise CheckpointError(
+            f"{weights}: sha256 {sha256} differs from the {pinned} pinned in {lock}; "
+            "delete the lock file to trust other weights"
+        )
+
+
 def write_features(path, features: np.ndarray, meta: dict) -> None:
     def write(f):
         buf = io.BytesIO()
@@ -107,12 +121,16 @@ def dinov2_features(
     progress: bool = True,
     cache_dir=None,  # content-addressed feature cache (None: off)
     cfg: DinoV2Config = VITL14,  # the architecture (tests use a tiny one)
+    weights_lock=None,  # JSON {"sha256": ...} the weights must match (the workflow's provenance lock)
 ) -> dict:
     t0 = time.perf_counter()
+    weights_sha256 = sha256_file(weights)
+    if weights_lock is not None:
+        check_lock(weights, weights_sha256, weights_lock)
     meta = {
         "network": NETWORK,
         "features": FEATURES_VERSION,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": weights_sha256,
         "images_sha256": sha256_file(images),
         "torch": torch.__version__.split("+")[0],
         **({} if cfg == VITL14 else {"config": repr(cfg)}),

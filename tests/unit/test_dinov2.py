@@ -90,3 +90,16 @@ def test_cli_refuses_a_checkpoint_of_another_network(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "not DINOv2 weights" in err and "\n" not in err
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_weights_must_match_the_runs_lock(weights, tmp_path):
+    from adm.programs.dinov2_features import sha256_file
+
+    images, lock = _images(tmp_path), tmp_path / "dinov2.lock"
+    lock.write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(CheckpointError, match="differs from the 0+ pinned in .*dinov2.lock"):
+        dinov2_features(images, weights, tmp_path / "o.npz", progress=False, cfg=TINY, weights_lock=lock)
+    assert not (tmp_path / "o.npz").exists()
+    lock.write_text(json.dumps({"sha256": sha256_file(weights)}))
+    dinov2_features(images, weights, tmp_path / "o.npz", progress=False, cfg=TINY, weights_lock=lock)
+    assert (tmp_path / "o.npz").exists()

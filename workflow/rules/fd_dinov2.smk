@@ -31,6 +31,7 @@ if config["evaluation"]["fd_dinov2"]:
         input:
             images=partial(commands.dinov2_images, config),
             weights=out("dinov2/dinov2_vitl14_pretrain.pth"),
+            lock=out("provenance/dinov2.lock"),
         output:
             out("dinov2/{name}.npz"),
         log:
@@ -51,7 +52,7 @@ if config["evaluation"]["fd_dinov2"]:
             flags=commands.dinov2_flags(config),
         shell:
             "exec {params.python:q} -m adm features-dinov2 --images {input.images:q}"
-            " --weights {input.weights:q} --out {output:q} {params.flags:q}"
+            " --weights {input.weights:q} --weights-lock {input.lock:q} --out {output:q} {params.flags:q}"
             " --threads {threads:q} > {log:q} 2>&1"
 
     rule fd_dinov2:
