@@ -228,6 +228,22 @@ examples:
       samples/scale1.0/shard*.npz
 """,
     ),
+    "features-dinov2": (
+        """\
+DINOv2 ViT-L/14 CLS features of every image of an npz, for FD_DINOv2 (Stein et al. 2023), with
+dgm-eval's preprocessing (PIL bicubic resize to 224, ImageNet mean/std; adm/features/dinov2.py).
+Streams the images in batches; writes `features` float32 [N, 1024] and a `meta` record to --out.
+--weights: the official dinov2_vitl14_pretrain.pth (weights of another architecture are refused).
+The distance: python -m evaluations.fd_features REF_FEATS.npz SAMPLE_FEATS.npz.""",
+        """\
+examples:
+  # features of a sample batch and of the reference on a GPU, cached by content
+  adm features-dinov2 --images samples/scale1.0.npz --weights dinov2_vitl14_pretrain.pth \\
+      --out dinov2/scale1.0.npz --device cuda --cache-dir .cache/evaluations
+  adm features-dinov2 --images reference/ref.npz --weights dinov2_vitl14_pretrain.pth \\
+      --out dinov2/reference.npz --device cuda --cache-dir .cache/evaluations
+""",
+    ),
 }
 
 
@@ -385,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, required=True)
     p.add_argument("--num-classes", type=int, help="labels must lie in 0..C-1 (default: from the shards' JSON)")
     p.add_argument("shards", nargs="+")
+    _common(p)
+
+    p = _sub(sub, "features-dinov2", help="DINOv2 ViT-L/14 features of an npz (for FD_DINOv2)")
+    p.add_argument("--images", required=True, help="npz: arr_0 uint8 [N,H,W,3]")
+    p.add_argument("--weights", required=True, help="dinov2_vitl14_pretrain.pth (official key layout)")
+    p.add_argument("--out", required=True, help="npz to write: features [N,1024] + meta")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--cache-dir", help="cache the features by the images' and weights' sha256 (default: off)")
+    p.add_argument("--weights-lock", help='JSON {"sha256": ...} the weights must match (written on download)')
     _common(p)
     return parser
 
@@ -603,6 +628,18 @@ def cmd_merge(a) -> None:
     print(f"wrote {a.out}: {out['n']} samples from {len(a.shards)} shards")
 
 
+def cmd_features_dinov2(a) -> None:
+    from adm.programs.dinov2_features import dinov2_features
+
+    if a.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
+    out = dinov2_features(
+        a.images, a.weights, a.out, a.batch_size, a.device, a.progress, a.cache_dir, weights_lock=a.weights_lock
+    )
+    how = "from the cache" if out["cache_hit"] else f"in {out['seconds']:.1f} s"
+    print(f"wrote {a.out}: {out['num_images']} DINOv2 features {how}")
+
+
 COMMANDS = {
     "prepare-data": cmd_prepare_data,
     "train-diffusion": cmd_train_diffusion,
@@ -611,6 +648,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "upsample": cmd_upsample,
     "train-upsampler": cmd_train_upsampler,
+    "features-dinov2": cmd_features_dinov2,
 }
 
 
@@ -619,7 +657,14 @@ def main(argv: list[str] | None = None) -> int:
     from adm.errors import TrainingDiverged
 
     # merge and prepare-data are numpy-only: they skip torch's ~3 s import
-    uses_torch = args.command in ("train-diffusion", "train-classifier", "sample", "upsample", "train-upsampler")
+    uses_torch = args.command in (
+        "train-diffusion",
+        "train-classifier",
+        "sample",
+        "upsample",
+        "train-upsampler",
+        "features-dinov2",
+    )
     if os.environ.get("ADM_DEBUG"):  # developers: full tracebacks instead of one-line errors
         if uses_torch:
             _set_threads(args.threads)

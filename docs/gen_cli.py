@@ -33,10 +33,12 @@ PROGRAMS = [
             "sample",
             "upsample",
             "merge",
+            "features-dinov2",
         )
     ],
     ("adm-eval", ["evaluations.evaluator"]),
     ("python -m evaluations.reference", ["evaluations.reference"]),
+    ("python -m evaluations.fd_features", ["evaluations.fd_features"]),
 ]
 
 

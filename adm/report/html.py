@@ -15,7 +15,7 @@ from adm.training.log import CLASSIFIER_CURVES, DIFFUSION_CURVES, read_log
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, UNVERIFIED_BANNER
 from .runinfo import elapsed_seconds, format_seconds, git_commit, gpu_hours, hardware, package_versions, read_benchmarks
-from .table import header_cells, is_demo, is_unverified, notes, row_cells, table_rows
+from .table import header_cells, is_demo, is_unverified, notes, optional_columns, row_cells, table_rows
 
 
 @dataclass
@@ -162,7 +162,8 @@ def render_report(inputs: ReportInputs) -> str:
     label = DEMO_BANNER if demo else UNVERIFIED_BANNER if is_unverified(inputs.results) else None
     banner = f'<div class="banner">{html.escape(label)}</div>' if label else ""
     rows = table_rows(inputs.results, compare)
-    metrics_table = _table_html(header_cells(compare), [row_cells(r, compare) for r in rows], "table1")
+    extra = optional_columns(rows) if rows else []  # FD_DINOv2 where it was measured
+    metrics_table = _table_html(header_cells(compare, extra), [row_cells(r, compare, extra) for r in rows], "table1")
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes(inputs.results, compare))
     plots = "\n".join(f'<img class="plot" alt="{html.escape(Path(p).stem)}" src="{data_uri(p)}">' for p in inputs.plots)
     grids = "\n".join(

@@ -29,6 +29,9 @@ from .paper import (
 )
 
 _SCALE_RE = re.compile(r"scale(\d+(?:\.\d+)?)")
+# Metrics beside the paper's five, as their own column where every scale has them (no paper value):
+# FD_DINOv2 (Stein et al. 2023) from `metrics/fd_dinov2_scale<s>.json` (evaluations/fd_features.py).
+OPTIONAL_METRICS = {"fd_dinov2": "FD_DINOv2"}
 
 
 def scale_from_path(path: str | Path) -> float:
@@ -55,6 +58,24 @@ def load_metrics(paths: Iterable[str | Path], scales: Iterable[float] | None = N
     return dict(sorted(out.items()))
 
 
+def add_fd_dinov2(results: dict[float, dict], paths: Iterable[str | Path]) -> dict[float, dict]:
+    """Each FD_DINOv2 record's value and interval merged into its scale's metrics (in place)."""
+    for path in paths:
+        scale = scale_from_path(path)
+        if scale not in results:
+            raise ValueError(f"{path}: FD_DINOv2 of scale {scale:g}, which has no metrics file")
+        with open(path) as f:
+            doc = json.load(f)
+        results[scale]["metrics"]["fd_dinov2"] = doc["metrics"]["fd_dinov2"]
+        results[scale].setdefault("ci", {})["fd_dinov2"] = (doc.get("ci") or {}).get("fd_dinov2")
+    return results
+
+
+def optional_metrics(results: Mapping[float, dict]) -> list[str]:
+    """The optional metrics every scale has (their columns are shown), in OPTIONAL_METRICS' order."""
+    return [m for m in OPTIONAL_METRICS if results and all(m in doc["metrics"] for doc in results.values())]
+
+
 def is_demo(results: Mapping[float, dict]) -> bool:
     """True when any scale was measured with the demo feature network."""
     return any(doc.get("feature_network") == "demo" for doc in results.values())
@@ -79,6 +100,9 @@ def table_rows(results: Mapping[float, dict], compare_paper: bool) -> list[dict]
                 ref = None if paper is None else paper[m]
                 row[f"paper_{m}"] = ref
                 row[f"diff_{m}"] = None if ref is None or value is None else value - ref
+        for m in optional_metrics(results):
+            lo, hi = (doc.get("ci") or {}).get(m) or (None, None)
+            row.update({m: doc["metrics"][m], f"{m}_ci_lo": lo, f"{m}_ci_hi": hi})
         row["feature_network"] = doc.get("feature_network")
         rows.append(row)
     return rows
@@ -91,7 +115,7 @@ def _fmt(x, digits: int) -> str:
 
 
 def _digits(metric: str) -> int:
-    return 2 if metric in ("fid", "sfid", "inception_score") else 3
+    return 2 if metric in ("fid", "sfid", "inception_score", *OPTIONAL_METRICS) else 3
 
 
 def _cell(row: dict, m: str) -> str:
@@ -107,21 +131,27 @@ def _signed(x, digits: int) -> str:
     return "–" if x is None else f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: no "-0.000"
 
 
-def header_cells(compare_paper: bool) -> list[str]:
+def header_cells(compare_paper: bool, extra: Iterable[str] = ()) -> list[str]:
+    """Column names; `extra`: optional metrics (OPTIONAL_METRICS) shown after the paper's, ours only."""
     cells = ["Scale"]
     for m in METRICS:
         label = METRIC_LABELS[m]
         cells += [f"{label} (ours)", f"{label} (paper)", f"Δ{label}"] if compare_paper else [label]
-    return cells
+    return cells + [OPTIONAL_METRICS[m] for m in extra]
 
 
-def row_cells(row: dict, compare_paper: bool) -> list[str]:
+def row_cells(row: dict, compare_paper: bool, extra: Iterable[str] = ()) -> list[str]:
     cells = [f"{row['scale']:g}"]
     for m in METRICS:
         cells.append(_cell(row, m))
         if compare_paper:
             cells += [_fmt(row[f"paper_{m}"], 2), _signed(row[f"diff_{m}"], _digits(m))]
-    return cells
+    return cells + [_cell(row, m) for m in extra]
+
+
+def optional_columns(rows: list[dict]) -> list[str]:
+    """The optional metrics the rows carry (table_rows adds them where every scale has them)."""
+    return [m for m in OPTIONAL_METRICS if m in rows[0]]
 
 
 def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
@@ -134,6 +164,11 @@ def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
             f"Paper: {PAPER_SETTING}. Δ = ours − paper."
             if compare_paper
             else "Ours only: this configuration does not match the paper's setting."
+        )
+    if "fd_dinov2" in optional_metrics(results):
+        lines.append(
+            "FD_DINOv2: Fréchet distance of DINOv2 ViT-L/14 CLS features (dgm-eval's preprocessing, "
+            "Stein et al. 2023); the paper has no such column. Its brackets are FID's bootstrap."
         )
     lines.append(interval_note(results))
     return lines
@@ -170,11 +205,11 @@ def write_csv(rows: list[dict], path: str | Path, note_lines: list[str]) -> None
 
 
 def write_markdown(rows: list[dict], path: str | Path, note_lines: list[str], compare_paper: bool) -> None:
-    head = header_cells(compare_paper)
+    head = header_cells(compare_paper, optional_columns(rows))
     lines = [f"> **{note_lines[0]}**"] + [f"> {n}" for n in note_lines[1:]] + [""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" for _ in head) + "|")
-    lines += ["| " + " | ".join(row_cells(r, compare_paper)) + " |" for r in rows]
+    lines += ["| " + " | ".join(row_cells(r, compare_paper, optional_columns(rows))) + " |" for r in rows]
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -185,14 +220,16 @@ def _tex_escape(text: str) -> str:
 
 
 def write_latex(rows: list[dict], path: str | Path, note_lines: list[str], compare_paper: bool) -> None:
-    head = header_cells(compare_paper)
+    head = header_cells(compare_paper, optional_columns(rows))
     lines = [f"% {n}" for n in note_lines]
     lines += [r"\begin{table}[t]", r"\centering", r"\small"]
     lines.append(r"\begin{tabular}{" + "r" * len(head) + "}")
     lines.append(r"\toprule")
     lines.append(" & ".join(_tex_escape(h) for h in head) + r" \\")
     lines.append(r"\midrule")
-    lines += [" & ".join(_tex_escape(c) for c in row_cells(r, compare_paper)) + r" \\" for r in rows]
+    lines += [
+        " & ".join(_tex_escape(c) for c in row_cells(r, compare_paper, optional_columns(rows))) + r" \\" for r in rows
+    ]
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines.append(r"\caption{" + _tex_escape(" ".join(note_lines)) + "}")
     lines += [r"\label{tab:guidance-scales}", r"\end{table}"]

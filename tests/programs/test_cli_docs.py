@@ -19,7 +19,16 @@ import pytest
 from adm import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("prepare-data", "train-diffusion", "train-upsampler", "train-classifier", "sample", "upsample", "merge")
+SUBCOMMANDS = (
+    "prepare-data",
+    "train-diffusion",
+    "train-upsampler",
+    "train-classifier",
+    "sample",
+    "upsample",
+    "merge",
+    "features-dinov2",
+)
 
 
 def _generator():

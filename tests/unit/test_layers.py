@@ -1,6 +1,6 @@
 """The package's layers stay true: a contract over the import graph, read from the source (AST).
 
-adm/ is layered bottom up (docs/interfaces.md): fileio/errors -> data -> nets -> diffusion ->
+adm/ is layered bottom up (docs/interfaces.md): fileio/errors -> data -> nets -> features -> diffusion ->
 sampling -> training -> programs -> report -> cli. A module may import its own sub-package and
 the ones below it, never one above; every import counts, including those inside functions. No
 module imports itself back through a cycle. The evaluator (TensorFlow) and adm (PyTorch) never
@@ -29,6 +29,7 @@ LAYERS = [
     ("adm.fileio", "adm.errors"),
     ("adm.data",),
     ("adm.nets",),
+    ("adm.features",),  # feature networks for metrics (DINOv2): use the nets layer's checkpoint reader
     ("adm.diffusion",),
     ("adm.sampling",),
     ("adm.training",),

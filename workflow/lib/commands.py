@@ -176,6 +176,29 @@ def evaluator_inputs(config: dict, wildcards=None) -> dict[str, str]:
     return {"graph": out(config, "featurenet/graph.pb")}
 
 
+def dinov2_images(config: dict, wildcards) -> str:
+    """The npz whose DINOv2 features `dinov2/<name>.npz` holds: the reference or a merged scale."""
+    if wildcards.name == "reference":
+        return out(config, "reference/ref.npz")
+    return out(config, f"samples/{wildcards.name}.npz")
+
+
+def dinov2_flags(config: dict) -> list[str]:
+    """`adm features-dinov2` flags: the run's torch device, batch size, the run's feature cache."""
+    c = config["evaluation"]
+    flags = flag_values("--device", config["device"]) + flag_values("--batch-size", c["dinov2_batch_size"])
+    if c["feature_cache"]:
+        flags += flag_values("--cache-dir", out(config, "feature_cache"))
+    return flags + ["--no-progress"]
+
+
+def fd_dinov2_metrics(config: dict, scales: list[str]) -> list[str]:
+    """The FD_DINOv2 records Table 1 reads beside the metrics (none when the metric is off)."""
+    if not config["evaluation"]["fd_dinov2"]:
+        return []
+    return [out(config, f"metrics/fd_dinov2_scale{s}.json") for s in scales]
+
+
 def training_logs(config: dict, wildcards=None) -> dict[str, str]:
     """Training curves shown in the report (none for released checkpoints)."""
     if is_pretrained(config):

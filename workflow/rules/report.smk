@@ -16,7 +16,8 @@ rule resolved_config:
 
 rule table1:
     input:
-        expand(out("metrics/scale{scale}.json"), scale=SCALES),
+        metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
+        fd_dinov2=commands.fd_dinov2_metrics(config, SCALES),
     output:
         csv=report(
             out("table1.csv"), caption="../report/table1.rst", category="Table 1"
@@ -85,6 +86,7 @@ rule report_html:
         unpack(partial(interval_search.report_inputs, config)),
         unpack(partial(upsample.report_inputs, config)),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
+        fd_dinov2=commands.fd_dinov2_metrics(config, SCALES),
         table=out("table1.csv"),
         plots=expand(
             out("plots/{name}.png"),

@@ -12,7 +12,8 @@
 # output named "lock" receives {"url", "sha256"}: the run's provenance, which the evaluator
 # enforces (--graph-lock). params.expect (optional): the file's role, checked cheaply before use
 # (headers, keys and shapes only): {"resolution": N} for a reference batch of NxN images,
-# {"preset": NAME} for a checkpoint of that network; a file that does not fit is deleted.
+# {"preset": NAME} for a checkpoint of that network, {"dinov2": True} for DINOv2 ViT-L/14 weights;
+# a file that does not fit is deleted.
 # Errors end with one line in the log and exit code 1.
 import hashlib
 import json
@@ -55,6 +56,10 @@ def check_role(path: Path, expect: dict) -> None:
         from adm.nets.checkpoints import check_architecture
 
         check_architecture(path, expect["preset"])
+    if expect.get("dinov2"):
+        from adm.features.dinov2 import check_weights
+
+        check_weights(path)
 
 
 def discard(path: Path) -> None:

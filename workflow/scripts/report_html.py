@@ -7,12 +7,12 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from adm.fileio import one_line_os_errors  # noqa: E402
 from adm.report.html import ReportInputs, write_report  # noqa: E402
-from adm.report.table import load_metrics, scale_from_path  # noqa: E402
+from adm.report.table import add_fd_dinov2, load_metrics, scale_from_path  # noqa: E402
 from adm.report.upsample_table import upsample_files  # noqa: E402
 
 with one_line_os_errors():  # a full disk or unreadable input: one line in the log, exit 1
     inputs = ReportInputs(
-        results=load_metrics(snakemake.input.metrics),
+        results=add_fd_dinov2(load_metrics(snakemake.input.metrics), snakemake.input.get("fd_dinov2", [])),
         compare_paper=snakemake.params.compare_paper,
         plots=[Path(p) for p in snakemake.input.plots],
         grids={scale_from_path(p): Path(p) for p in snakemake.input.grids},

@@ -6,10 +6,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1]))  # repo root, also
 sys.stderr = open(snakemake.log[0], "w")
 
 from adm.fileio import one_line_os_errors  # noqa: E402
-from adm.report.table import load_metrics, write_table1  # noqa: E402
+from adm.report.table import add_fd_dinov2, load_metrics, write_table1  # noqa: E402
 
 with one_line_os_errors():  # a full disk or unreadable input: one line in the log, exit 1
-    results = load_metrics(snakemake.input)
+    results = add_fd_dinov2(load_metrics(snakemake.input.metrics), snakemake.input.get("fd_dinov2", []))
     write_table1(
         results, snakemake.output.csv, snakemake.output.md, snakemake.output.tex, snakemake.params.compare_paper
     )

@@ -1,0 +1,63 @@
+"""FD_DINOv2 in the DAG (workflow/rules/fd_dinov2.smk): the paper config lists its own rules (one
+weights download, DINOv2 features per scale and once for the reference, an FD record per scale,
+read by Table 1); the demo config, where the metric is off, lists none."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_workflow import IMAGENET, PAPER_SCALES, SMOKE, job_counts, snakemake, write_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_paper_config_lists_the_fd_dinov2_rules(tmp_path):
+    res = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(IMAGENET))
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = job_counts(res.stdout)
+    assert counts["download_dinov2"] == 1
+    assert counts["dinov2_features"] == len(PAPER_SCALES) + 1  # every scale and the reference
+    assert counts["fd_dinov2"] == len(PAPER_SCALES)
+    features = re.findall(r"-m adm features-dinov2 --images (\S+)", res.stdout)
+    assert sorted(features) == sorted(
+        ["results/imagenet128/reference/ref.npz"] + [f"results/imagenet128/samples/scale{s}.npz" for s in PAPER_SCALES]
+    )
+    assert "--device cuda" in res.stdout and "--cache-dir results/imagenet128/feature_cache" in res.stdout
+    fd = re.findall(r"-m evaluations\.fd_features (\S+) (\S+) --bootstrap 10 --out (\S+)", res.stdout)
+    assert {f[2] for f in fd} == {f"results/imagenet128/metrics/fd_dinov2_scale{s}.json" for s in PAPER_SCALES}
+    assert {f[0] for f in fd} == {"results/imagenet128/dinov2/reference.npz"}
+
+
+def test_demo_and_off_configs_list_none(tmp_path):
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(SMOKE))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not {"download_dinov2", "dinov2_features", "fd_dinov2"} & set(job_counts(res.stdout))
+    cfg = write_config(tmp_path / "c.yaml", IMAGENET, evaluation__fd_dinov2=False)
+    res = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not {"download_dinov2", "dinov2_features", "fd_dinov2"} & set(job_counts(res.stdout))
+
+
+def test_download_rule_refuses_weights_of_another_network(tmp_path):
+    """download_dinov2 against a file:// "server" holding an ADM checkpoint under DINOv2's name:
+    the job fails with one line naming the problem, and nothing is kept."""
+    import torch
+
+    server = tmp_path / "server"
+    server.mkdir()
+    torch.save({"input_blocks.0.0.weight": torch.zeros(2)}, server / "dinov2_vitl14_pretrain.pth")
+    url = (server / "dinov2_vitl14_pretrain.pth").as_uri()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        IMAGENET,
+        run="dl",
+        evaluation__dinov2_url=url,
+        evaluation__cache_dir=str(tmp_path / "cache"),
+    )
+    weights = "results/dl/dinov2/dinov2_vitl14_pretrain.pth"
+    res = snakemake(tmp_path, weights, "--cores", "1", "--configfile", str(cfg))
+    assert res.returncode != 0
+    log = (tmp_path / "results/dl/logs/download_dinov2.log").read_text().strip()
+    assert len(log.splitlines()) == 1 and "not DINOv2 weights" in log and "nothing was kept" in log, log
+    assert not (tmp_path / weights).exists()

@@ -1,0 +1,73 @@
+# FD_DINOv2 beside FID (evaluation.fd_dinov2): DINOv2 ViT-L/14 features in their own PyTorch job per
+# batch (the reference once), the Fréchet distance in a numpy job (evaluations.fd_features, the FID
+# maths). TensorFlow and PyTorch never share a process.
+
+
+if config["evaluation"]["fd_dinov2"]:
+
+    localrules:
+        download_dinov2,
+
+    # The weights, once per run on the submit host, into the shared cache; sha256 recorded in the
+    # run's provenance lock; a file of another architecture is refused (keys and shapes).
+    rule download_dinov2:
+        output:
+            weights=out("dinov2/dinov2_vitl14_pretrain.pth"),
+            lock=out("provenance/dinov2.lock"),
+        log:
+            logfile("download_dinov2.log"),
+        conda:
+            "../envs/torch.yaml"
+        params:
+            url=config["evaluation"]["dinov2_url"],
+            sha256=config["evaluation"]["dinov2_sha256"],
+            cache_dir=config["evaluation"]["cache_dir"],
+            expect={"dinov2": True},
+        script:
+            "../scripts/download.py"
+
+    # One job per batch: "reference" (the reference batch) or "scale<s>" (a merged sample batch).
+    rule dinov2_features:
+        input:
+            images=partial(commands.dinov2_images, config),
+            weights=out("dinov2/dinov2_vitl14_pretrain.pth"),
+            lock=out("provenance/dinov2.lock"),
+        output:
+            out("dinov2/{name}.npz"),
+        log:
+            logfile("dinov2/{name}.log"),
+        benchmark:
+            benchfile("dinov2/{name}.tsv")
+        wildcard_constraints:
+            name=r"reference|scale\d+(\.\d+)?",
+        conda:
+            "../envs/torch.yaml"
+        threads: res("dinov2_features", "threads")
+        resources:
+            **slurm_resources("dinov2_features"),
+            mem_mb=res("dinov2_features", "mem_mb"),
+            runtime=res("dinov2_features", "runtime"),
+        params:
+            python=PYTHON,
+            flags=commands.dinov2_flags(config),
+        shell:
+            "exec {params.python:q} -m adm features-dinov2 --images {input.images:q}"
+            " --weights {input.weights:q} --weights-lock {input.lock:q} --out {output:q} {params.flags:q}"
+            " --threads {threads:q} > {log:q} 2>&1"
+
+    rule fd_dinov2:
+        input:
+            ref=out("dinov2/reference.npz"),
+            samples=out("dinov2/scale{scale}.npz"),
+        output:
+            out("metrics/fd_dinov2_scale{scale}.json"),
+        log:
+            logfile("fd_dinov2/scale{scale}.log"),
+        conda:
+            "../envs/tensorflow.yaml"
+        params:
+            python=PYTHON,
+            bootstrap=config["evaluation"]["bootstrap"],
+        shell:
+            "exec {params.python:q} -m evaluations.fd_features {input.ref:q} {input.samples:q}"
+            " --bootstrap {params.bootstrap:q} --out {output:q} > {log:q} 2>&1"
