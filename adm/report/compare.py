@@ -1,4 +1,4 @@
-"""Guidance arms side by side (issues 11, 22): each metric's mean ± sd, min and median across seed
+"""Guidance arms side by side: each metric's mean ± sd, min and median across seed
 sets per (arm, scale), the first seed's bootstrap interval in the CSV; trade-off curves; the
 report's HTML section.
 

@@ -1,4 +1,4 @@
-"""The cost-quality frontier (issue 23): quality against network evaluations and wall seconds, per
+"""The cost-quality frontier: quality against network evaluations and wall seconds, per
 solver, beside a gold row; frontier.{csv,md} and the line per scale that answers "how many steps,
 with which solver, keep the gold row's numbers?".
 

@@ -1,4 +1,4 @@
-"""The guidance-interval search (issue 22; Kynkäänniemi et al. 2024, Sec. 4): its two-stage choice,
+"""The guidance-interval search (Kynkäänniemi et al. 2024, Sec. 4): its two-stage choice,
 its table, its heatmap and the chosen interval as a `guidance_arms` entry.
 
 The procedure: first sigma_hi over the sampling steps' sigmas with sigma_lo = 0, then sigma_lo

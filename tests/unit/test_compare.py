@@ -1,6 +1,6 @@
 """adm/report/compare.py: mean ± sd, min and median across seed sets per (arm, scale), the first
 seed's bootstrap interval in the CSV, short method labels, trade-off curves, and the report
-section (issues 11, 22)."""
+section."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The guidance-interval search's pure parts (issue 22): candidate bounds from the sampling
+"""The guidance-interval search's pure parts: candidate bounds from the sampling
 schedule (workflow/lib/interval_search.py) and the two-stage choice, table and outputs
 (adm/report/interval_search.py), with real schedule values."""
 

@@ -66,6 +66,17 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, mo
     assert not (tmp_path / "out" / first).exists()
 
 
+class NamedInputs(list):
+    """Snakemake's `input` as the script reads it: a list with named parts and `.get`."""
+
+    def __init__(self, **named):
+        super().__init__(p for paths in named.values() for p in paths)
+        self.__dict__.update(named)
+
+    def get(self, key, default=None):
+        return self.__dict__.get(key, default)
+
+
 def test_report_script_ends_a_full_disk_in_one_log_line(tmp_path, monkeypatch):
     """workflow/scripts/table1.py as Snakemake runs it (the `snakemake` object injected)."""
     log = tmp_path / "table1.log"
@@ -73,7 +84,7 @@ def test_report_script_ends_a_full_disk_in_one_log_line(tmp_path, monkeypatch):
     fake = SimpleNamespace(
         scriptdir=str(REPO / "workflow/scripts"),
         log=[str(log)],
-        input=[str(p) for p in write_metrics(tmp_path, "demo")],
+        input=NamedInputs(metrics=[str(p) for p in write_metrics(tmp_path, "demo")]),
         output=SimpleNamespace(**out),
         params=SimpleNamespace(compare_paper=False),
     )

@@ -49,6 +49,7 @@ REFERENCE_PATH = "diffusion/jul-2021/ref_batches/imagenet/128/VIRTUAL_imagenet12
 GRAPH_PATH = "diffusion/jul-2021/ref_batches/classify_image_graph_def.pb"
 UPSAMPLER_FILE = "128_512_upsampler.pt"  # config/imagenet128.yaml upsample.checkpoint
 UPSAMPLE_REFERENCE_PATH = "diffusion/jul-2021/ref_batches/imagenet/512/VIRTUAL_imagenet512.npz"
+DINOV2_PATH = "dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"  # under the served root
 HTML_PATH = "portal/login.html"  # any path under portal/ answers this page with status 200
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Sign in to continue</body></html>\n"
 
@@ -115,6 +116,31 @@ def write_graph(path: str | os.PathLike, seed: int = 0) -> str:
         "write_standin_graph(sys.argv[1], seed=int(sys.argv[2]))"
     )
     _run_python(["-c", code, str(path), str(seed)])
+    return sha256_file(path)
+
+
+def write_dinov2_weights(path: str | os.PathLike, seed: int = 0) -> str:
+    """DINOv2 ViT-L/14 in the official checkpoint's key layout and shapes (304M parameters), seeded
+    random values in float16 (half the official file's size; loading casts to float32): small
+    N(0, 0.02^2) weights, unit norm scales, LayerScale 1e-5 as the official init; its sha256."""
+    import torch
+
+    from adm.features.dinov2 import DinoV2
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in DinoV2().state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("gamma"):
+            state[key] = torch.full(shape, 1e-5, dtype=torch.float16)
+        elif ("norm" in key and key.endswith("weight")) or key.endswith("bias"):
+            state[key] = (torch.ones if key.endswith("weight") else torch.zeros)(shape, dtype=torch.float16)
+        else:
+            state[key] = (torch.randn(shape, generator=g) * 0.02).half()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
     return sha256_file(path)
 
 
@@ -189,6 +215,8 @@ def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int =
     sha["reference"] = write_reference_batch(root / REFERENCE_PATH, root / GRAPH_PATH, ref_images, 128, seed)
     sha["diffusion"] = write_openai_checkpoint("imagenet128-cond", root / files["diffusion"], seed)
     sha["classifier"] = write_openai_checkpoint("imagenet128-classifier", root / files["classifier"], seed + 1)
+    files["dinov2"] = DINOV2_PATH  # the paper config computes FD_DINOv2 beside FID
+    sha["dinov2"] = write_dinov2_weights(root / DINOV2_PATH, seed + 3)
     if upsample:
         files["upsampler"] = f"{CHECKPOINT_DIR}/{UPSAMPLER_FILE}"
         files["upsample_reference"] = UPSAMPLE_REFERENCE_PATH

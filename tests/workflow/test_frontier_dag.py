@@ -1,4 +1,4 @@
-"""The cost-quality frontier in the DAG (issue 23, workflow/rules/frontier.smk and workflow/lib/frontier.py):
+"""The cost-quality frontier in the DAG (workflow/rules/frontier.smk and workflow/lib/frontier.py):
 the named target's jobs and commands on the smoke config, the gold row read from Table 1's files
 where it is the sweep's own setting, nothing of it in the default run, and the shipped configs'
 frontier sections.

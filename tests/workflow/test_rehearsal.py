@@ -35,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # What .test/config/rehearsal.yaml may change: where files come from, the device, sizes. Anything else
 # (presets, sampler, labels, pretrained, dataset, image size, batch size, ...) is the paper's.
 ALLOWED_CHANGES = re.compile(
-    r"^(run|device|checkpoints\.base_url|reference\.url|evaluation\.(graph_url|cache_dir|bootstrap)"
+    r"^(run|device|checkpoints\.base_url|reference\.url|evaluation\.(graph_url|dinov2_url|cache_dir|bootstrap)"
     r"|sampling\.(scales|num_samples|num_shards|steps)|grids\.(num_images|columns)"
     r"|resources\.\w+\.(threads|mem_mb))$"
 )
@@ -86,7 +86,12 @@ def served_config(path: Path, url: str, files: dict) -> Path:
             "classifier_sha256": files["classifier"]["sha256"],
         },
         "reference": {"url": f"{url}/{files['reference']['path']}", "sha256": files["reference"]["sha256"]},
-        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}", "graph_sha256": files["graph"]["sha256"]},
+        "evaluation": {
+            "graph_url": f"{url}/{files['graph']['path']}",
+            "graph_sha256": files["graph"]["sha256"],
+            "dinov2_url": f"{url}/{files['dinov2']['path']}",
+            "dinov2_sha256": files["dinov2"]["sha256"],
+        },
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -267,6 +272,11 @@ def test_rehearsal_evaluates_with_the_precomputed_statistics(rehearsal):
         assert all(np.isfinite(v) for v in doc["metrics"].values())
         # a stand-in graph: never called Inception
         assert doc["feature_network"] != "inception-v3-2015"
+        # FD_DINOv2 (on in the paper config): the ViT-L/14 stand-in's features through the real rules
+        fd = json.loads((workdir / f"results/{RUN}/metrics/fd_dinov2_scale{scale}.json").read_text())
+        assert fd["feature_network"] == "dinov2-vitl14" and fd["n_samples"] == 4 and fd["n_ref"] == 16
+        assert np.isfinite(fd["metrics"]["fd_dinov2"]) and fd["metrics"]["fd_dinov2"] >= 0
+    assert "FD_DINOv2" in (workdir / f"results/{RUN}/table1.md").read_text()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Opt-in dress rehearsal of the upsampling stage on the paper config (ADM-G + ADM-U, issue 10).
+"""Opt-in dress rehearsal of the upsampling stage on the paper config (ADM-G + ADM-U).
 
 config/imagenet128.yaml + .test/config/rehearsal.yaml + .test/config/rehearsal_upsample.yaml: the default
 rehearsal (tests/workflow/test_rehearsal.py) with the paper's upsample stage switched on for its one scale,

@@ -50,7 +50,7 @@ def venv_snakemake(
 ) -> subprocess.CompletedProcess:
     """Run the venv's `snakemake` script WITHOUT activating the venv, with a PATH whose first
     `python` / `python3` is another interpreter (one that fails, like a system Python without
-    PIL): the rules must still run the venv's interpreter (issue 14)."""
+    PIL): the rules must still run the venv's interpreter."""
     fake = workdir / "fakebin"
     fake.mkdir(exist_ok=True)
     for name in ("python", "python3"):

@@ -1,4 +1,4 @@
-"""Guidance arms and seed sets in the DAG (issue 11, workflow/rules/arms.smk): the old outputs keep
+"""Guidance arms and seed sets in the DAG (workflow/rules/arms.smk): the old outputs keep
 their paths, commands and bytes when the new keys are off; each arm's jobs carry the right guidance
 flags; the configs that cannot run end with one line.
 
@@ -24,7 +24,7 @@ ARM_RULES = {"arm_sample", "arm_merge", "arm_evaluate", "train_cfg_model", "comp
 
 
 def without_arms(cfg: dict) -> dict:
-    """The config as it was before issue 11: none of the new keys."""
+    """The config as it was before the guidance arms: none of the new keys."""
     cfg = {k: v for k, v in cfg.items() if k not in NEW_KEYS}
     cfg["sampling"] = {k: v for k, v in cfg["sampling"].items() if k not in NEW_SAMPLING_KEYS}
     return cfg

@@ -1,4 +1,4 @@
-"""The autoguidance arm in the DAG (issue 22 item 1): the smoke config's arm guided by the main
+"""The autoguidance arm in the DAG: the smoke config's arm guided by the main
 model's EMA at step 2 (kept by train_diffusion itself: no extra job), a guide trained by its own
 job, and the configs whose guide cannot exist (or whose w < 1) ending in one line."""
 

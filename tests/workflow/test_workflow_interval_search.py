@@ -1,4 +1,4 @@
-"""`snakemake interval_search` on the smoke config (issue 22, workflow/rules/interval_search.smk):
+"""`snakemake interval_search` on the smoke config (workflow/rules/interval_search.smk):
 stage 1's jobs are the arm rules' sample/merge/evaluate at sigma_lo = 0 and each step sigma as
 sigma_hi, with the search's own N and shard count; the default target gains no job."""
 

@@ -1,4 +1,4 @@
-"""The report speaks plainly (issue 14): Table 1's note and the Snakemake report captions say what
+"""The report speaks plainly: Table 1's note and the Snakemake report captions say what
 the brackets are — a 95 % bootstrap interval, what is resampled, how many times — and show no
 internal field name such as the metrics JSON's `ci`.
 

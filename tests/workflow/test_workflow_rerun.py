@@ -1,4 +1,4 @@
-"""Reruns never change a published number (issue 12): run the smoke DAG in a temporary copy of the
+"""Reruns never change a published number: run the smoke DAG in a temporary copy of the
 repository, delete a random subset of the intermediate files (shards, merged batches, metrics,
 feature-cache entries, grids, plots), run again, and compare Table 1 byte for byte.
 
@@ -116,7 +116,7 @@ def test_rerun_after_random_deletions_gives_the_same_table(table1_only):
     for path in chosen:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     # A plain rerun: `rule all` names every intermediate (workflow/lib/targets.py), so each deleted
-    # one is made again and its consumers see a newer input (issue 24: no target need be named).
+    # one is made again and its consumers see a newer input (no target need be named).
     deleted = sorted(str(p.relative_to(run_dir)) for p in chosen)
     run(repo, context=f"RERUN_SEED={seed}, deleted {deleted}")
     after = published(run_dir)

@@ -1,5 +1,5 @@
-"""Config values are data, never code (issue 12), and the rules run the interpreter Snakemake was
-started from (issue 14).
+"""Config values are data, never code, and the rules run the interpreter Snakemake was
+started from.
 
 - every field of every `shell:` command is shell-quoted (`{...:q}`), checked on the rule files;
 - hostile strings in every string field of the config: the schema refuses them with ONE line on

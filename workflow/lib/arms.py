@@ -1,4 +1,4 @@
-"""Guidance arms and seed sets (issue 11), the helpers of workflow/rules/arms.smk: the
+"""Guidance arms and seed sets, the helpers of workflow/rules/arms.smk: the
 classifier-guidance sweep re-run at the other seeds of sampling.seeds, and every configured arm
 (classifier guidance in a limited sigma interval, classifier-free guidance of a model trained with
 label dropout, autoguidance by an earlier EMA or a weaker model) at every seed, each as

@@ -1,4 +1,4 @@
-"""The cost-quality frontier (issue 23), the helpers of workflow/rules/frontier.smk: a solver x steps
+"""The cost-quality frontier, the helpers of workflow/rules/frontier.smk: a solver x steps
 grid at chosen classifier-guidance scales, plus a gold row, each point sampled, merged and
 evaluated by the Table 1 rules' own commands (per-sample seeds from sampling.seed, the same shards,
 the feature cache) into

@@ -1,4 +1,4 @@
-"""The guidance-interval search as a DAG target (issue 22), the helpers of
+"""The guidance-interval search as a DAG target, the helpers of
 workflow/rules/interval_search.smk.
 
 `interval_search: {arm, scales, num_samples, ...}` searches one arm's interval (Kynkäänniemi et al.

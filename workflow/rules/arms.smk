@@ -1,4 +1,4 @@
-# Guidance arms and seed sets (issue 11): sample -> merge -> evaluate per (arm, seed, scale) under
+# Guidance arms and seed sets: sample -> merge -> evaluate per (arm, seed, scale) under
 # results/<run>/arms/<arm>/seed<S>/, the classifier-free guidance model, the comparison table and
 # the trade-off plots. Paths, arm lists and argument helpers: workflow/lib/arms.py.
 

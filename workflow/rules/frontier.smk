@@ -1,4 +1,4 @@
-# The cost-quality frontier (issue 23): a solver x steps grid at chosen guidance scales plus a gold
+# The cost-quality frontier: a solver x steps grid at chosen guidance scales plus a gold
 # row, each point sampled, merged and evaluated by the Table 1 rules' own commands (use rule ...
 # with:), then frontier.{csv,md} and the frontier plots. Named target, never in `rule all`:
 # `snakemake --cores all frontier`. Points, paths and flags: workflow/lib/frontier.py.

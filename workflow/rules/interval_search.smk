@@ -1,4 +1,4 @@
-# The guidance-interval search (issue 22; Kynkäänniemi et al. 2024): `snakemake interval_search`.
+# The guidance-interval search (Kynkäänniemi et al. 2024): `snakemake interval_search`.
 # Stage 1 (sigma_hi with sigma_lo = 0) and stage 2 (sigma_lo below stage 1's sigma_hi) are arms of
 # arms.smk with generated names (isearch_hi<k>, isearch_lo<j>_hi<k>); the checkpoint below picks
 # sigma_hi, and only then are stage 2's runs known. Helpers: workflow/lib/interval_search.py.

@@ -1,4 +1,4 @@
-# The super-resolution stage (ADM-G + ADM-U, issue 10), switched on by upsample.enabled: the base
+# The super-resolution stage (ADM-G + ADM-U), switched on by upsample.enabled: the base
 # samples of upsample.scales -> (demo: area-downsampled to the upsampler's low-res size) ->
 # upsample(scale, shard) -> merge -> evaluate at the high resolution -> upsample_table + grids at
 # both resolutions -> a report section. Outputs under results/<run>/upsample/. With the stage off
