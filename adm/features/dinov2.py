@@ -18,7 +18,7 @@ attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}, norm. Pre-n
 LayerScale, LayerNorm eps 1e-6, exact GELU, biases on qkv/proj/MLP. At 224px the 16x16 patch grid
 takes the 37x37 positional embeddings resampled as the official `interpolate_pos_encoding` does:
 bicubic (a = -0.75, align_corners=False, no antialias) with scale factor (16 + 0.1) / 37, the "+0.1"
-being DINO's historical guard against rounding the output size down (dino issue #8).
+being the official code's guard against rounding the output size down.
 """
 
 from __future__ import annotations

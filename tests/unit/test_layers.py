@@ -35,6 +35,7 @@ LAYERS = [
     ("adm.training",),
     ("adm.programs",),
     ("adm.report",),
+    ("adm.cli_help",),
     ("adm.cli", "adm.__main__"),
 ]
 # Imported while Snakemake parses the config, by the report rules, or by `adm merge` /
