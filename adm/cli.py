@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a null class for classifier-free guidance: each label is dropped with probability P "
         "(0 <= P < 1; 0.1 in Ho & Salimans; default: the training preset's, 0 = off)",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="fine-tune: start from this UNet checkpoint's weights instead of a fresh network (same "
+        "architecture; with --label-dropout the null-class row is added), e.g. the classifier-free "
+        "guidance model from the main model",
+    )
     _optim_flags(p)
     _common(p)
 
@@ -334,6 +341,7 @@ def cmd_train_diffusion(a) -> None:
         a.progress,
         info,
         restart_on_change=a.restart_on_change,
+        init_from=a.init_from,
     )
     if dist.is_main():
         print(f"trained {out['steps']} steps; EMA weights: {out['ema']}")

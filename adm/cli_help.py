@@ -55,6 +55,10 @@ examples:
   adm train-diffusion --data data/train.npz --out-dir models/cfg --model-preset demo-digits \\
       --label-dropout 0.1
 
+  # the same, fine-tuned from the main model for 200 steps instead of trained from scratch
+  adm train-diffusion --data data/train.npz --out-dir models/cfg --model-preset demo-digits \\
+      --label-dropout 0.1 --init-from models/diffusion/ema.pt --steps 200 --lr-anneal-steps 200
+
   # ImageNet 128x128 on 8 GPUs with the paper's hyperparameters (global batch 256)
   python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-diffusion \\
       --data data/train.npz --out-dir models/diffusion --model-preset imagenet128-cond \\

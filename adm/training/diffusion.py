@@ -25,6 +25,7 @@ from adm.nets.build import build_model
 from adm.nets.config import DiffusionConfig, UNetConfig, to_dict
 from adm.sampling.precision import autocast
 from adm.training import distributed as dist
+from adm.training.init import load_init_weights
 from adm.training.draws import batch_indices, label_dropout_mask, step_draws, with_null_class
 from adm.training.log import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
 from adm.training.presets import TrainConfig
@@ -53,6 +54,7 @@ def train_diffusion(
     restart_on_change: bool = False,  # a checkpoint of other settings is discarded (else: refused)
     condition=None,  # super-resolution: x_0 batch -> extra network kwargs (low_res);
     # None = the base model (adm.training.upsampler.LowResCondition)
+    init_from=None,  # a UNet checkpoint to start from (fine-tuning; adm.training.init); None = fresh
 ) -> dict:
     """Train until `cfg.steps`, resuming from `out_dir/checkpoint.pt` if present; returns a summary."""
     dev = dist.init(device)
@@ -68,6 +70,7 @@ def train_diffusion(
 
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_model(model_cfg).to(dev)
+    init_sha256 = load_init_weights(model, model_cfg, init_from) if init_from is not None else None
     net = (
         torch.nn.parallel.DistributedDataParallel(model, [dev.index] if dev.type == "cuda" else None)
         if world > 1
@@ -82,6 +85,8 @@ def train_diffusion(
     command = condition.command if condition is not None else "train-diffusion"
     if condition is not None:  # e.g. the low-res size: another size is another run
         data_id.update(condition.settings)
+    if init_sha256 is not None:  # another start file is another run
+        data_id["init_sha256"] = init_sha256
     meta = run_settings(command, model_cfg, diffusion_cfg, cfg, data_id, unused=("eval_interval",))
     meter = Meter()
     start, elapsed0 = resume(ckpt, meta, cfg.steps, model, opt, scaler, sampler, ema, meter, restart_on_change)

@@ -226,6 +226,24 @@ def guidance_flags(config: dict, wildcards, input) -> list[str]:
     return flags
 
 
+def cfg_from_main(config: dict) -> bool:
+    """The CFG model is the main model fine-tuned with label dropout (cfg_model.init: main)."""
+    return config["cfg_model"].get("init", "scratch") == "main"
+
+
+def cfg_model_inputs(config: dict) -> dict:
+    """train_cfg_model's inputs: the training data, and the main model it starts from (init: main)."""
+    inputs = {"train": out(config, "data/train.npz")}
+    if cfg_from_main(config):
+        inputs["init"] = diffusion_checkpoint(config)
+    return inputs
+
+
+def cfg_init_flags(config: dict) -> list[str]:
+    """train-diffusion's `--init-from MAIN` for a fine-tuned CFG model (nothing from scratch)."""
+    return flag_values("--init-from", diffusion_checkpoint(config)) if cfg_from_main(config) else []
+
+
 def cfg_model_settings(config: dict) -> dict:
     """The CFG model is trained like the main one: the diffusion section, then cfg_model's keys
     (label_dropout among them: commands.TRAINING_FLAGS passes it as --label-dropout)."""

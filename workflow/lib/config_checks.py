@@ -159,7 +159,7 @@ def check_seeds(cfg):
 
 def check_arm(arm, cfg):
     """One guidance arm: finite distinct scales, an interval lo < hi,
-    and a CFG model that can exist (none is released: pretrained runs cannot have one)
+    and a CFG model that can exist (none is released: pretrained runs fine-tune the released model)
     """
     where = f"guidance_arms.{arm['name']}"
     scales = arm["scales"]
@@ -173,11 +173,14 @@ def check_arm(arm, cfg):
         if not math.isfinite(lo) or not lo < hi:
             raise ConfigError(f"{where}.interval needs a finite LO < HI (sigma bounds), got {[lo, hi]}")
         check_interval_has_steps(arm, cfg)
-    if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"]:
+    cfg_init = cfg.get("cfg_model", {}).get("init", "scratch")
+    if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"] and cfg_init != "main":
         raise ConfigError(
             f"{where}: method cfg needs a model trained with label dropout, and none is "
-            "released; use pretrained: false (or an interval/classifier arm)"
+            "released; fine-tune the released one (cfg_model.init: main) or use pretrained: false"
         )
+    if arm["method"] == "cfg" and cfg["dataset"] == "imagenet" and cfg["pretrained"] and not cfg["imagenet_dir"]:
+        raise ConfigError(f"{where}: fine-tuning the released model for method cfg needs its data: set imagenet_dir")
     if arm["method"] == "autoguidance" or "guide" in arm:
         check_autoguidance_arm(arm, cfg)
 

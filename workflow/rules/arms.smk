@@ -91,10 +91,11 @@ rule arm_evaluate:
 if arms.cfg_on(config):
 
     # The classifier-free guidance model: the train_diffusion rule's conventions (--restart-on-change,
-    # torchrun over the job's GPUs), its settings, plus cfg_model.label_dropout (a null class).
+    # torchrun over the job's GPUs), its settings, plus cfg_model.label_dropout (a null class); with
+    # cfg_model.init: main, fine-tuned from the main model's checkpoint.
     rule train_cfg_model:
         input:
-            train=out("data/train.npz"),
+            unpack(lambda wildcards: arms.cfg_model_inputs(config)),
         output:
             model=arms.cfg_checkpoint(config),
             log_csv=out("cfg_model/log.csv"),
@@ -111,7 +112,8 @@ if arms.cfg_on(config):
             runtime=res("train_cfg_model", "runtime"),
         params:
             launcher=launcher,
-            flags=commands.training_flags(arms.cfg_model_settings(config)),
+            flags=commands.training_flags(arms.cfg_model_settings(config))
+            + arms.cfg_init_flags(config),
             out_dir=subpath(output.model, parent=True),
             device=config["device"],
         shell:
