@@ -4,7 +4,8 @@ report's HTML section.
 
 An entry is what the workflow's `comparison` rule passes (workflow/rules/arms.smk):
 {"arm", "method" ("classifier" | "cfg" | "autoguidance"), "interval" ([lo, hi] sigma bounds or
-None), "seed", "scale", "path" (a metrics JSON of the evaluator)}. Entries come in the workflow's
+None), "seed", "scale", "path" (a metrics JSON of the evaluator), optionally "fd_dinov2" (that
+point's FD_DINOv2 record, evaluations/fd_features.py)}. Entries come in the workflow's
 order, the first seed of sampling.seeds first, so "first seed" below is the Table 1 seed.
 
 Statistics over seeds, each in its own column: mean ± sd (the sample standard deviation, n - 1 in
@@ -25,7 +26,7 @@ from typing import Iterable, Mapping
 from adm.fileio import atomic_write, write_text
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
-from .table import _digits, _fmt  # the number formatting of Table 1, shared
+from .table import OPTIONAL_METRICS, _digits, _fmt, merge_fd_dinov2  # Table 1's formatting, shared
 
 STATISTICS = ("mean ± sd", "min", "median")
 SPREAD_NOTE = (
@@ -34,6 +35,10 @@ SPREAD_NOTE = (
     "for FID and sFID the best, for IS, precision and recall the worst) and median"
 )
 METHOD_NAMES = {"classifier": "classifier", "cfg": "CFG", "autoguidance": "autoguidance"}
+FD_DINOV2_NOTE = (
+    "FD_DINOv2: Fréchet distance of DINOv2 ViT-L/14 CLS features (Stein et al. 2023; lower is better, "
+    "so its min is the best seed set); the paper has no such column"
+)
 
 
 def arm_label(method: str, interval) -> str:
@@ -63,6 +68,8 @@ def load_entries(entries: Iterable[Mapping]) -> list[dict]:
             doc = json.load(f)
         if "metrics" not in doc:
             raise ValueError(f"{e['path']}: no 'metrics' object (not an evaluator output?)")
+        if e.get("fd_dinov2"):
+            merge_fd_dinov2(doc, e["fd_dinov2"])
         loaded.append({**e, "scale": float(e["scale"]), "doc": doc})
     return loaded
 
@@ -94,6 +101,7 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
     for e in entries:
         groups.setdefault((e["arm"], e["scale"]), []).append(e)
     arm_order = list(dict.fromkeys(e["arm"] for e in entries))
+    extra = [m for m in OPTIONAL_METRICS if entries and all(m in e["doc"]["metrics"] for e in entries)]
     rows = []
     for arm, scale in sorted(groups, key=lambda k: (arm_order.index(k[0]), k[1])):
         group = groups[(arm, scale)]
@@ -110,7 +118,7 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
             "n_samples": head["doc"].get("n_samples"),
             "feature_network": head["doc"].get("feature_network"),
         }
-        for m in METRICS:
+        for m in (*METRICS, *extra):
             summary = metric_summary([e["doc"] for e in group], m)
             row.update({f"{m}_{k}": v for k, v in summary.items()})
         rows.append(row)
@@ -138,12 +146,19 @@ def metric_cells(row: dict, m: str) -> list[str]:
     return [mean, _fmt(row[f"{m}_min"], d), _fmt(row[f"{m}_median"], d)]
 
 
-def header_cells() -> list[str]:
-    return ["Method", "Scale", "Seeds"] + [f"{METRIC_LABELS[m]} {st}" for m in METRICS for st in STATISTICS]
+def extra_metrics(rows: list[dict]) -> list[str]:
+    """The optional metrics (Table 1's OPTIONAL_METRICS, e.g. FD_DINOv2) every row carries."""
+    return [m for m in OPTIONAL_METRICS if rows and all(f"{m}_mean" in r for r in rows)]
 
 
-def row_cells(row: dict) -> list[str]:
-    return [row["label"], f"{row['scale']:g}", row["seeds"]] + [c for m in METRICS for c in metric_cells(row, m)]
+def header_cells(extra: Iterable[str] = ()) -> list[str]:
+    labels = {**METRIC_LABELS, **OPTIONAL_METRICS}
+    return ["Method", "Scale", "Seeds"] + [f"{labels[m]} {st}" for m in (*METRICS, *extra) for st in STATISTICS]
+
+
+def row_cells(row: dict, extra: Iterable[str] = ()) -> list[str]:
+    metrics = (*METRICS, *extra)
+    return [row["label"], f"{row['scale']:g}", row["seeds"]] + [c for m in metrics for c in metric_cells(row, m)]
 
 
 def comparison_notes(rows: list[dict]) -> list[str]:
@@ -154,6 +169,8 @@ def comparison_notes(rows: list[dict]) -> list[str]:
         "and 95% bootstrap interval are in comparison.csv (`*_first`, `*_first_ci_lo/hi`)."
     )
     methods = dict.fromkeys(r["method"] for r in rows)
+    if "fd_dinov2" in extra_metrics(rows):
+        lines.append(FD_DINOV2_NOTE + ".")
     lines.append("Methods: " + "; ".join(method_details(m) for m in methods) + ".")
     arms = {r["label"]: r for r in rows}
     lines.append(
@@ -188,13 +205,14 @@ def write_comparison(entries: list[dict], out_csv: str | Path, out_md: str | Pat
         writer.writerows(rows)
 
     atomic_write(out_csv, write_csv, binary=False)  # a full disk: one line naming the file (adm.fileio)
-    head = header_cells()
+    extra = extra_metrics(rows)
+    head = header_cells(extra)
     lines = [f"> {n}" for n in notes] + [
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(head))) + "|",
     ]
-    lines += ["| " + " | ".join(row_cells(r)) + " |" for r in rows]
+    lines += ["| " + " | ".join(row_cells(r, extra)) + " |" for r in rows]
     write_text(out_md, "\n".join(lines) + "\n")
     return rows
 
@@ -226,7 +244,8 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     """The report's "Guidance methods compared" section: the trade-off plots and the table.
     `data_uri` embeds a PNG (adm.report.html.data_uri; passed in so this module imports no HTML code)."""
     rows = read_comparison_csv(comparison_csv)
-    head = header_cells()
+    extra = extra_metrics(rows)
+    head = header_cells(extra)
     table = [
         '<table class="compare"><thead><tr>'
         + "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -234,7 +253,7 @@ def render_section(comparison_csv: str | Path, plots: Iterable[str | Path], data
     ]
     for r in rows:
         typed = {k: _number(v) for k, v in r.items()}
-        cells = row_cells({**typed, "label": r["label"], "seeds": r["seeds"], "arm": r["arm"]})
+        cells = row_cells({**typed, "label": r["label"], "seeds": r["seeds"], "arm": r["arm"]}, extra)
         table.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     table.append("</tbody></table>")
     imgs = "\n".join(f'<img class="plot" alt="{html.escape(Path(p).stem)}" src="{data_uri(p)}">' for p in plots)

@@ -40,6 +40,7 @@ class ReportInputs:
     interval_search: dict | None = (
         None  # {"table" (csv), "chosen", "heatmap"} of the interval search, when in the report
     )
+    published: Path | None = None  # published.csv of the published-samples check, when in the report
 
 
 def data_uri(path: str | Path, mime: str = "image/png") -> str:
@@ -156,6 +157,15 @@ def _upsample_section(inputs: ReportInputs) -> list[str]:
     return [section_from_files(**inputs.upsample, data_uri=data_uri)]
 
 
+def _published_section(inputs: ReportInputs) -> list[str]:
+    """Our evaluator on OpenAI's published batches (adm/report/published.py); nothing unless in the report."""
+    if not inputs.published:
+        return []
+    from .published import render_section
+
+    return [render_section(inputs.published)]
+
+
 def render_report(inputs: ReportInputs) -> str:
     demo = is_demo(inputs.results)
     compare = inputs.compare_paper and not demo
@@ -179,6 +189,7 @@ def render_report(inputs: ReportInputs) -> str:
         metrics_table,
         f"<h2>Metrics vs scale</h2>{banner}<p>{metric_names} against the classifier scale.</p>",
         plots,
+        *_published_section(inputs),
         *_comparison_section(inputs),
         *_interval_search_section(inputs),
         "<h2>Samples per scale</h2><p>The same global sample indices (same seeds and labels) at every scale.</p>",

@@ -13,7 +13,10 @@ Verdict at the published digits: a value printed with d decimals matches when ou
 i.e. |ours − published| ≤ ½·10^−d (plus float slack). The README's printed output has 16-digit
 values that another CPU's float kernels cannot reproduce to the last digit, so those are judged
 at `PRINTED_SIGNIFICANT` significant digits and the table also states how many digits agree.
-Torch-free (the report rules import it).
+Values no one published (a batch without published numbers; FD_DINOv2, when measured) are rows of
+their own with verdict "not published". published.csv carries each row's feature network, so
+report.html's section (render_section) is built from the CSV alone, with the same label as the
+Markdown. Torch-free (the report rules import it).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import csv
 import math
 from dataclasses import dataclass
 
-from adm.report.paper import METRIC_LABELS, METRICS, PAPER_TABLE1
+from adm.report.paper import DEMO_BANNER, INCEPTION_FEATURES, METRIC_LABELS, METRICS, PAPER_TABLE1, UNVERIFIED_BANNER
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/"
 PRINTED_SIGNIFICANT = 4  # digits at which a 16-digit printed value must agree
@@ -210,60 +213,144 @@ def first_failure(rows: list[dict]) -> str | None:
     return None
 
 
-def _render(rows: list[dict], unpublished: list[tuple[str, dict]], label: str) -> dict[str, str]:
-    """published.csv (every row) and published.md (the table, the verdicts, the label) as text."""
+FIELDS = ["batch", "source", "metric", "published", "ours", "difference", "digits", "verdict", "feature_network"]
+EXPECTED_NOTE = (
+    "expected (config): values the run's config gives (published.expected), e.g. what a rehearsal on "
+    "stand-in files computed before; not OpenAI's published numbers."
+)
+FD_DINOV2_NOTE = (
+    "FD_DINOv2 (DINOv2 ViT-L/14 features, Stein et al. 2023): ours only; neither the paper nor OpenAI "
+    "published it for these batches."
+)
+
+
+def label_for(networks: set) -> str:
+    """The banner a table of these feature networks carries ("" for the pinned Inception-V3 alone)."""
+    if networks == {INCEPTION_FEATURES}:
+        return ""
+    return DEMO_BANNER if networks == {"demo"} else UNVERIFIED_BANNER
+
+
+def unpublished_rows(name: str, ours: dict[str, float], metrics, network) -> list[dict]:
+    """Rows of our values with no published value beside them (verdict "not published")."""
+    return [
+        {
+            "batch": name,
+            "source": "",
+            "metric": m,
+            "published": "",
+            "ours": ours[m],
+            "difference": "",
+            "digits": "",
+            "verdict": "not published",
+            "feature_network": network,
+        }
+        for m in metrics
+    ]
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric) or {"fd_dinov2": "FD_DINOv2"}[metric]
+
+
+def notes(rows: list[dict]) -> tuple[str, list[str]]:
+    """The table's label (its feature network's banner, or "") and the lines under it: how verdicts
+    are judged, what the sources mean."""
+    label = label_for({r["feature_network"] for r in rows if r["metric"] in METRICS})
+    lines = [
+        "Verdict at the published digits: a value with d decimals matches when ours is within ½·10^−d; "
+        f"a printed evaluator output at {PRINTED_SIGNIFICANT} significant digits (`digits`: how many agree)."
+    ]
+    if any(r["source"] == "expected (config)" for r in rows):
+        lines.append(EXPECTED_NOTE)
+    if any(r["metric"] == "fd_dinov2" for r in rows):
+        lines.append(FD_DINOV2_NOTE)
+    return label, lines
+
+
+def display_cells(r: dict) -> list[str]:
+    """One row as the Markdown and HTML tables show it (— where nothing was published)."""
+    published = r["published"] != ""
+    return [
+        r["batch"],
+        r["source"] or "—",
+        metric_label(r["metric"]),
+        r["published"] if published else "—",
+        f"{float(r['ours']):.6g}",
+        f"{float(r['difference']):+.3g}" if published else "–",
+        str(r["digits"]) if published else "–",
+        r["verdict"],
+    ]
+
+
+HEAD = ["batch", "source", "metric", "published", "ours", "difference", "digits", "verdict"]
+
+
+def _render(rows: list[dict], unpublished: list[dict], extra: list[dict]) -> dict[str, str]:
+    """published.csv (every row) and published.md (the label, the table, the verdicts) as text.
+    `rows`: compared values; `unpublished`: the values of batches with no published value (one
+    Markdown row per batch); `extra`: metrics no one published (FD_DINOv2), a row per batch."""
     import io
 
-    fields = ["batch", "source", "metric", "published", "ours", "difference", "digits", "verdict"]
+    every = rows + unpublished + extra
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
-    for r in rows:
-        writer.writerow({**r, "ours": repr(r["ours"]), "difference": repr(r["difference"])})
+    for r in every:
+        writer.writerow(
+            {**r, "ours": repr(r["ours"]), "difference": "" if r["difference"] == "" else repr(r["difference"])}
+        )
+    label, head = notes(every)
     lines = ["# Our evaluator on OpenAI's published sample batches", ""]
     if label:
         lines += [f"**{label}**", ""]
-    lines += [
-        "Verdict at the published digits: a value with d decimals matches when ours is within ½·10^−d;",
-        f"a printed evaluator output at {PRINTED_SIGNIFICANT} significant digits (`digits`: how many agree).",
-        "",
-        "| batch | source | metric | published | ours | difference | digits | verdict |",
-        "|:---|:---|:---|---:|---:|---:|---:|:---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['batch']} | {r['source']} | {METRIC_LABELS[r['metric']]} | {r['published']} | "
-            f"{r['ours']:.6g} | {r['difference']:+.3g} | {r['digits']} | {r['verdict']} |"
-        )
-    for name, ours in unpublished:
-        values = ", ".join(f"{METRIC_LABELS[m]} {ours[m]:.4g}" for m in METRICS)
+    lines += [*head, "", "| " + " | ".join(HEAD) + " |", "|:---|:---|:---|---:|---:|---:|---:|:---|"]
+    lines += ["| " + " | ".join(display_cells(r)) + " |" for r in rows]
+    for name in dict.fromkeys(r["batch"] for r in unpublished):
+        values = ", ".join(f"{METRIC_LABELS[r['metric']]} {r['ours']:.4g}" for r in unpublished if r["batch"] == name)
         lines.append(f"| {name} | (no published value restated here) | all | – | {values} | – | – | – |")
+    lines += ["| " + " | ".join(display_cells(r)) + " |" for r in extra]
     lines += ["", *(f"- {v}" for v in verdict_lines(rows))]
     return {"md": "\n".join(lines) + "\n", "csv": buf.getvalue()}
 
 
-def check_published(metrics_files, batches, expected, fail: bool, md_path, csv_path) -> int:
-    """The table job: read each batch's metrics JSON, compare, write both files (atomically), and
-    return 1 with one line on stderr when a batch matches none of its sources (and `fail`)."""
+def read_fd_dinov2(paths) -> dict[str, dict]:
+    """{batch: FD_DINOv2 record} from published/fd_dinov2/<batch>.json files."""
+    import json
+    from pathlib import Path
+
+    records = {}
+    for path in paths:
+        with open(path) as f:
+            records[Path(path).stem] = json.load(f)
+    return records
+
+
+def check_published(metrics_files, batches, expected, fail: bool, md_path, csv_path, fd_dinov2_files=()) -> int:
+    """The table job: read each batch's metrics JSON (and FD_DINOv2 record, when measured),
+    compare, write both files (atomically), and return 1 with one line on stderr when a batch
+    matches none of its sources (and `fail`)."""
     import json
     import sys
     from pathlib import Path
 
     from adm.fileio import atomic_write
-    from adm.report.paper import DEMO_BANNER, INCEPTION_FEATURES, UNVERIFIED_BANNER
 
-    rows, unpublished, networks = [], [], set()
+    fd = read_fd_dinov2(fd_dinov2_files)
+    rows, unpublished, extra = [], [], []
     for name, path in zip(batches, metrics_files):
         with open(path) as f:
             record = json.load(f)
-        networks.add(record.get("feature_network"))
+        network = record.get("feature_network")
         sources = sources_for(name, expected)
         if sources:
-            rows += compare(name, record["metrics"], sources)
+            rows += [{**r, "feature_network": network} for r in compare(name, record["metrics"], sources)]
         else:
-            unpublished.append((name, record["metrics"]))
-    label = "" if networks == {INCEPTION_FEATURES} else (DEMO_BANNER if networks == {"demo"} else UNVERIFIED_BANNER)
-    text = _render(rows, unpublished, label)
+            unpublished += unpublished_rows(name, record["metrics"], METRICS, network)
+        if name in fd:
+            doc = fd[name]
+            extra += unpublished_rows(name, doc["metrics"], ["fd_dinov2"], doc.get("feature_network"))
+    text = _render(rows, unpublished, extra)
     for path, kind in ((md_path, "md"), (csv_path, "csv")):
         atomic_write(path, lambda f, t=text[kind]: f.write(t), binary=False)
     problem = first_failure(rows)
@@ -273,3 +360,31 @@ def check_published(metrics_files, batches, expected, fail: bool, md_path, csv_p
             Path(path).unlink(missing_ok=True)
         return 1
     return 0
+
+
+def read_published_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def render_section(published_csv) -> str:
+    """report.html's section: published.csv as a table, its label, notes and per-batch verdicts."""
+    import html
+
+    rows = read_published_csv(published_csv)
+    label, lines = notes(rows)
+    banner = f'<div class="banner">{html.escape(label)}</div>' if label else ""
+    compared = [r for r in rows if r["verdict"] in ("match", "differs")]
+    table = ['<table class="published"><thead><tr>' + "".join(f"<th>{h}</th>" for h in HEAD) + "</tr></thead><tbody>"]
+    table += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in display_cells(r)) + "</tr>" for r in rows]
+    table.append("</tbody></table>")
+    verdicts = "".join(f"<li>{html.escape(v)}</li>" for v in verdict_lines(compared))
+    return "\n".join(
+        [
+            "<h2>Our evaluator on OpenAI's published sample batches</h2>",
+            banner,
+            '<p class="caption">' + "<br>".join(html.escape(n) for n in lines) + "</p>",
+            "\n".join(table),
+            f"<ul>{verdicts}</ul>",
+        ]
+    )

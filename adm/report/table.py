@@ -64,11 +64,17 @@ def add_fd_dinov2(results: dict[float, dict], paths: Iterable[str | Path]) -> di
         scale = scale_from_path(path)
         if scale not in results:
             raise ValueError(f"{path}: FD_DINOv2 of scale {scale:g}, which has no metrics file")
-        with open(path) as f:
-            doc = json.load(f)
-        results[scale]["metrics"]["fd_dinov2"] = doc["metrics"]["fd_dinov2"]
-        results[scale].setdefault("ci", {})["fd_dinov2"] = (doc.get("ci") or {}).get("fd_dinov2")
+        merge_fd_dinov2(results[scale], path)
     return results
+
+
+def merge_fd_dinov2(doc: dict, path: str | Path) -> dict:
+    """An FD_DINOv2 record's value and interval merged into one metrics JSON (in place)."""
+    with open(path) as f:
+        fd = json.load(f)
+    doc["metrics"]["fd_dinov2"] = fd["metrics"]["fd_dinov2"]
+    doc.setdefault("ci", {})["fd_dinov2"] = (fd.get("ci") or {}).get("fd_dinov2")
+    return doc
 
 
 def optional_metrics(results: Mapping[float, dict]) -> list[str]:

@@ -146,3 +146,40 @@ def test_not_an_evaluator_file_is_refused(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="no 'metrics' object"):
         compare.load_entries([{"arm": "a", "method": "cfg", "seed": 0, "scale": 0, "path": str(bad)}])
+
+
+def with_fd_dinov2(tmp_path, entries, values):
+    """Each entry with an FD_DINOv2 record beside its metrics JSON, as the workflow passes it."""
+    out = []
+    for e, v in zip(entries, values):
+        path = tmp_path / f"fd_{e['arm']}_{e['seed']}_{e['scale']}.json"
+        path.write_text(json.dumps({"metrics": {"fd_dinov2": v}, "ci": {"fd_dinov2": [v - 2, v + 2]}}))
+        out.append({**e, "fd_dinov2": str(path)})
+    return out
+
+
+def test_fd_dinov2_per_point_over_seeds(entries, tmp_path):
+    """With an FD_DINOv2 record per run, every point gets FD_DINOv2 mean ± sd, min and median over
+    its seeds (CSV: the same keys as FID's), a column group in the table and the report, and a note;
+    without records the outputs are exactly those of a run without the metric."""
+    plain_csv, plain_md = tmp_path / "plain.csv", tmp_path / "plain.md"
+    compare.write_comparison(entries, plain_csv, plain_md)
+    assert "FD_DINOv2" not in plain_md.read_text() and "fd_dinov2" not in plain_csv.read_text()
+    fd = with_fd_dinov2(tmp_path, entries, [100.0, 200.0, 110.0, 130.0, 90.0, 95.0, 80.0])
+    csv_path, md_path = tmp_path / "c.csv", tmp_path / "c.md"
+    rows = compare.write_comparison(fd, csv_path, md_path)
+    row = next(r for r in rows if r["arm"] == "classifier" and r["scale"] == 1.0)
+    assert row["fd_dinov2_mean"] == pytest.approx(113.333333) and row["fd_dinov2_sd"] == pytest.approx(15.275252)
+    assert row["fd_dinov2_min"] == 100.0 and row["fd_dinov2_median"] == 110.0
+    assert row["fd_dinov2_first"] == 100.0 and row["fd_dinov2_first_ci_lo"] == 98.0
+    md = md_path.read_text()
+    assert md.splitlines()[len(compare.comparison_notes(rows)) + 1].endswith(
+        "| FD_DINOv2 mean ± sd | FD_DINOv2 min | FD_DINOv2 median |"
+    )
+    assert "| 113.33 ± 15.28 | 100.00 | 110.00 |" in md and compare.FD_DINOV2_NOTE in md
+    assert "| CFG | 0 | 0 | 8.00 | 8.00 | 8.00 |" in md and md.rstrip().endswith("| 80.00 | 80.00 | 80.00 |")
+    # the columns FID had before are unchanged, the new ones come after
+    header = lambda path: next(line for line in path.read_text().splitlines() if not line.startswith("#"))  # noqa: E731
+    assert header(csv_path).startswith(header(plain_csv) + ",fd_dinov2_mean,fd_dinov2_sd,fd_dinov2_min,")
+    html = compare.render_section(csv_path, [], lambda p: "data:")
+    assert "<th>FD_DINOv2 min</th>" in html and "<td>113.33 ± 15.28</td><td>100.00</td><td>110.00</td>" in html

@@ -6,7 +6,9 @@ the tests below feed hand-made "ours" values, so each verdict is known in advanc
 Mutants tried: the tolerance without the half (10^-d instead of ½·10^-d) fails
 test_verdict_at_the_published_digits; judging printed output at its 16 digits fails
 test_printed_output_is_judged_at_four_significant_digits; requiring every source to match
-(instead of one) fails test_a_batch_passes_when_one_source_matches.
+(instead of one) fails test_a_batch_passes_when_one_source_matches; FD_DINOv2 records not read
+(check_published ignoring its fd_dinov2_files) fails test_fd_dinov2_is_ours_only; the report section
+without its label (no banner) fails test_report_section_shows_the_table_and_its_label.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def test_check_published_writes_the_table_or_fails_with_nothing_behind(tmp_path,
     text = md.read_text()
     assert "unverified feature graph" in text and "(no published value restated here)" in text
     assert "- admnet_guided_imagenet128: matches paper Table 1, scale 0.5" in text
-    assert csv_path.read_text().splitlines()[0] == "batch,source,metric,published,ours,difference,digits,verdict"
+    header = csv_path.read_text().splitlines()[0]
+    assert header == "batch,source,metric,published,ours,difference,digits,verdict,feature_network"
+    assert "FD_DINOv2" not in text  # not measured: no column, no note
 
     bad = write_metrics(tmp_path / "c.json", ours_from(sweep, fid=9.0, sfid=9.0))
     assert P.check_published([bad], names[:1], {}, True, md, csv_path) == 1
@@ -97,3 +101,72 @@ def test_check_published_writes_the_table_or_fails_with_nothing_behind(tmp_path,
     assert len(err) == 1 and err[0].startswith("error: admnet_guided_imagenet128: ")
     assert not md.exists() and not csv_path.exists()
     assert P.check_published([bad], names[:1], {}, False, md, csv_path) == 0 and md.exists()
+
+
+def write_fd(path, value, network="dinov2-vitl14"):
+    path.write_text(
+        json.dumps(
+            {"metrics": {"fd_dinov2": value}, "ci": {"fd_dinov2": [value - 1, value + 1]}, "feature_network": network}
+        )
+    )
+    return path
+
+
+def check_with_fd(tmp_path, network="unverified feature graph", expected=None):
+    """Two batches (one with published values, BigGAN without) and an FD_DINOv2 record for each."""
+    sweep = P.CATALOGUE["admnet_guided_imagenet128"].sources[0]
+    names = ["admnet_guided_imagenet128", "biggan_deep_trunc1_imagenet128"]
+    metrics = [write_metrics(tmp_path / f"{n}_m.json", ours_from(sweep), network) for n in names]
+    (tmp_path / "fd").mkdir(exist_ok=True)
+    fd = [write_fd(tmp_path / "fd" / f"{n}.json", v) for n, v in zip(names, (123.456, 98.7))]
+    md, csv_path = tmp_path / "published.md", tmp_path / "published.csv"
+    assert P.check_published(metrics, names, expected or {}, True, md, csv_path, fd[::-1]) == 0
+    return md, csv_path
+
+
+def test_fd_dinov2_is_ours_only(tmp_path):
+    """Each batch gains an FD_DINOv2 row: our value, "—" where a published value would be, verdict
+    "not published"; the verdicts of the published metrics are untouched."""
+    import csv
+
+    md, csv_path = check_with_fd(tmp_path)
+    text = md.read_text()
+    assert "| admnet_guided_imagenet128 | — | FD_DINOv2 | — | 123.456 | – | – | not published |" in text
+    assert "| biggan_deep_trunc1_imagenet128 | — | FD_DINOv2 | — | 98.7 | – | – | not published |" in text
+    assert P.FD_DINOV2_NOTE in text
+    assert "- admnet_guided_imagenet128: matches paper Table 1, scale 0.5" in text
+    rows = list(csv.DictReader(csv_path.open()))
+    fd = {r["batch"]: r for r in rows if r["metric"] == "fd_dinov2"}
+    assert set(fd) == {"admnet_guided_imagenet128", "biggan_deep_trunc1_imagenet128"}
+    got = fd["admnet_guided_imagenet128"]
+    assert float(got["ours"]) == 123.456 and got["published"] == "" and got["verdict"] == "not published"
+    assert got["feature_network"] == "dinov2-vitl14"
+    # BigGAN's five metrics are in the CSV too, as values no one published here
+    assert {r["metric"] for r in rows if r["batch"].startswith("biggan") and r["verdict"] == "not published"} == {
+        *P.METRICS,
+        "fd_dinov2",
+    }
+
+
+@pytest.mark.parametrize("network, labelled", [("unverified feature graph", True), ("inception-v3-2015", False)])
+def test_report_section_shows_the_table_and_its_label(tmp_path, network, labelled):
+    """report.html's section, from published.csv alone: the table (FD_DINOv2 rows included), the
+    unverified-graph banner where it applies, the verdicts, and what "expected (config)" means."""
+    import html
+
+    from adm.report.paper import UNVERIFIED_BANNER
+
+    sweep = P.CATALOGUE["admnet_guided_imagenet128"].sources[0]
+    _, csv_path = check_with_fd(tmp_path, network)
+    section = P.render_section(csv_path)
+    assert ('<div class="banner">' + UNVERIFIED_BANNER in section) == labelled
+    assert "<td>paper Table 1, scale 0.5</td><td>FID</td><td>2.97</td>" in section
+    assert "<td>FD_DINOv2</td><td>—</td><td>123.456</td>" in section
+    assert "<li>admnet_guided_imagenet128: matches paper Table 1, scale 0.5</li>" in section
+    assert html.escape(P.EXPECTED_NOTE) not in section
+    # a rehearsal's own values (stand-in files): the source says so, and the caption explains it
+    expected = {"admnet_guided_imagenet128": {k: float(v) for k, v in sweep.values.items()}}
+    _, csv_path = check_with_fd(tmp_path, network, expected)
+    section = P.render_section(csv_path)
+    assert "<td>expected (config)</td>" in section and html.escape(P.EXPECTED_NOTE) in section
+    assert "<li>admnet_guided_imagenet128: matches expected (config)</li>" in section

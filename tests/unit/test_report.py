@@ -223,7 +223,7 @@ class _Structure(HTMLParser):
             self._cell = None
 
 
-def build_report(tmp_path: Path, feature_network: str, compare: bool) -> tuple[str, _Structure]:
+def build_report(tmp_path: Path, feature_network: str, compare: bool, published=None) -> tuple[str, _Structure]:
     results = table.load_metrics(write_metrics(tmp_path, feature_network))
     plot_paths = [p for p in plots.write_trend_plots(results, tmp_path / "plots", compare) if p.suffix == ".png"]
     grid_paths = {}
@@ -245,6 +245,7 @@ def build_report(tmp_path: Path, feature_network: str, compare: bool) -> tuple[s
         classifier_log=tmp_path / "clog.csv",
         bench_dir=tmp_path / "no-benchmarks",
         repo=tmp_path,
+        published=published,
     )
     out = report_html.write_report(inputs, tmp_path / "report.html")
     text = out.read_text()
@@ -271,6 +272,29 @@ def test_report_structure(tmp_path, feature_network, compare):
     for s in SCALES:
         assert f"scale {s:g}" in text
     assert "Run summary" in text and "git commit" in text and "Training curves" in text
+
+
+def test_report_shows_the_published_check_only_when_given(tmp_path):
+    """published.csv (the published-samples check, when in the report) becomes its own section,
+    labelled by its feature graph; a run without it has no such section."""
+    from adm.report import published
+    from adm.report.paper import UNVERIFIED_BANNER
+
+    text, _ = build_report(tmp_path, "inception-v3-2015", True)
+    assert "published sample batches" not in text
+    csv_path = tmp_path / "published.csv"
+    row = published.unpublished_rows(
+        "biggan_deep_trunc1_imagenet128", {"fid": 7.5}, ["fid"], "unverified feature graph"
+    )
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=published.FIELDS)
+        writer.writeheader()
+        writer.writerows(row)
+    text, parsed = build_report(tmp_path, "inception-v3-2015", True, published=csv_path)
+    section = text.split("published sample batches</h2>", 1)[1]
+    assert section.split("</table>", 1)[0].count(UNVERIFIED_BANNER) == 1
+    cells = next(t for t in parsed.tables if t["class"] == "published")["cells"]
+    assert cells[-8:] == ["biggan_deep_trunc1_imagenet128", "—", "FID", "—", "7.5", "–", "–", "not published"]
 
 
 def test_report_library_imports_neither_torch_nor_tensorflow():

@@ -7,12 +7,13 @@ relative paths. The real rules download, evaluate (the sweep's own evaluation ru
 1. against the real published values: the stand-in batches cannot match, so the table job fails
    with one line naming batch, metric, published value and ours, and leaves no table;
 2. against `published.expected` set to the values the DAG computed: the table is written, with
-   the *unverified feature graph* label;
+   the *unverified feature graph* label, and report.html's section made from it shows both;
 3. a doctored batch (other images under the same URL): the check fails again, naming that batch.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -41,10 +42,17 @@ def test_paper_config_has_the_published_target(tmp_path):
         "download_published": 2,
         "download_published_reference": 1,
         "evaluate_published": 2,
+        # FD_DINOv2 (on in the paper config): the sweep's weights, features of both batches and
+        # their reference batch, an FD record per batch
+        "download_dinov2": 1,
+        "published_dinov2_features": 3,
+        "published_fd_dinov2": 2,
         "published_table": 1,
         "published": 1,
-        "total": 8,
+        "total": 14,
     }
+    table = res.stdout.split("rule published_table:", 1)[1].split("\n\n", 1)[0]
+    assert "published/fd_dinov2/admnet_imagenet128.json" in table
     # where they come from (script params are not printed by a dry run: ask the workflow's library)
     sys.path.insert(0, str(ROOT))
     from workflow.lib import published
@@ -58,6 +66,13 @@ def test_paper_config_has_the_published_target(tmp_path):
     # and the default run of the paper config does not download the published batches
     res = snakemake(tmp_path, "-n", configfiles=(PAPER,))
     assert "download_published" not in rules_in(res.stdout)
+    # unless published.in_report: then report.html reads the check's table
+    (tmp_path / "in_report.yaml").write_text(yaml.safe_dump({"published": {"in_report": True}}))
+    res = snakemake(tmp_path, "-n", configfiles=(PAPER, tmp_path / "in_report.yaml"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {"download_published", "published_table", "published_fd_dinov2"} <= rules_in(res.stdout)
+    report = res.stdout.split("rule report_html:", 1)[1].split("\n\n", 1)[0]
+    assert "results/imagenet128/published.csv" in report
 
 
 def write_batch(path: Path, seed: int, n: int = 8) -> None:
@@ -67,8 +82,8 @@ def write_batch(path: Path, seed: int, n: int = 8) -> None:
 
 
 def served_overlay(path: Path, url: str, files: dict, expected: dict | None = None) -> Path:
-    cfg = {
-        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}"},
+    cfg = {  # FD_DINOv2 off: no DINOv2 stand-in served here (test_paper_config_has_the_published_target lists its jobs)
+        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}", "fd_dinov2": False},
         "published": {
             "base_url": f"{url}/{BASE}",
             "batches": list(BATCHES),
@@ -118,6 +133,13 @@ def test_published_check_end_to_end_on_served_stand_ins(tmp_path):
         assert "unverified feature graph" in text
         for b in BATCHES:
             assert f"- {b}: matches expected (config)" in text
+        # report.html's section (published.in_report) from the same CSV: the label and what the source is
+        from adm.report.published import EXPECTED_NOTE, render_section
+
+        section = render_section(run / "published.csv")
+        assert '<div class="banner">unverified feature graph' in section
+        assert "<td>expected (config)</td>" in section and html.escape(EXPECTED_NOTE) in section
+        assert "FD_DINOv2" not in text + section  # off here: no column
 
         # 3. a doctored batch under the same URL: the check fails, naming it
         write_batch(served / BASE / "128/admnet_guided_imagenet128.npz", seed=99)

@@ -148,6 +148,17 @@ def test_imagenet_arms(tmp_path, pretrained):
     lo, hi = (float(v) for v in interval["interval"])
     with_interval = [c for c in cmds if f"--guidance-interval {lo} {hi}" in c]
     assert len(with_interval) == len(interval["scales"]) * len(seeds) * shards
+    # FD_DINOv2 (on in the paper config) of every arm point beside Table 1's, the comparison's input
+    # (nothing else asks for it): features by the sweep's job, FD against the sweep's reference
+    evaluated = {o for o, (rule, _) in jobs.items() if rule == "arm_evaluate"}
+    fd = {o: c for o, (rule, c) in jobs.items() if rule == "arm_fd_dinov2"}
+    assert evaluated and set(fd) == {o.replace("/scale", "/fd_dinov2_scale") for o in evaluated}
+    for out, command in fd.items():
+        ref, samples = command.split()[3:5]
+        assert ref == "results/imagenet128/dinov2/reference.npz"
+        assert samples == out.replace("/metrics/fd_dinov2_scale", "/dinov2/scale").replace(".json", ".npz")
+    features = [c for rule, c in jobs.values() if rule == "arm_dinov2_features"]
+    assert len(features) == len(fd) and all("--cache-dir results/imagenet128/feature_cache" in c for c in features)
     if pretrained:
         assert all(
             "--model-preset imagenet128-cond --classifier-preset imagenet128-classifier" in c

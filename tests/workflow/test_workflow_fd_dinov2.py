@@ -61,3 +61,68 @@ def test_download_rule_refuses_weights_of_another_network(tmp_path):
     log = (tmp_path / "results/dl/logs/download_dinov2.log").read_text().strip()
     assert len(log.splitlines()) == 1 and "not DINOv2 weights" in log and "nothing was kept" in log, log
     assert not (tmp_path / weights).exists()
+
+
+def shape_only_dinov2(path) -> str:
+    """A file with DINOv2 ViT-L/14's keys and shapes whose tensors all view one float16 zero (33 kB:
+    the role check reads keys and shapes only); its sha256."""
+    import torch
+
+    from adm.features.dinov2 import DinoV2
+    from evaluations.npzio import sha256_file
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in DinoV2().state_dict().items()}
+    zero = torch.zeros(1, dtype=torch.float16)
+    torch.save({k: zero.reshape([1] * len(s)).expand(s) for k, s in shapes.items()}, path)
+    return sha256_file(path)
+
+
+def test_dinov2_sha256_pin_over_http(tmp_path):
+    """evaluation.dinov2_sha256 through download_dinov2, against a local HTTP server: null records
+    the served file's sha256 in the run's provenance lock and trusts that record after (a cached
+    file changed since is refused); a wrong pin is refused in one line and nothing is kept; the
+    right pin is accepted."""
+    import json
+
+    import rehearsal_fixtures as rf
+
+    served = tmp_path / "served"
+    served.mkdir()
+    true_sha = shape_only_dinov2(served / "dinov2_vitl14_pretrain.pth")
+    lock = "provenance/dinov2.lock"
+
+    def download(run: str, pin, cache: str):
+        cfg = write_config(
+            tmp_path / f"{run}.yaml",
+            IMAGENET,
+            run=run,
+            evaluation__dinov2_url=f"{server.url}/dinov2_vitl14_pretrain.pth",
+            evaluation__dinov2_sha256=pin,
+            evaluation__cache_dir=str(tmp_path / cache),
+        )
+        res = snakemake(tmp_path, f"results/{run}/{lock}", "--cores", "1", "--configfile", str(cfg))
+        log = tmp_path / f"results/{run}/logs/download_dinov2.log"
+        return res, (log.read_text().strip() if log.exists() else "")
+
+    with rf.FileServer(served) as server:
+        res, _ = download("null", None, "cache")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads((tmp_path / f"results/null/{lock}").read_text())["sha256"] == true_sha
+        # trusted after: the cached copy no longer has the recorded sha256 -> refused, one line
+        cached = next((tmp_path / "cache").rglob("dinov2_vitl14_pretrain.pth"))
+        cached.write_bytes(cached.read_bytes() + b"\0")
+        res, log = download("again", None, "cache")
+        assert res.returncode != 0 and len(log.splitlines()) == 1, log
+        assert "differs from the sha256 recorded at download" in log and true_sha in log, log
+        assert not (tmp_path / f"results/again/{lock}").exists()
+
+        res, log = download("wrong", "0" * 64, "cache_wrong")
+        assert res.returncode != 0 and len(log.splitlines()) == 1, log
+        assert "sha256" in log and "0" * 64 in log and "nothing was kept" in log, log
+        assert not (tmp_path / "results/wrong/dinov2/dinov2_vitl14_pretrain.pth").exists()
+        assert not [p for p in (tmp_path / "cache_wrong").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+
+        res, _ = download("right", true_sha, "cache_right")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads((tmp_path / f"results/right/{lock}").read_text())["sha256"] == true_sha

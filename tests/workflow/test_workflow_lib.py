@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # workflow.lib is imported from the checkout, as the rules do
 
-from workflow.lib import arms, commands, config_checks, paths, slurm, targets, upsample  # noqa: E402
+from workflow.lib import arms, commands, config_checks, paths, published, slurm, targets, upsample  # noqa: E402
 from workflow.lib.config_checks import ConfigError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -395,6 +395,40 @@ def test_cfg_model_resources_default_to_the_diffusion_model(smoke):
 def test_no_arms_one_seed_adds_nothing(smoke):
     smoke["guidance_arms"], smoke["sampling"]["seeds"] = [], [0]
     assert arms.arm_targets(smoke) == [] and arms.comparison_report_inputs(smoke) == {}
+
+
+def test_arm_points_get_fd_dinov2_records_only_when_it_is_on(smoke):
+    """FD_DINOv2 off (the smoke and demo configs): the comparison's entries and inputs are those of a
+    run without it. On: every run's record, Table 1's own for the first seed's classifier sweep."""
+    assert not smoke["evaluation"]["fd_dinov2"]
+    assert arms.comparison_entries(smoke) == arms.arm_entries(smoke) and arms.arm_fd_dinov2(smoke) == []
+    smoke["evaluation"]["fd_dinov2"] = True
+    entries = arms.comparison_entries(smoke)
+    assert [e["fd_dinov2"] for e in entries] == arms.arm_fd_dinov2(smoke)
+    by_run = {(e["arm"], e["seed"], e["scale"]): e["fd_dinov2"] for e in entries}
+    assert by_run[("classifier", 0, 1.0)] == "results/smoke/metrics/fd_dinov2_scale1.json"
+    assert by_run[("cfg", 1, 1.0)] == "results/smoke/arms/cfg/seed1/metrics/fd_dinov2_scale1.json"
+    assert [{k: v for k, v in e.items() if k != "fd_dinov2"} for e in entries] == arms.arm_entries(smoke)
+
+
+def test_published_check_joins_the_run_only_when_in_report(rehearsal):
+    """published.in_report on an ImageNet run: report.html reads published.csv and `rule all` names
+    the check's files; otherwise (the default, or a dataset without published batches) nothing."""
+    cfg = copy.deepcopy(rehearsal)
+    assert published.report_inputs(cfg) == {} and published.targets(cfg) == []
+    assert not set(targets.final_targets(cfg)) & {"results/rehearsal/published.csv"}
+    cfg["published"] = {"batches": ["admnet_imagenet128"]}
+    assert published.report_inputs(cfg) == {}  # configured for the named target only
+    cfg["published"]["in_report"] = True
+    assert published.report_inputs(cfg) == {"published_csv": "results/rehearsal/published.csv"}
+    assert {"results/rehearsal/published.csv", "results/rehearsal/published/batches/admnet_imagenet128.npz"} <= set(
+        targets.final_targets(cfg)
+    )
+    assert published.fd_dinov2_files(cfg) == ["results/rehearsal/published/fd_dinov2/admnet_imagenet128.json"]
+    cfg["evaluation"]["fd_dinov2"] = False
+    assert published.fd_dinov2_files(cfg) == []
+    cfg["dataset"] = "digits"
+    assert published.report_inputs(cfg) == {} and published.targets(cfg) == []
 
 
 # ---------------------------------------------------------------- upsampling

@@ -174,6 +174,30 @@ def arm_entries(config: dict) -> list[dict]:
     return entries
 
 
+def arm_fd_dinov2_file(config: dict, arm: str, seed: int, scale: str) -> str:
+    """FD_DINOv2 record of one run (workflow/rules/fd_dinov2.smk); Table 1's for its own runs."""
+    if is_table1(config, arm, seed):
+        return out(config, f"metrics/fd_dinov2_scale{scale}.json")
+    return out(config, f"arms/{arm}/seed{seed}/metrics/fd_dinov2_scale{scale}.json")
+
+
+def arm_fd_dinov2(config: dict) -> list[str]:
+    """Every run's FD_DINOv2 record (none when evaluation.fd_dinov2 is off)."""
+    if not config["evaluation"]["fd_dinov2"]:
+        return []
+    return [arm_fd_dinov2_file(config, *run) for run in arm_runs(config)]
+
+
+def comparison_entries(config: dict) -> list[dict]:
+    """arm_entries, each with its FD_DINOv2 record under "fd_dinov2" when the metric is on (off:
+    arm_entries unchanged, so the comparison's params and bytes are those of a run without it)."""
+    entries = arm_entries(config)
+    if config["evaluation"]["fd_dinov2"]:
+        for e, run in zip(entries, arm_runs(config)):
+            e["fd_dinov2"] = arm_fd_dinov2_file(config, *run)
+    return entries
+
+
 def tradeoff_plots(config: dict) -> list[str]:
     return [out(config, f"plots/tradeoff_{name}.{ext}") for name in ("pr", "fid_is") for ext in ("png", "svg")]
 

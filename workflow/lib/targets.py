@@ -9,7 +9,7 @@ fresh run's job list is the same with or without them.
 
 from __future__ import annotations
 
-from workflow.lib import arms, upsample
+from workflow.lib import arms, published, upsample
 from workflow.lib.paths import out, scale_names, shard_ids
 
 # adm.report.plots.PLOTS' names (not imported: matplotlib at DAG-parse time); report.smk uses these
@@ -50,5 +50,6 @@ def final_targets(config: dict) -> list[str]:
         *table1_intermediates(config),
         *arms.arm_targets(config),  # guidance arms and seed sets; none when they are off
         *upsample.targets(config),  # the upsampling stage; none when it is off
+        *published.targets(config),  # the published-samples check, when published.in_report
     ]
     return list(dict.fromkeys(named))  # the arms' first-seed files are Table 1's own

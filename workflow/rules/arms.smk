@@ -162,7 +162,8 @@ if arms.trained_guides(config):
 
 rule comparison:
     input:
-        arms.arm_metrics(config),
+        metrics=arms.arm_metrics(config),
+        fd_dinov2=arms.arm_fd_dinov2(config),
     output:
         csv=report(
             out("comparison.csv"),
@@ -179,7 +180,7 @@ rule comparison:
     conda:
         "../envs/torch.yaml"
     params:
-        entries=arms.arm_entries(config),
+        entries=arms.comparison_entries(config),
     script:
         "../scripts/comparison.py"
 

@@ -1,6 +1,7 @@
 # FD_DINOv2 beside FID (evaluation.fd_dinov2): DINOv2 ViT-L/14 features in their own PyTorch job per
 # batch (the reference once), the Fréchet distance in a numpy job (evaluations.fd_features, the FID
-# maths). TensorFlow and PyTorch never share a process.
+# maths). TensorFlow and PyTorch never share a process. The guidance arms' runs get theirs by the
+# same two jobs (arm_dinov2_features, arm_fd_dinov2), for the comparison table.
 
 
 if config["evaluation"]["fd_dinov2"]:
@@ -71,3 +72,26 @@ if config["evaluation"]["fd_dinov2"]:
         shell:
             "exec {params.python:q} -m evaluations.fd_features {input.ref:q} {input.samples:q}"
             " --bootstrap {params.bootstrap:q} --out {output:q} > {log:q} 2>&1"
+
+    # A guidance arm's run (arms/<arm>/seed<S>/): the same features job (weights, feature cache)
+    # and FD job; the classifier sweep's first seed is Table 1's and reads Table 1's record.
+    use rule dinov2_features as arm_dinov2_features with:
+        input:
+            images=out("arms/{arm}/seed{seed}/samples/scale{scale}.npz"),
+            weights=out("dinov2/dinov2_vitl14_pretrain.pth"),
+            lock=out("provenance/dinov2.lock"),
+        output:
+            out("arms/{arm}/seed{seed}/dinov2/scale{scale}.npz"),
+        log:
+            logfile("arms/{arm}/seed{seed}/dinov2/scale{scale}.log"),
+        benchmark:
+            benchfile("arm_dinov2_features/{arm}_seed{seed}_scale{scale}.tsv")
+
+    use rule fd_dinov2 as arm_fd_dinov2 with:
+        input:
+            ref=out("dinov2/reference.npz"),
+            samples=out("arms/{arm}/seed{seed}/dinov2/scale{scale}.npz"),
+        output:
+            out("arms/{arm}/seed{seed}/metrics/fd_dinov2_scale{scale}.json"),
+        log:
+            logfile("arms/{arm}/seed{seed}/fd_dinov2/scale{scale}.log"),

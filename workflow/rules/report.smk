@@ -85,6 +85,7 @@ rule report_html:
         unpack(partial(arms.comparison_report_inputs, config)),
         unpack(partial(interval_search.report_inputs, config)),
         unpack(partial(upsample.report_inputs, config)),
+        unpack(partial(published.report_inputs, config)),
         metrics=expand(out("metrics/scale{scale}.json"), scale=SCALES),
         fd_dinov2=commands.fd_dinov2_metrics(config, SCALES),
         table=out("table1.csv"),

@@ -13,11 +13,12 @@ from adm.report.published import check_published  # noqa: E402
 with one_line_os_errors():  # a full disk or unreadable input: one line in the log, exit 1
     sys.exit(
         check_published(
-            snakemake.input,
+            snakemake.input.metrics,
             snakemake.params.batches,
             dict(snakemake.params.expected),
             snakemake.params.fail,
             snakemake.output.md,
             snakemake.output.csv,
+            snakemake.input.get("fd_dinov2", []),  # each batch's FD_DINOv2 record, when measured
         )
     )

@@ -34,5 +34,6 @@ with one_line_os_errors():  # a full disk or unreadable input: one line in the l
         }
         if "interval_search_csv" in snakemake.input.keys()
         else None,
+        published=snakemake.input.get("published_csv"),  # the published-samples check, when in_report
     )
     write_report(inputs, snakemake.output[0])
