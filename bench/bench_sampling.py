@@ -13,11 +13,11 @@ all of them alike; the figure that counts is the same-run `ratio` = our images/s
 reference's. --memory-128 measures the peak memory per image of one guided step of the 128x128
 UNet + classifier (batches 1 and 2, each in a fresh subprocess). Writes sampling.{json,md}.
 
---time-to-gold times, in the same process on the same networks, labels and noise, the
-reference's p_sample_loop at the gold setting (250 DDPM steps, fp32) against ours at a frontier
-setting (e.g. `--solver dpmpp-2m --steps 20`); `ratio` = reference seconds / ours. Whether that
-setting keeps the gold quality is the frontier's answer, read from `--frontier frontier.csv`.
-Writes time_to_gold.{json,md}.
+--time-to-gold times, per guidance scale and in one process on the same networks, labels and
+noise, the reference's p_sample_loop at the gold setting (250 DDPM steps, fp32) against ours at a
+frontier setting: given (`--solver dpmpp-2m --steps 20`) or the cheapest one inside the gold row's
+interval read from `--frontier-csv frontier.csv`. Per scale: the NFE ratio and the wall- and
+CPU-time ratios (reference / ours). The code is bench/time_to_gold.py; writes time_to_gold.{json,md}.
 """
 
 from __future__ import annotations
@@ -33,47 +33,22 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
 from common import bf16_drift_section, timed, timed_cpu, torch_machine, utc_stamp, write_report  # noqa: E402
+from sampling_cases import CASES, case_networks, reference_runner  # noqa: E402  (the studies read them here too)
 
 from adm.diffusion.schedule import make_schedule, respace  # noqa: E402
 from adm.nets.classifier import Classifier  # noqa: E402
-from adm.nets.config import ClassifierConfig, UNetConfig  # noqa: E402
 from adm.nets.presets import get_preset  # noqa: E402
 from adm.nets.unet import UNet  # noqa: E402
 from adm.sampling.batch_memory import _RSSPeak, affine_fit  # noqa: E402
 from adm.sampling.guidance import classifier_guidance  # noqa: E402
 from adm.sampling.precision import FastPath, fast_path, sampling_classifier_fn, sampling_model_fn  # noqa: E402
 from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
-from adm.sampling.samplers import ddim_sample, ddpm_sample  # noqa: E402
-from adm.sampling.solvers import SOLVERS  # noqa: E402
+from adm.sampling.samplers import ddpm_sample  # noqa: E402
 
-# (b) a mid-size ADM: the ImageNet-64 architecture (4 levels, attention at 32/16/8, AdaGN,
-# BigGAN up/down) at width 64 instead of 192, with a classifier of the same width.
-MID64_UNET = UNetConfig(
-    image_size=64,
-    model_channels=64,
-    num_res_blocks=2,
-    attention_resolutions=(32, 16, 8),
-    channel_mult=(1, 2, 3, 4),
-    num_classes=1000,
-    num_head_channels=32,
-    use_new_attention_order=True,
-)
-MID64_CLF = ClassifierConfig(
-    image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4), num_head_channels=32
-)
-
-# case -> (UNet config, classifier config, noise schedule, batch, respacing, guidance scale)
-CASES = {
-    # the demo's networks and batch (config/config.yaml); 4 of its 25 steps keep the run short on
-    # a shared machine (ms per image-step does not depend on the step count)
-    "demo": (get_preset("demo-digits"), get_preset("demo-digits-classifier"), "cosine", 250, "4", 1.0),
-    "mid64": (MID64_UNET, MID64_CLF, "cosine", 4, "2", 1.0),
-}
 # mid64 costs ~1-10 s per guided image-step on 2 shared cores: only the variants that decide the
 # fast mode run there (the demo runs them all).
 CASE_VARIANTS = {
@@ -111,95 +86,6 @@ COMPILED = {
     "ours_compiled_fast": fast_path("compiled", "fp32"),  # `adm sample --fast compiled`
     "ours_compiled_fast_channels_last": fast_path("compiled", "fp32", channels_last=True),
 }
-
-
-def randomise_(net: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
-    """Non-zero weights (a fresh ADM outputs exactly 0, which would make every sampler agree)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return net.eval()
-
-
-def reference_nets(ucfg: UNetConfig, ccfg: ClassifierConfig):
-    from guided_diffusion import unet as gu
-
-    unet = gu.UNetModel(
-        image_size=ucfg.image_size,
-        in_channels=ucfg.in_channels,
-        model_channels=ucfg.model_channels,
-        out_channels=ucfg.out_channels,
-        num_res_blocks=ucfg.num_res_blocks,
-        attention_resolutions=tuple(ucfg.image_size // r for r in ucfg.attention_resolutions),
-        dropout=ucfg.dropout,
-        channel_mult=ucfg.channel_mult,
-        num_classes=ucfg.num_classes,
-        num_heads=ucfg.num_heads,
-        num_head_channels=ucfg.num_head_channels,
-        num_heads_upsample=ucfg.num_heads_upsample,
-        use_scale_shift_norm=ucfg.use_scale_shift_norm,
-        resblock_updown=ucfg.resblock_updown,
-        use_new_attention_order=ucfg.use_new_attention_order,
-    )
-    clf = gu.EncoderUNetModel(
-        image_size=ccfg.image_size,
-        in_channels=ccfg.in_channels,
-        model_channels=ccfg.model_channels,
-        out_channels=ccfg.num_classes,
-        num_res_blocks=ccfg.num_res_blocks,
-        attention_resolutions=tuple(ccfg.image_size // r for r in ccfg.attention_resolutions),
-        dropout=ccfg.dropout,
-        channel_mult=ccfg.resolved_channel_mult,
-        num_head_channels=ccfg.num_head_channels,
-        use_scale_shift_norm=ccfg.use_scale_shift_norm,
-        resblock_updown=ccfg.resblock_updown,
-        pool=ccfg.pool,
-    )
-    return randomise_(unet, 0), randomise_(clf, 1, std=0.1)
-
-
-def case_networks(ucfg: UNetConfig, ccfg: ClassifierConfig):
-    """(reference UNet, reference classifier, our UNet, our classifier), ours holding the same seeded
-    random weights, copied by OpenAI's key names."""
-    ref_unet, ref_clf = reference_nets(ucfg, ccfg)
-    unet, clf = UNet(ucfg).eval(), Classifier(ccfg).eval()
-    unet.load_state_dict(ref_unet.state_dict(), strict=True)
-    clf.load_state_dict(ref_clf.state_dict(), strict=True)
-    return ref_unet, ref_clf, unet, clf
-
-
-def reference_runner(ref_unet, ref_clf, schedule_name: str, spec: str, scale: float, n: int, hw: int):
-    """run(noise, y, gens) -> x_0 by guided_diffusion's p_sample_loop, as classifier_sample.py calls it."""
-    from guided_diffusion import gaussian_diffusion as gd
-    from guided_diffusion import respace as gr
-
-    diffusion = gr.SpacedDiffusion(
-        use_timesteps=gr.space_timesteps(1000, spec),
-        betas=gd.get_named_beta_schedule(schedule_name, 1000),
-        model_mean_type=gd.ModelMeanType.EPSILON,
-        model_var_type=gd.ModelVarType.LEARNED_RANGE,
-        loss_type=gd.LossType.MSE,
-    )
-
-    def cond_fn(x, t, y=None):  # classifier_sample.py's cond_fn
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            log_probs = F.log_softmax(ref_clf(x_in, t), dim=-1)
-            selected = log_probs[range(len(log_probs)), y.view(-1)]
-            return torch.autograd.grad(selected.sum(), x_in)[0] * scale
-
-    def run(noise, y, gens):
-        real = gd.th.randn_like
-        gd.th.randn_like = lambda x, *a, **k: randn_per_sample(gens, x.shape[1:]).to(x.dtype)
-        try:
-            return diffusion.p_sample_loop(
-                ref_unet, (n, 3, hw, hw), noise=noise, cond_fn=cond_fn, model_kwargs={"y": y}
-            )
-        finally:
-            gd.th.randn_like = real
-
-    return run
 
 
 def our_runner(unet, clf, fast: FastPath | None, schedule, scale: float):
@@ -406,147 +292,19 @@ def verdict(r: dict) -> str:
     return text
 
 
-# ---------------------------------------------------------------- time to gold quality
+def run_time_to_gold(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    import time_to_gold
 
-
-def gold_networks(model: str | None, classifier: str | None):
-    """(reference UNet, reference classifier, our UNet, our classifier, noise schedule name, num
-    classes): a trained checkpoint pair (its weights copied into the reference's networks by
-    OpenAI's key names), or the demo case's seeded random networks."""
-    if model is None:
-        ucfg, ccfg, sched_name = CASES["demo"][:3]
-        return (*case_networks(ucfg, ccfg), sched_name, ucfg.num_classes)
-    from adm.nets.checkpoints import load_model, read_sidecar
-
-    unet, ucfg = load_model(model, expect_kind="unet")
-    clf, ccfg = load_model(classifier, expect_kind="classifier")
-    diffusion = (read_sidecar(model) or {}).get("diffusion") or {}
-    if diffusion.get("diffusion_steps", 1000) != 1000:
-        raise SystemExit(f"{model}: the reference runner here takes a 1000-step diffusion")
-    ref_unet, ref_clf = reference_nets(ucfg, ccfg)
-    ref_unet.load_state_dict(unet.state_dict(), strict=True)
-    ref_clf.load_state_dict(clf.state_dict(), strict=True)
-    return ref_unet, ref_clf, unet, clf, diffusion.get("noise_schedule", "cosine"), ucfg.num_classes
-
-
-def solver_runner(unet, clf, solver: str, steps: int, step_kind: str, sched_name: str, scale: float):
-    """run(noise, y, gens) -> x_0 by our sampler at a frontier setting, the exact fp32 default path."""
-    from adm.diffusion.schedule import step_schedule
-
-    base = make_schedule(sched_name, 1000)
-    if solver in SOLVERS:
-        schedule, sample = step_schedule(base, step_kind, steps), SOLVERS[solver]
-    else:
-        schedule = respace(base, f"ddim{steps}" if solver == "ddim" else str(steps))
-        sample = ddim_sample if solver == "ddim" else ddpm_sample
-    model_fn = sampling_model_fn(unet, FastPath(), "cpu")
-    cond_fn = classifier_guidance(sampling_classifier_fn(clf, FastPath(), "cpu"), scale)
-    return lambda noise, y, gens: sample(model_fn, noise, schedule, y, cond_fn, gens)
-
-
-def frontier_quality(path: str | None, solver: str, steps: int, scale: float) -> dict | None:
-    """The frontier.csv rows of this setting and of the gold row at `scale` (the quality side)."""
-    if path is None:
-        return None
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    at = [r for r in rows if float(r["scale"]) == scale]
-    ours = next((r for r in at if r["solver"] == solver and int(r["steps"]) == steps and r["gold"] == "False"), None)
-    gold = next((r for r in at if r["gold"] == "True"), None)
-    pick = ("label", "nfe", "fid", "fid_ci_lo", "fid_ci_hi", "inside_gold")
-    return {
-        "frontier_csv": path,
-        "ours": {k: ours[k] for k in pick} if ours else None,
-        "gold": {k: gold[k] for k in pick} if gold else None,
-    }
-
-
-def time_to_gold(a) -> dict:
-    ref_unet, ref_clf, unet, clf, sched_name, classes = gold_networks(a.model, a.classifier)
-    n, hw = a.batch, unet.cfg.image_size
-    runners = {
-        "reference": reference_runner(ref_unet, ref_clf, sched_name, str(a.gold_steps), a.scale, n, hw),
-        "ours": solver_runner(unet, clf, a.solver, a.steps, a.step_schedule, sched_name, a.scale),
-    }
-    y = torch.arange(n) % classes
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    cpu: dict[str, list[float]] = {k: [] for k in runners}
-    load_before = os.getloadavg()
-    for r in range(a.repeats):  # rotated order: other jobs' load falls on both alike
-        for k in list(runners)[r % 2 :] + list(runners)[: r % 2]:
-            gens = sample_generators(0, range(n))
-            _, wall, cpu_s = timed_cpu(runners[k], randn_per_sample(gens, (3, hw, hw)), y, gens)
-            times[k].append(wall)
-            cpu[k].append(cpu_s)
-            print(f"time-to-gold {k} repeat {r}: {wall:.2f} s", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    return {
-        "date": utc_stamp(),
-        "machine": torch_machine(),
-        "networks": a.model or "demo case, seeded random weights",
-        "classifier": a.classifier,
-        "batch": n,
-        "scale": a.scale,
-        "reference": {"sampler": "guided_diffusion p_sample_loop (fp32)", "steps": a.gold_steps, "nfe": a.gold_steps},
-        "ours": {"solver": a.solver, "steps": a.steps, "step_schedule": a.step_schedule, "nfe": a.steps},
-        "seconds": times,
-        "cpu_seconds": cpu,
-        "median_s": med,
-        "ratio": med["reference"] / med["ours"],
-        "ratio_cpu_time": med_cpu["reference"] / med_cpu["ours"],
-        "nfe_ratio": a.gold_steps / a.steps,
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-        "quality": frontier_quality(a.frontier, a.solver, a.steps, a.scale),
-        "table1_gpu_hours_at_peak": table1_projection(250 / a.steps),  # Table 1 is 250 steps, whatever --gold-steps
-    }
-
-
-def table1_projection(nfe_ratio: float) -> dict | None:
-    """Table 1's GPU-hours at the fp16 peak (bench/out/table1_cost.json), as is and at this NFE ratio:
-    the FLOP count scales with the network evaluations."""
-    path = Path(__file__).resolve().parent / "out" / "table1_cost.json"
-    if not path.exists():
-        return None
-    hours = json.loads(path.read_text())["gpu_hours"]["fp16/bf16 peak 989 TFLOP/s at 100%"]
-    return {"250_steps": hours, "at_this_setting": hours / nfe_ratio}
-
-
-def time_to_gold_markdown(r: dict) -> str:
-    m, ref, ours, q = r["machine"], r["reference"], r["ours"], r["quality"]
-    lines = [
-        f"# Time to gold quality: reference DDPM-{ref['steps']} vs ours {ours['solver']} {ours['steps']} ({r['date']})",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}. Load average "
-        f"{' '.join(f'{v:.2f}' for v in r['load_before'])} -> {' '.join(f'{v:.2f}' for v in r['load_after'])}. Networks: {r['networks']}; batch {r['batch']}, scale {r['scale']}, "
-        f"same labels and x_T on both sides, {len(r['seconds']['reference'])} repeat(s), rotated order.",
-        "",
-        "| side | sampler | NFE | median wall s | median CPU s |",
-        "|---|---|---|---|---|",
-        f"| reference | {ref['sampler']}, {ref['steps']} steps | {ref['nfe']} | {r['median_s']['reference']:.2f} "
-        f"| {statistics.median(r['cpu_seconds']['reference']):.2f} |",
-        f"| ours | {ours['solver']} {ours['steps']} ({ours['step_schedule']}), fp32 exact path | {ours['nfe']} "
-        f"| {r['median_s']['ours']:.2f} | {statistics.median(r['cpu_seconds']['ours']):.2f} |",
-        "",
-        f"ratio (wall) {r['ratio']:.2f}x, ratio (CPU time) {r['ratio_cpu_time']:.2f}x, NFE ratio {r['nfe_ratio']:.1f}x.",
-    ]
-    if q and q["ours"] and q["gold"]:
-        lines.append(
-            f"Quality ({q['frontier_csv']}): ours FID {q['ours']['fid']}, gold FID {q['gold']['fid']} "
-            f"[{q['gold']['fid_ci_lo']}, {q['gold']['fid_ci_hi']}]; inside the gold interval: {q['ours']['inside_gold']}."
-        )
-    else:
-        lines.append("Quality: not checked in this run (pass --frontier results/<run>/frontier.csv).")
-    if r["table1_gpu_hours_at_peak"]:
-        t = r["table1_gpu_hours_at_peak"]
-        lines.append(
-            f"Table 1 at the fp16 peak: {t['250_steps']:.1f} GPU-hours at 250 steps, "
-            f"{t['at_this_setting']:.1f} at this setting (FLOPs scale with NFE)."
-        )
-    return "\n".join(lines) + "\n"
+    if (a.model is None) != (a.classifier is None):
+        p.error("--model and --classifier go together")
+    given = {"--solver": a.solver, "--steps": a.steps, "--step-schedule": a.step_schedule}
+    if a.frontier_csv and any(v is not None for v in given.values()):
+        p.error("--frontier-csv picks the setting per scale: leave out " + ", ".join(k for k, v in given.items() if v))
+    a.solver, a.steps, a.step_schedule = a.solver or "dpmpp-2m", a.steps or 20, a.step_schedule or "uniform"
+    r = time_to_gold.run(a)
+    write_report(a.out, "time_to_gold", r, time_to_gold.markdown(r))
+    print(time_to_gold.markdown(r))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -568,28 +326,31 @@ def main(argv=None) -> int:
     p.add_argument("--render", action="store_true", help="only rewrite sampling.md from sampling.json")
     p.add_argument("--update", action="store_true", help="replace only the cases run now in an existing sampling.json")
     p.add_argument("--out", default="bench/out")
-    g = p.add_argument_group("time to gold quality (--time-to-gold; writes time_to_gold.{json,md})")
-    g.add_argument("--time-to-gold", action="store_true", help="reference DDPM-250 vs ours at --solver/--steps")
-    g.add_argument("--solver", choices=("ddim", "dpmpp-2m", "dpmpp-3m"), default="dpmpp-2m")
-    g.add_argument("--steps", type=int, default=20, help="our steps (= NFE)")
-    g.add_argument("--step-schedule", choices=("uniform", "logsnr", "karras"), default="uniform")
-    g.add_argument("--scale", type=float, default=1.0)
+    g = p.add_argument_group(
+        "time to gold quality (--time-to-gold; bench/time_to_gold.py; writes time_to_gold.{json,md})"
+    )
+    g.add_argument("--time-to-gold", action="store_true", help="reference DDPM-250 vs ours, per --scales")
+    g.add_argument("--solver", choices=("ddim", "dpmpp-2m", "dpmpp-3m"), help="our sampler (default dpmpp-2m)")
+    g.add_argument("--steps", type=int, help="our steps (= NFE; default 20)")
+    g.add_argument("--step-schedule", choices=("uniform", "logsnr", "karras"), help="default uniform")
+    g.add_argument("--scales", "--scale", type=float, nargs="+", default=[1.0], help="guidance scales (default 1)")
     g.add_argument("--batch", type=int, default=250, help="images per side (the demo's sampling batch)")
     g.add_argument("--gold-steps", type=int, default=250, help="the reference's DDPM steps (250: the paper's)")
     g.add_argument(
         "--model", help="trained UNet (e.g. results/demo/diffusion/ema.pt); default: seeded random demo nets"
     )
     g.add_argument("--classifier", help="its classifier (e.g. results/demo/classifier/model.pt)")
-    g.add_argument("--frontier", help="frontier.csv whose rows say whether this setting keeps the gold quality")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument(
+        "--frontier-csv",
+        help="frontier.csv: per scale, time its cheapest setting inside the gold row's interval "
+        "(instead of --solver/--steps) and report that row's quality",
+    )
+    src.add_argument("--frontier", help="frontier.csv whose rows say whether --solver/--steps keeps the gold quality")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.time_to_gold:
-        if (a.model is None) != (a.classifier is None):
-            p.error("--model and --classifier go together")
-        r = time_to_gold(a)
-        write_report(a.out, "time_to_gold", r, time_to_gold_markdown(r))
-        print(time_to_gold_markdown(r))
-        return 0
+        return run_time_to_gold(p, a)
     if a.probe_memory:
         return probe_child(a.probe_memory)
     if a.render:

@@ -26,6 +26,21 @@ if str(ROOT) not in sys.path:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 
 
+# Dense spec-sheet peaks in TFLOP/s (fp32 without TF32, tf32, bf16, fp16 with fp32 accumulate).
+PEAKS = {
+    "H200": (67, 495, 989, 989),
+    "H100 PCIe": (51, 378, 756, 756),
+    "H100": (67, 495, 989, 989),
+    "A100": (19.5, 156, 312, 312),
+    "L40S": (91.6, 183, 362, 362),
+    "L4": (30.3, 60, 121, 121),
+    "A10": (31.2, 62.5, 125, 125),
+    "V100": (15.7, None, None, 125),
+}
+# Table 1: 8 scales x 50,000 samples x 250 DDPM steps; scale 0 runs without the classifier.
+TABLE1 = {"scales": 8, "guided_scales": 7, "samples": 50_000, "steps": 250}
+
+
 def utc_stamp() -> str:
     """The date line of a report: '2026-12-03 13:57 UTC'."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -175,3 +190,54 @@ def bf16_drift_section(d: dict) -> list[str]:
         "bf16 is emulated and not the default.",
         "",
     ]
+
+
+def peak_of(name: str) -> tuple | None:
+    for key, val in PEAKS.items():
+        if key in name:
+            return val
+    return None
+
+
+def table1_gpu_hours(guided_rate: float, unguided_rate: float, steps: int = TABLE1["steps"]) -> float:
+    """GPU-hours of Table 1's sweep at `steps` sampler steps per image, from image-steps/s: the
+    guided scales at `guided_rate`, scale 0 (no classifier) at `unguided_rate`."""
+    guided = TABLE1["guided_scales"] * TABLE1["samples"] * steps
+    plain = (TABLE1["scales"] - TABLE1["guided_scales"]) * TABLE1["samples"] * steps
+    return (guided / guided_rate + plain / unguided_rate) / 3600
+
+
+def project(speeds: dict, unguided: dict | None) -> dict:
+    """Table 1's GPU-hours at its 250 DDPM steps, per precision mode measured."""
+    out = {}
+    for mode, s in speeds.items():
+        if "image_steps_per_s" not in s:
+            continue
+        rate_u = (unguided or {}).get(mode, {}).get("image_steps_per_s", s["image_steps_per_s"])
+        out[mode] = table1_gpu_hours(s["image_steps_per_s"], rate_u)
+    return {"gpu_hours_by_mode": out, "image_steps": table1_image_steps(), **TABLE1}
+
+
+def table1_image_steps(steps: int = TABLE1["steps"]) -> int:
+    return TABLE1["scales"] * TABLE1["samples"] * steps
+
+
+def project_solver(sol: dict, unguided: dict | None, ddpm_hours: dict) -> dict | None:
+    """Table 1 at a fast solver's steps (`sol`: its guided speed run, with "solver" and "precision"):
+    scale 0 at the unguided DDPM rate of the same mode, since a solver step, like a DDPM step,
+    is one UNet forward (plus the classifier's forward and backward when guided)."""
+    if "image_steps_per_s" not in sol:
+        return None
+    mode = sol["precision"]
+    rate_u = (unguided or {}).get(mode, {}).get("image_steps_per_s", sol["image_steps_per_s"])
+    hours = table1_gpu_hours(sol["image_steps_per_s"], rate_u, sol["steps"])
+    base = ddpm_hours.get(mode)
+    return {
+        "solver": sol["solver"],
+        "steps": sol["steps"],
+        "mode": mode,
+        "image_steps": table1_image_steps(sol["steps"]),
+        "gpu_hours": hours,
+        "ddpm_250_gpu_hours": base,
+        "ratio_vs_ddpm_250": base / hours if base else None,
+    }

@@ -6,11 +6,13 @@ with random weights, no downloads, about 5-8 minutes on one GPU.
 
 Measures: guided DDPM image-steps/s in fp32 / fp16 (the paper's) / bf16 / compiled; FLOPs per
 guided image-step (torch's FLOP counter: UNet forward + classifier forward and backward to x) and
-the achieved TFLOP/s as a share of the card's spec-sheet peak; peak memory at the batch sizes it
-tries (and what `--batch-size auto` would pick); CUDA-vs-CPU fp32 agreement over a few steps;
-fp16-vs-fp32 and bf16-vs-fp32 drift of x_0; host syncs per sampler step; the projected GPU-hours
-of the full Table 1 sweep. Every part is guarded: a failure or the time budget records a reason
-and the rest still runs; gpu.json/gpu.md are always written. --dry labels its output as dry.
+the achieved TFLOP/s as a share of the card's spec-sheet peak; a whole guided run of
+DPM-Solver++(2M) at --solver-steps (set it to the frontier's cheapest setting inside the gold
+interval); peak memory at the batch sizes it tries (and what `--batch-size auto` would pick);
+CUDA-vs-CPU fp32 agreement over a few steps; fp16-vs-fp32 and bf16-vs-fp32 drift of x_0; host
+syncs per sampler step; the projected GPU-hours of the full Table 1 sweep at 250 DDPM steps and
+at the solver's steps. Every part is guarded: a failure or the time budget records a reason and
+the rest still runs; gpu.json/gpu.md are always written. --dry labels its output as dry.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from common import count_flops, cpu_name, utc_stamp, write_report  # noqa: E402
+from common import count_flops, cpu_name, peak_of, project, project_solver, utc_stamp, write_report  # noqa: E402
 
-from adm.diffusion.schedule import make_schedule, respace  # noqa: E402
+from adm.diffusion.schedule import make_schedule, respace, step_schedule  # noqa: E402
 from adm.nets.classifier import Classifier  # noqa: E402
 from adm.nets.presets import get_preset  # noqa: E402
 from adm.nets.unet import UNet  # noqa: E402
@@ -37,20 +39,12 @@ from adm.sampling.guidance import classifier_guidance  # noqa: E402
 from adm.sampling.precision import FastPath, sampling_classifier_fn, sampling_model_fn  # noqa: E402
 from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
 from adm.sampling.samplers import ddpm_sample  # noqa: E402
+from adm.sampling.solvers import SOLVERS  # noqa: E402
 
-# Dense spec-sheet peaks in TFLOP/s (fp32 without TF32, tf32, bf16, fp16 with fp32 accumulate).
-PEAKS = {
-    "H200": (67, 495, 989, 989),
-    "H100 PCIe": (51, 378, 756, 756),
-    "H100": (67, 495, 989, 989),
-    "A100": (19.5, 156, 312, 312),
-    "L40S": (91.6, 183, 362, 362),
-    "L4": (30.3, 60, 121, 121),
-    "A10": (31.2, 62.5, 125, 125),
-    "V100": (15.7, None, None, 125),
-}
-# Table 1: 8 scales x 50,000 samples x 250 DDPM steps; scale 0 runs without the classifier.
-TABLE1 = {"scales": 8, "guided_scales": 7, "samples": 50_000, "steps": 250}
+# DPM-Solver++ steps when --solver-steps is not given: the frontier's largest grid point, 10x fewer
+# than 250. Set --solver-steps to the cheapest setting frontier.md finds inside the gold interval.
+SOLVER_STEPS = 25
+
 SIZES = {  # full: the paper's networks; dry: the unit-test presets, sized for a CPU
     "full": dict(
         unet="imagenet128-cond",
@@ -103,30 +97,38 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def run_sampler(model_fn, cond_fn, n, steps, device, hw, num_classes, seed=0):
-    """x_0 of n guided DDPM samples over `steps` respaced steps (labels 0, 1, 2, ...)."""
-    sched = respace(make_schedule("linear", 1000), str(steps))
+def run_sampler(model_fn, cond_fn, n, steps, device, hw, num_classes, seed=0, solver=None):
+    """x_0 of n guided samples (labels 0, 1, 2, ...) over `steps` respaced DDPM steps, or `steps`
+    time-uniform nodes of a SOLVERS entry (the ImageNet-128 model's linear schedule)."""
+    base = make_schedule("linear", 1000)
+    if solver:
+        sched, sample = step_schedule(base, "uniform", steps), SOLVERS[solver]
+    else:
+        sched, sample = respace(base, str(steps)), ddpm_sample
     gens = sample_generators(seed, range(n))
     noise = randn_per_sample(gens, (3, hw, hw), device)
     y = (torch.arange(n) % num_classes).to(device)
-    return ddpm_sample(model_fn, noise, sched, y, cond_fn, gens)
+    return sample(model_fn, noise, sched, y, cond_fn, gens)
 
 
-def speed(unet, clf, fast, n, steps, device, scale=1.0) -> dict:
+def speed(unet, clf, fast, n, steps, device, scale=1.0, solver=None) -> dict:
     model_fn, cond_fn = sampler_fns(unet, clf, fast, device, scale)
-    hw = unet.cfg.image_size
+    hw, classes = unet.cfg.image_size, unet.cfg.num_classes
     t0 = time.perf_counter()
-    run_sampler(model_fn, cond_fn, n, 1, device, hw, unet.cfg.num_classes)  # warm-up (and the compile, when compiling)
+    # warm-up (and the compile, when compiling): 2 steps, the fewest respace and the solvers accept
+    run_sampler(model_fn, cond_fn, n, 2, device, hw, classes, solver=solver)
     sync(device)
     warm = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    run_sampler(model_fn, cond_fn, n, steps, device, hw, unet.cfg.num_classes)
+    run_sampler(model_fn, cond_fn, n, steps, device, hw, classes, solver=solver)
     sync(device)
     sec = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
+        **({"solver": solver} if solver else {}),
+        "precision": fast.precision,
         "batch": n,
         "steps": steps,
         "seconds": sec,
@@ -243,25 +245,6 @@ def memory(unet, clf, size, device, mode) -> dict:
     }
 
 
-def peak_of(name: str) -> tuple | None:
-    for key, val in PEAKS.items():
-        if key in name:
-            return val
-    return None
-
-
-def project(speeds: dict, unguided: dict | None) -> dict:
-    guided = TABLE1["guided_scales"] * TABLE1["samples"] * TABLE1["steps"]
-    plain = (TABLE1["scales"] - TABLE1["guided_scales"]) * TABLE1["samples"] * TABLE1["steps"]
-    out = {}
-    for mode, s in speeds.items():
-        if "image_steps_per_s" not in s:
-            continue
-        rate_u = (unguided or {}).get(mode, {}).get("image_steps_per_s", s["image_steps_per_s"])
-        out[mode] = (guided / s["image_steps_per_s"] + plain / rate_u) / 3600
-    return {"gpu_hours_by_mode": out, "image_steps": guided + plain, **TABLE1}
-
-
 SAVE = []  # [callable]: writes the report as it stands (set by main)
 
 
@@ -290,6 +273,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/out")
     p.add_argument("--budget-s", type=float, default=420, help="stop starting new parts after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--solver", choices=sorted(SOLVERS), default="dpmpp-2m", help="the fast solver timed beside DDPM")
+    p.add_argument(
+        "--solver-steps",
+        type=int,
+        default=SOLVER_STEPS,
+        help=f"its steps (= NFE; default {SOLVER_STEPS}): set it to the cheapest setting inside the gold interval "
+        "that the frontier found (frontier.md)",
+    )
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -365,6 +356,8 @@ def main(argv=None) -> int:
             unet, clf, FastPath(precision=best), size["speed_batch"]["default"], size["steps"], device, scale=0.0
         ),
     )
+    fast, n = FastPath(precision=best), size["speed_batch"]["default"]  # a whole run of the solver
+    guarded(r, "solver", deadline, lambda: speed(unet, clf, fast, n, a.solver_steps, device, solver=a.solver))
     guarded(r, "memory", deadline, lambda: memory(unet, clf, size, device, best))
     guarded(r, "syncs_per_step", deadline, lambda: syncs_per_step(unet, clf, device))
     guarded(r, "drift_vs_fp32", deadline, lambda: drift(unet, clf, size, device, [m for m in modes if m != "fp32"]))
@@ -390,6 +383,9 @@ def derive(r: dict, device_name: str | None, start: float) -> None:
                 "share_of_peak": tflops / peak if peak else None,
             }
     r["projection"] = project(r["speed"], r.get("unguided"))
+    r["projection"]["solver"] = project_solver(
+        r.get("solver", {}), r.get("unguided"), r["projection"]["gpu_hours_by_mode"]
+    )
     r["wall_s"] = time.time() - start
 
 
@@ -429,10 +425,26 @@ def markdown(r: dict) -> str:
         + ", ".join(f"{m}: {h:.0f} h" for m, h in pr["gpu_hours_by_mode"].items())
         + (" (dry: meaningless)" if r["dry"] else ""),
         "",
+        *solver_lines(r),
         f"Wall time {r['wall_s']:.0f} s",
         "",
     ]
     return "\n".join(lines)
+
+
+def solver_lines(r: dict) -> list[str]:
+    """The fast solver's speed and its Table 1 projection beside DDPM-250's (or why it is missing)."""
+    sol, ps = r.get("solver"), r["projection"].get("solver")
+    if not ps:
+        return [f"solver: `{json.dumps(sol, default=str)}`", ""] if sol else []
+    base = ps["ddpm_250_gpu_hours"]
+    versus = f" against DDPM-250's {base:.1f} ({ps['ratio_vs_ddpm_250']:.1f}x fewer)" if base else ""
+    return [
+        f"{ps['solver']} at {ps['steps']} steps ({ps['mode']}, batch {sol['batch']}): "
+        f"{sol['image_steps_per_s']:.2f} image-steps/s, {sol['seconds']:.2f} s per batch; Table 1 at this "
+        f"setting: {ps['gpu_hours']:.1f} GPU-hours{versus}{' (dry: meaningless)' if r['dry'] else ''}",
+        "",
+    ]
 
 
 if __name__ == "__main__":

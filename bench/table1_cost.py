@@ -4,7 +4,7 @@
 
 torch's FLOP counter on one guided image-step of the 128x128 UNet (forward) and the noisy
 classifier (forward and backward to x, as classifier guidance runs them), counted from shapes on
-the "meta" device, so nothing is computed. The sweep is bench/gpu_check.py's TABLE1 (8 scales x
+the "meta" device, so nothing is computed. The sweep is bench/common.py's TABLE1 (8 scales x
 50,000 samples x 250 DDPM steps, scale 0 without the classifier). Hours at a share of a card's
 dense peak are floor / share; the share itself is what bench/gpu_check.sh measures on a GPU.
 Writes table1_cost.{json,md}.
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
 import gpu_check as gc  # noqa: E402
-from common import utc_stamp, write_report  # noqa: E402
+from common import PEAKS, TABLE1, utc_stamp, write_report  # noqa: E402
 
 from adm.nets.classifier import Classifier  # noqa: E402
 from adm.nets.presets import get_preset  # noqa: E402
@@ -37,11 +37,11 @@ def cost() -> dict:
     clf = Classifier(get_preset("imagenet128-classifier")).to(meta)
     unet.validate_labels = lambda y: None  # the range check reads y back; meta holds no values
     f = gc.flops_per_image_step(unet, clf, meta)
-    t = gc.TABLE1
+    t = TABLE1
     guided = t["guided_scales"] * t["samples"] * t["steps"]
     plain = (t["scales"] - t["guided_scales"]) * t["samples"] * t["steps"]
     total = guided * f["guided_step"] + plain * f["unet_forward"]
-    fp32, _, bf16, fp16 = gc.PEAKS[CARD]
+    fp32, _, bf16, fp16 = PEAKS[CARD]
     hours = {
         f"{name} peak {peak} TFLOP/s at {share:.0%}": total / (peak * 1e12 * share) / 3600
         for name, peak in (("fp16/bf16", fp16), ("fp32", fp32))

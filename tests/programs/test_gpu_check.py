@@ -1,7 +1,13 @@
 """bench/gpu_check.py keeps every finished figure whatever fails later: it will run once, unattended,
 on a rented GPU, and a crash in one mode (an OOM, a compile error, a kill by the shell's timeout)
 must not cost the others' numbers. The full --dry run is `bash bench/gpu_check.sh --dry`
-(~1 min on 2 cores); these tests drive its parts directly.
+(~10 s on 2 cores); the first tests drive its parts directly, the last runs it whole at a 3-step
+solver, so every sampler it times runs on the CPU.
+
+Mutants tried by hand: the warm-up back at 1 DDPM step (which respace refuses) fails
+test_dry_run_times_ddpm_and_the_solver; the solver's Table 1 hours at 250 steps instead of its own,
+or scale 0 left out of them, fail test_solver_projection_at_its_own_steps; run_sampler ignoring
+`solver` (DDPM timed under the solver's name) fails test_dry_run_times_ddpm_and_the_solver.
 """
 
 import importlib.util
@@ -74,3 +80,38 @@ def test_markdown_of_a_report_cut_short_after_its_first_part(gc):
     gc.derive(r, None, time.time())
     md = gc.markdown(r)
     assert "Projected GPU-hours" in md and "FLOPs per guided image-step" not in md
+
+
+def test_solver_projection_at_its_own_steps(gc):
+    r = _report()
+    r["speed"]["fp32"] = {"image_steps_per_s": 10.0, "batch": 2, "steps": 2, "seconds": 1.0, "peak_mem_mb": None}
+    r["unguided"] = {"fp32": {"image_steps_per_s": 20.0}}
+    r["solver"] = {"solver": "dpmpp-2m", "precision": "fp32", "image_steps_per_s": 10.0, "steps": 25}
+    r["solver"].update(batch=2, seconds=5.0)
+    gc.derive(r, None, time.time())
+    ps = r["projection"]["solver"]
+    # 7 guided scales at 10 image-steps/s, scale 0 at 20, 50,000 samples x 25 steps each
+    assert ps["gpu_hours"] == pytest.approx((7 * 50_000 * 25 / 10 + 50_000 * 25 / 20) / 3600)
+    assert ps["ratio_vs_ddpm_250"] == pytest.approx(10.0)  # same rate per step: 250 / 25
+    assert ps["image_steps"] == 8 * 50_000 * 25
+    assert "dpmpp-2m at 25 steps (fp32, batch 2)" in gc.markdown(r) and "(10.0x fewer)" in gc.markdown(r)
+
+
+def test_dry_run_times_ddpm_and_the_solver(gc, tmp_path, monkeypatch):
+    calls = []
+    solver = gc.SOLVERS["dpmpp-2m"]
+
+    def counted(model_fn, noise, schedule, *args):
+        calls.append(len(schedule))
+        return solver(model_fn, noise, schedule, *args)
+
+    monkeypatch.setitem(gc.SOLVERS, "dpmpp-2m", counted)
+    assert gc.main(["--dry", "--out", str(tmp_path), "--threads", "1", "--solver-steps", "3"]) == 0
+    r = json.loads((tmp_path / "gpu_dry.json").read_text())
+    for part in (r["speed"]["fp32"], r["speed"]["bf16"], r["unguided"]["fp32"], r["solver"]):
+        assert part.get("image_steps_per_s", 0) > 0, part
+    assert (r["solver"]["solver"], r["solver"]["steps"], r["solver"]["precision"]) == ("dpmpp-2m", 3, "fp32")
+    ps = r["projection"]["solver"]
+    assert ps["steps"] == 3 and ps["gpu_hours"] > 0 and ps["ddpm_250_gpu_hours"] > 0
+    assert "dpmpp-2m at 3 steps" in (tmp_path / "gpu_dry.md").read_text()
+    assert calls == [2, 3]  # the solver itself ran: the warm-up, then the timed run
