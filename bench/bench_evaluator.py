@@ -2,6 +2,15 @@
 
     python bench/bench_evaluator.py [--n 50000] [--n-naive 10000] [--images 512]
     python bench/bench_evaluator.py --only-scale [--n 50000 --n-ref 10000 --before-n 20000]
+    python bench/bench_evaluator.py --paper [--inception-images 500 --dinov2-images 64 --threads 0]
+    python bench/bench_evaluator.py --quick [--out DIR]
+
+``--paper`` measures at paper size in one run, each part in a child process of its own (TensorFlow
+and torch never in one; each peak RSS its own): Inception features/s at 128x128 through the
+evaluator's TensorFlow path (a stand-in graph of Inception-v3's architecture, see
+evaluator_paper.py), stats + FID + P&R of 50k samples x 10k reference, DINOv2 ViT-L/14 features/s
+at 224; with the CPU, its flags, threads, load averages, commit and date. It updates the "paper"
+section of evaluator.json; ``--quick`` runs it at toy sizes into evaluator_quick.{json,md}.
 
 Writes bench/out/evaluator.json and bench/out/evaluator.md (``--only-scale`` updates just the
 "P&R at scale" section: each configuration runs in a child process, so its peak RSS is its own;
@@ -21,13 +30,26 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (common puts the repository on sys.path)
 
-from common import OUT, ROOT, cpu_name, peak_rss_mb, timed, write_report  # noqa: E402
+from common import (  # noqa: E402
+    OUT,
+    ROOT,
+    cpu_machine,
+    cpu_name,
+    git_commit,
+    load_average,
+    peak_rss_mb,
+    timed,
+    utc_stamp,
+    write_report,
+)
+from evaluator_paper import dinov2_rate, inception_rate, inception_standin, paper_markdown  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -191,17 +213,31 @@ def _head_manifold(rev: str = "HEAD"):
     return mod
 
 
-def run_child(n: int, n_ref: int, dim: int, impl: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", f"{n},{n_ref},{dim},{impl}"], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def pr_part(n: int, n_ref: int, dim: int, impl: str = "after") -> dict:
+    """pr_at_scale with the BLAS threads that did its GEMMs."""
+    from threadpoolctl import threadpool_info
+
+    row = pr_at_scale(n, n_ref, dim, impl)
+    return row | {"blas_threads": max((p["num_threads"] for p in threadpool_info()), default=None)}
 
 
-def scale_markdown(sec: dict) -> list[str]:
+PARTS = {"pr": pr_part, "inception-graph": inception_standin, "inception": inception_rate, "dinov2": dinov2_rate}
+
+
+def run_part(name: str, **kwargs) -> dict:
+    """PARTS[name](**kwargs) in a child process (its own peak RSS; TensorFlow and torch apart),
+    with the load average before and after it."""
+    before = load_average()
+    res = subprocess.run([sys.executable, __file__, "--part", name, json.dumps(kwargs)], capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"part {name} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1]) | {"load_before": before, "load_after": load_average()}
+
+
+def scale_markdown(sec: dict, title: str = "P&R at scale (random features, k=3, float16 distances)") -> list[str]:
     lines = [
         "",
-        "## P&R at scale (random features, k=3, float16 distances)",
+        f"## {title}",
         "",
         f"uptime before: {sec['uptime_before']}",
         f"uptime after: {sec['uptime_after']}",
@@ -223,9 +259,19 @@ def scale_markdown(sec: dict) -> list[str]:
 
 
 def markdown(res: dict) -> str:
+    lines = ["# Evaluator benchmark", ""] + (paper_markdown(res["paper"]) if "paper" in res else [])
+    if "feature_pass" in res:
+        lines += designs_markdown(res)
+    if "pr_at_scale" in res:
+        lines += scale_markdown(res["pr_at_scale"])
+    if "pr_at_scale_idle" in res:
+        lines += scale_markdown(res["pr_at_scale_idle"], "P&R at scale, idle machine (rerun)")
+    return "\n".join(lines) + "\n"
+
+
+def designs_markdown(res: dict) -> list[str]:
+    """The default run's sections: feature pass and stats + P&R, ours against the reference's design."""
     lines = [
-        "# Evaluator benchmark",
-        "",
         f"Machine: {res['machine']}; load before: {res.get('load_before')}",
         "",
         "## Feature pass (stand-in graph, 299 resize)",
@@ -247,9 +293,7 @@ def markdown(res: dict) -> str:
             f"| {name} | {row['n']} | {row['stats_s']} | {row['fid_s']} | "
             f"{row['pr_s']} | {row['total_s']:.1f} | {row['peak_rss_mb']} |"
         )
-    if "pr_at_scale" in res:
-        lines += scale_markdown(res["pr_at_scale"])
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def uptime() -> str:
@@ -258,25 +302,60 @@ def uptime() -> str:
 
 def only_scale(args) -> dict:
     res = (
-        json.loads((OUT / "evaluator.json").read_text())
-        if (OUT / "evaluator.json").exists()
+        json.loads((args.out / "evaluator.json").read_text())
+        if (args.out / "evaluator.json").exists()
         else {"machine": machine()}
     )
     sec = {"uptime_before": uptime(), "rows": []}
     if args.before_n:
         before = f"before@{args.before_rev}" if args.before_rev else "before"
         for impl in (before, "after"):
-            sec["rows"].append(run_child(args.before_n, args.n_ref, args.dim, impl))
+            sec["rows"].append(run_part("pr", n=args.before_n, n_ref=args.n_ref, dim=args.dim, impl=impl))
     if args.n:
-        sec["rows"].append(run_child(args.n, args.n_ref, args.dim, "after"))
+        sec["rows"].append(run_part("pr", n=args.n, n_ref=args.n_ref, dim=args.dim))
     sec["uptime_after"] = uptime()
     res["pr_at_scale"] = sec
     return res
 
 
+# --quick: every part at toy size, a check that the run works end to end, not a measurement (more
+# samples than the 2048 dimensions, so the covariances are full rank as at paper size)
+QUICK = {"n": 4000, "n_ref": 3000, "inception_images": 8, "dinov2_images": 2, "dinov2_batch": 2}
+
+
+def paper(args) -> dict:
+    """The paper-size run: Inception features/s at --inception-side, stats + FID + P&R at
+    --n x --n-ref, DINOv2 features/s, each part in its own process, in that order."""
+    sizes = {k: getattr(args, k) for k in ("n", "n_ref", "dim", "inception_images", "inception_side")}
+    sizes |= {k: getattr(args, k) for k in ("dinov2_images", "dinov2_batch", "threads")}
+    sec = {"date": utc_stamp(), "commit": git_commit(), "machine": cpu_machine(), "sizes": sizes}
+    sec["load_before"], t0 = load_average(), time.perf_counter()
+    parts = sec["parts"] = {}
+    with tempfile.TemporaryDirectory() as d:
+        sec["inception_graph"] = run_part("inception-graph", path=f"{d}/inception_standin.pb")
+        parts["inception"] = run_part(
+            "inception",
+            graph_path=f"{d}/inception_standin.pb",
+            images=args.inception_images,
+            side=args.inception_side,
+            batch_size=None,
+            threads=args.threads,
+        )
+    parts["precision_recall"] = run_part("pr", n=args.n, n_ref=args.n_ref, dim=args.dim)
+    parts["dinov2"] = run_part(
+        "dinov2",
+        images=args.dinov2_images,
+        side=args.inception_side,
+        batch_size=args.dinov2_batch,
+        threads=args.threads,
+    )
+    sec["load_after"], sec["total_s"] = load_average(), round(time.perf_counter() - t0, 1)
+    return sec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=50000)
+    ap.add_argument("--n", type=int, default=50000, help="samples (stats, FID, P&R)")
     ap.add_argument("--n-naive", type=int, default=10000)
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--images", type=int, default=512)
@@ -287,15 +366,32 @@ def main() -> None:
     )
     ap.add_argument("--before-rev", help="git revision of the 'before' manifold.py (default HEAD)")
     ap.add_argument("--only-scale", action="store_true")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--paper", action="store_true", help="paper-size run of every part (see the docstring)")
+    ap.add_argument("--quick", action="store_true", help=f"--paper at toy sizes {QUICK}, into evaluator_quick.*")
+    ap.add_argument("--inception-images", type=int, default=500, help="images timed through Inception (--paper)")
+    ap.add_argument("--inception-side", type=int, default=128, help="image side of both feature parts (--paper)")
+    ap.add_argument("--dinov2-images", type=int, default=64, help="images timed through DINOv2 (--paper)")
+    ap.add_argument("--dinov2-batch", type=int, default=64, help="DINOv2 batch (features-dinov2's default)")
+    ap.add_argument("--threads", type=int, default=0, help="TF/torch threads of the feature parts (0: all cores)")
+    ap.add_argument("--out", type=Path, default=OUT, help="report folder (default bench/out)")
+    ap.add_argument("--part", nargs=2, metavar=("NAME", "KWARGS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        n, n_ref, dim, impl = args.child.split(",")
-        print(json.dumps(pr_at_scale(int(n), int(n_ref), int(dim), impl)))
+    if args.part:
+        name, kwargs = args.part
+        print(json.dumps(PARTS[name](**json.loads(kwargs))))
+        return
+    if args.paper or args.quick:
+        vars(args).update(QUICK if args.quick else {})
+        stem = "evaluator_quick" if args.quick else "evaluator"
+        old = args.out / f"{stem}.json"
+        res = json.loads(old.read_text()) if old.exists() and not args.quick else {}
+        res["paper"] = paper(args)
+        write_report(args.out, stem, res, markdown(res), indent=1)
+        print(markdown(res))
         return
     if args.only_scale:
         res = only_scale(args)
-        write_report(OUT, "evaluator", res, markdown(res), indent=1)
+        write_report(args.out, "evaluator", res, markdown(res), indent=1)
         print(markdown(res))
         return
     res = {"machine": machine(), "load_before": os.getloadavg(), "feature_pass": feature_pass(args.images, args.side)}
@@ -305,7 +401,7 @@ def main() -> None:
         f"ours, N={args.n}": stats_and_pr(args.n, args.dim, False),
     }
     res["load_after"] = os.getloadavg()
-    write_report(OUT, "evaluator", res, markdown(res), indent=1)
+    write_report(args.out, "evaluator", res, markdown(res), indent=1)
     print(markdown(res))
 
 

@@ -76,6 +76,34 @@ def ram_gb() -> float:
     raise OSError("no MemTotal in /proc/meminfo")
 
 
+def git_commit() -> str:
+    """The commit a report measured: HEAD's hash, with "+dirty" when tracked files differ from it."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, two decimals (other jobs on the cores show here)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_machine() -> dict:
+    """The CPU a figure depends on, without torch: model, flags, cores (and those this process may
+    run on, which a container or taskset can restrict), RAM."""
+    return {
+        "cpu": cpu_name(),
+        "flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gb": ram_gb(),
+    }
+
+
 def torch_machine() -> dict:
     """The CPU and torch build a sampling figure depends on (the sampling and profile reports)."""
     import torch
