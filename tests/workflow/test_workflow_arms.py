@@ -109,6 +109,7 @@ def test_arm_jobs_carry_their_guidance(tmp_path):
     assert not any("/arms/classifier/seed0/" in o for o in arm_cmds)  # seed 0 is Table 1 itself
     train = next(c for rule, c in jobs.values() if rule == "train_cfg_model")
     assert "--label-dropout 0.1" in train and "--restart-on-change" in train
+    assert "--init-from results/smoke/diffusion/ema.pt" in train  # fine-tuned from the main model
 
 
 def test_cfg_in_an_interval(tmp_path):
@@ -222,7 +223,23 @@ def test_cfg_with_released_checkpoints_is_refused(tmp_path):
     cfg["guidance_arms"] = [arm(name="cfg", method="cfg")]
     line = one_line_error(tmp_path, cfg)
     assert line.startswith("invalid config: guidance_arms.cfg: method cfg needs a model trained with label dropout")
-    assert "pretrained: false" in line
+    assert "pretrained: false" in line and "cfg_model.init: main" in line
+
+
+def test_cfg_fine_tuned_from_the_released_model(tmp_path):
+    """cfg_model.init: main with the released checkpoints: the CFG model is the downloaded one
+    fine-tuned with label dropout on imagenet_dir (refused in one line without it)."""
+    cfg = yaml.safe_load(IMAGENET.read_text())
+    cfg["guidance_arms"] = [arm(name="cfg", method="cfg")]
+    cfg["cfg_model"] = {"init": "main", "steps": 1000}
+    line = one_line_error(tmp_path, cfg)
+    assert "guidance_arms.cfg: fine-tuning the released model for method cfg needs its data: set imagenet_dir" in line
+    (tmp_path / "imagenet").mkdir()
+    cfg["imagenet_dir"] = str(tmp_path / "imagenet")
+    jobs = dry_jobs(tmp_path, write(tmp_path / "c.yaml", cfg))
+    train = next(c for rule, c in jobs.values() if rule == "train_cfg_model")
+    assert "--init-from results/imagenet128/pretrained/diffusion.pt" in train and "--steps 1000" in train
+    assert "--label-dropout 0.1" in train and "--model-preset imagenet128-cond" in train
 
 
 # ---------------------------------------------------------------- on the real smoke DAG (test_workflow.py)
