@@ -124,6 +124,19 @@ def tiny_data(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def dinov2_standin(tmp_path_factory) -> Path:
+    """The DINOv2 ViT-L/14 stand-in the rehearsals serve (tests/workflow/rehearsal_fixtures.py,
+    write_dinov2_weights with the seed build_served_tree uses: the same bytes), written once per
+    session: 304M seeded parameters take a while to draw and 600 MB to store, and both the paper
+    rehearsal and the published check's rehearsal serve it. Read-only: link or copy it."""
+    import rehearsal_fixtures as rf
+
+    path = tmp_path_factory.mktemp("dinov2") / Path(rf.DINOV2_PATH).name
+    rf.write_dinov2_weights(path, seed=3)
+    return path
+
+
 # The README's smoke command, run verbatim from the root of a fresh copy of the repository.
 SMOKE_COMMAND = "snakemake --cores all --configfile .test/config/config.yaml"
 

@@ -225,15 +225,17 @@ def read_comparison_csv(path: str | Path) -> list[dict]:
 
 def tradeoff_curves(rows: list[dict]) -> dict[str, dict[float, dict]]:
     """{arm label: {scale: {"metrics": seed means, "spread": {metric: sd}, "n_seeds"}}} for
-    adm.report.tradeoff.write_tradeoff_plots (sd only where there are two or more seeds)."""
+    adm.report.tradeoff.write_tradeoff_plots (sd only where there are two or more seeds); the
+    optional metrics every row carries (FD_DINOv2) too."""
+    metrics = (*METRICS, *extra_metrics(rows))
     curves: dict[str, dict[float, dict]] = {}
     for r in rows:
         point = {
-            "metrics": {m: r[f"{m}_mean"] for m in METRICS},
+            "metrics": {m: r[f"{m}_mean"] for m in metrics},
             "n_seeds": r["n_seeds"],
             "feature_network": r["feature_network"],
         }
-        spread = {m: r[f"{m}_sd"] for m in METRICS if r[f"{m}_sd"] is not None}
+        spread = {m: r[f"{m}_sd"] for m in metrics if r[f"{m}_sd"] is not None}
         if spread:
             point["spread"] = spread
         curves.setdefault(r["label"], {})[r["scale"]] = point

@@ -183,3 +183,19 @@ def test_fd_dinov2_per_point_over_seeds(entries, tmp_path):
     assert header(csv_path).startswith(header(plain_csv) + ",fd_dinov2_mean,fd_dinov2_sd,fd_dinov2_min,")
     html = compare.render_section(csv_path, [], lambda p: "data:")
     assert "<th>FD_DINOv2 min</th>" in html and "<td>113.33 ± 15.28</td><td>100.00</td><td>110.00</td>" in html
+
+
+def test_tradeoff_curves_carry_fd_dinov2_only_when_measured(entries, tmp_path):
+    """The curves of a run with FD_DINOv2 carry its seed mean and sd per point (the FD_DINOv2 vs
+    scale plot reads them); without records, no such key (the plot is not drawn)."""
+    plain = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(entries)))
+    assert all("fd_dinov2" not in p["metrics"] for points in plain.values() for p in points.values())
+    fd = with_fd_dinov2(tmp_path, entries, [100.0, 200.0, 110.0, 130.0, 90.0, 95.0, 80.0])
+    curves = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(fd)))
+    assert curves["classifier"][1.0]["metrics"]["fd_dinov2"] == pytest.approx(113.333333)
+    assert curves["classifier"][1.0]["spread"]["fd_dinov2"] == pytest.approx(15.275252)
+    assert curves["classifier"][0.0]["metrics"]["fd_dinov2"] == 200.0 and "spread" not in curves["classifier"][0.0]
+    assert curves["CFG"][0.0]["metrics"]["fd_dinov2"] == 80.0
+    for label, points in plain.items():  # the other metrics as before
+        for scale, point in points.items():
+            assert {k: v for k, v in curves[label][scale]["metrics"].items() if k != "fd_dinov2"} == point["metrics"]

@@ -1,6 +1,7 @@
 """Trade-off plots (adm/report/tradeoff.py) from small synthetic metrics docs: the four files,
 points joined in scale order and labelled by scale, error bars only where a spread is given, the
-paper's curve only when asked (and never on the demo feature network)."""
+paper's curve only when asked (and never on the demo feature network); with FD_DINOv2, the FID and
+FD_DINOv2 vs scale figure as two more files, the four others unchanged."""
 
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adm.report.paper import DEMO_BANNER, PAPER_TABLE1, UNVERIFIED_BANNER
-from adm.report.tradeoff import PAPER_LABEL, curve_points, tradeoff_figure, write_tradeoff_plots
+from adm.report.tradeoff import PAPER_LABEL, curve_points, scale_figure, tradeoff_figure, write_tradeoff_plots
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,3 +112,52 @@ def test_missing_metrics_are_skipped_and_no_points_is_an_error(tmp_path):
 def test_module_imports_no_torch():
     code = "import sys, adm.report.tradeoff; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# FD_DINOv2 per point (arm, scale), in the order of _curves(): classifier 4, 0, 1; classifier-free 0.5, 2
+FD = {"classifier": {4.0: 300.0, 0.0: 250.0, 1.0: 180.0}, "classifier-free": {0.5: 150.0, 2.0: 170.0}}
+
+
+def _fd_curves(net="inception-v3-2015"):
+    curves = _curves(net)
+    for arm, points in curves.items():
+        for scale, doc in points.items():
+            doc["metrics"]["fd_dinov2"] = FD[arm][scale]
+    curves["classifier-free"][2.0]["spread"]["fd_dinov2"] = 4.0
+    return curves
+
+
+def test_fd_dinov2_plot_is_written_only_with_the_metric(tmp_path):
+    plain = write_tradeoff_plots(_curves(), tmp_path / "plain", compare_paper=True)
+    paths = write_tradeoff_plots(_fd_curves(), tmp_path / "fd", compare_paper=True)
+    assert [p.name for p in paths] == [p.name for p in plain] + ["tradeoff_fd_dinov2.png", "tradeoff_fd_dinov2.svg"]
+    assert not (tmp_path / "plain" / "tradeoff_fd_dinov2.svg").exists()
+    for p in plain:  # the two trade-off plots are the same bytes with or without FD_DINOv2
+        assert (tmp_path / "fd" / p.name).read_bytes() == p.read_bytes(), p.name
+    svg = (tmp_path / "fd" / "tradeoff_fd_dinov2.svg").read_text()
+    assert "FD_DINOv2" in svg and "guidance scale" in svg and PAPER_LABEL in svg
+
+
+def test_fd_dinov2_figure_has_a_line_per_arm_against_the_scale():
+    """Two panels, FID and FD_DINOv2 against the scale; in each a line per arm through its points in
+    scale order, an sd bar where the point has a spread; the paper's FID only in the FID panel."""
+    fig = scale_figure(_fd_curves(), ("fid", "fd_dinov2"), "t", overlay_paper=True)
+    fid_ax, fd_ax = fig.axes
+    assert fid_ax.get_ylabel() == "FID" and fd_ax.get_ylabel() == "FD_DINOv2"
+    for ax, metric in ((fid_ax, "fid"), (fd_ax, "fd_dinov2")):
+        lines = {c.get_label(): c.lines[0] for c in ax.containers}
+        assert list(lines) == ["classifier", "classifier-free"]
+        for arm, points in _fd_curves().items():
+            assert list(lines[arm].get_xdata()) == sorted(points)
+            assert list(lines[arm].get_ydata()) == [points[s]["metrics"][metric] for s in sorted(points)]
+    bars = {c.get_label(): c for c in fd_ax.containers}
+    assert bars["classifier-free"].has_yerr and not bars["classifier"].has_yerr
+    paper = [line for line in fid_ax.lines if line.get_label() == PAPER_LABEL]
+    assert len(paper) == 1 and list(paper[0].get_xdata()) == sorted(PAPER_TABLE1)
+    assert list(paper[0].get_ydata()) == [row[0] for _, row in sorted(PAPER_TABLE1.items())]
+    assert not [line for line in fd_ax.lines if line.get_label() == PAPER_LABEL]
+
+
+def test_fd_dinov2_plot_names_an_unverified_graph(tmp_path):
+    write_tradeoff_plots(_fd_curves(net="unverified feature graph"), tmp_path, compare_paper=False)
+    assert UNVERIFIED_BANNER in (tmp_path / "tradeoff_fd_dinov2.svg").read_text()

@@ -144,6 +144,19 @@ def write_dinov2_weights(path: str | os.PathLike, seed: int = 0) -> str:
     return sha256_file(path)
 
 
+def place(src: str | os.PathLike, dest: str | os.PathLike) -> str:
+    """A built file put at `dest` of a served tree (hard link, or a copy across file systems); its sha256."""
+    import shutil
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+    return sha256_file(dest)
+
+
 def random_images(n: int, size: int, seed: int) -> np.ndarray:
     """Smooth random uint8 images [n, size, size, 3] (blurred blobs, not white noise, so the
     features vary from image to image as they would on photographs)."""
@@ -199,11 +212,19 @@ def _run_python(args: list[str]) -> None:
         raise RuntimeError(f"{args[:3]} failed:\n{res.stderr[-3000:]}")
 
 
-def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int = 0, upsample: bool = False) -> dict:
+def build_served_tree(
+    root: str | os.PathLike,
+    ref_images: int = 16,
+    seed: int = 0,
+    upsample: bool = False,
+    dinov2: str | os.PathLike | None = None,
+) -> dict:
     """Every file the paper config downloads, under `root` at OpenAI's relative paths.
     Returns {name: {"path": relative path, "sha256": ...}} for diffusion, classifier, reference,
-    graph and, with `upsample`, upsampler and upsample_reference (built after the others, so the
-    default four are the same bytes either way)."""
+    graph, dinov2 and, with `upsample`, upsampler and upsample_reference (built after the others,
+    so the default files are the same bytes either way). `dinov2`: a stand-in already written by
+    write_dinov2_weights (the session's `dinov2_standin`), linked into the tree instead of
+    building the 600 MB file again."""
     root = Path(root)
     files = {
         "graph": GRAPH_PATH,
@@ -216,7 +237,7 @@ def build_served_tree(root: str | os.PathLike, ref_images: int = 16, seed: int =
     sha["diffusion"] = write_openai_checkpoint("imagenet128-cond", root / files["diffusion"], seed)
     sha["classifier"] = write_openai_checkpoint("imagenet128-classifier", root / files["classifier"], seed + 1)
     files["dinov2"] = DINOV2_PATH  # the paper config computes FD_DINOv2 beside FID
-    sha["dinov2"] = write_dinov2_weights(root / DINOV2_PATH, seed + 3)
+    sha["dinov2"] = place(dinov2, root / DINOV2_PATH) if dinov2 else write_dinov2_weights(root / DINOV2_PATH, seed + 3)
     if upsample:
         files["upsampler"] = f"{CHECKPOINT_DIR}/{UPSAMPLER_FILE}"
         files["upsample_reference"] = UPSAMPLE_REFERENCE_PATH

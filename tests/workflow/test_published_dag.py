@@ -1,13 +1,16 @@
 """The published-samples check (named target `published`) as a DAG, rehearsed on served stand-ins.
 
-OpenAI's sample batches and the Inception graph cannot be downloaded here, so files of the same
-kinds are served on 127.0.0.1 (tests/workflow/rehearsal_fixtures.py): a stand-in graph, a
-VIRTUAL-style 128 reference batch and two "published" batches of smooth random images at OpenAI's
-relative paths. The real rules download, evaluate (the sweep's own evaluation rule) and compare:
+OpenAI's sample batches, the Inception graph and the DINOv2 weights cannot be downloaded here, so
+files of the same kinds are served on 127.0.0.1 (tests/workflow/rehearsal_fixtures.py): a stand-in
+graph, the session's DINOv2 ViT-L/14 stand-in (tests/conftest.py), a VIRTUAL-style 128 reference
+batch and two "published" batches of smooth random images at OpenAI's relative paths. The real
+rules download, evaluate (the sweep's own evaluation rule), take FD_DINOv2 (the sweep's features
+and FD rules) and compare:
 1. against the real published values: the stand-in batches cannot match, so the table job fails
    with one line naming batch, metric, published value and ours, and leaves no table;
 2. against `published.expected` set to the values the DAG computed: the table is written, with
-   the *unverified feature graph* label, and report.html's section made from it shows both;
+   the *unverified feature graph* label and an FD_DINOv2 row per batch ("not published"), and
+   report.html's section made from it shows them;
 3. a doctored batch (other images under the same URL): the check fails again, naming that batch.
 """
 
@@ -75,15 +78,25 @@ def test_paper_config_has_the_published_target(tmp_path):
     assert "results/imagenet128/published.csv" in report
 
 
-def write_batch(path: Path, seed: int, n: int = 8) -> None:
+# Images per served batch: the fewest the evaluator takes (precision/recall with k = 3 need 4), as
+# few in the reference batch: each costs ~2 CPU-seconds of ViT-L/14 features (FD_DINOv2) besides Inception.
+N_SAMPLES, N_REF = 4, 8
+
+
+def write_batch(path: Path, seed: int, n: int = N_SAMPLES) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = np.random.default_rng(seed + 7).integers(0, 1000, n, dtype=np.int64)
     np.savez(path, arr_0=rf.random_images(n, 128, seed), arr_1=labels)
 
 
 def served_overlay(path: Path, url: str, files: dict, expected: dict | None = None) -> Path:
-    cfg = {  # FD_DINOv2 off: no DINOv2 stand-in served here (test_paper_config_has_the_published_target lists its jobs)
-        "evaluation": {"graph_url": f"{url}/{files['graph']['path']}", "fd_dinov2": False},
+    cfg = {  # FD_DINOv2 on, as in the paper config: the stand-in weights pinned by their sha256
+        "evaluation": {
+            "graph_url": f"{url}/{files['graph']['path']}",
+            "fd_dinov2": True,
+            "dinov2_url": f"{url}/{files['dinov2']['path']}",
+            "dinov2_sha256": files["dinov2"]["sha256"],
+        },
         "published": {
             "base_url": f"{url}/{BASE}",
             "batches": list(BATCHES),
@@ -100,13 +113,40 @@ def table_error(run: Path) -> str:
     return lines[0]
 
 
+def fd_rows_in_table(run: Path, md: str, section: str) -> None:
+    """An FD_DINOv2 row per batch in published.csv, published.md and the report's section: the
+    value of the batch's FD record (finite, >= 0), nothing published beside it, the verdict "not
+    published", the DINOv2 network named; the table keeps the stand-in graph's label."""
+    from adm.report.paper import UNVERIFIED_BANNER
+    from adm.report.published import FD_DINOV2_NOTE, read_published_csv
+
+    rows = [r for r in read_published_csv(run / "published.csv") if r["metric"] == "fd_dinov2"]
+    assert [r["batch"] for r in rows] == list(BATCHES)
+    for r in rows:
+        record = json.loads((run / f"published/fd_dinov2/{r['batch']}.json").read_text())
+        value = float(r["ours"])
+        assert np.isfinite(value) and value >= 0 and value == record["metrics"]["fd_dinov2"]
+        assert record["n_samples"] == N_SAMPLES and record["n_ref"] == N_REF
+        assert (r["published"], r["source"], r["verdict"]) == ("", "", "not published")
+        assert r["feature_network"] == record["feature_network"] == "dinov2-vitl14"
+        cells = f"| {r['batch']} | — | FD_DINOv2 | — | {value:.6g} | – | – | not published |"
+        assert cells in md
+        assert f"<td>FD_DINOv2</td><td>—</td><td>{value:.6g}</td>" in section
+    assert md.count("| FD_DINOv2 |") == len(BATCHES) and FD_DINOV2_NOTE in md
+    assert md.splitlines()[2] == f"**{UNVERIFIED_BANNER}**"  # the stand-ins' label, over every row
+    assert html.escape(FD_DINOV2_NOTE) in section
+
+
 @pytest.mark.slow
-def test_published_check_end_to_end_on_served_stand_ins(tmp_path):
+def test_published_check_end_to_end_on_served_stand_ins(tmp_path, dinov2_standin):
     served, workdir = tmp_path / "served", tmp_path / "work"
     workdir.mkdir()
     t0 = time.monotonic()
-    files = {"graph": {"path": rf.GRAPH_PATH, "sha256": rf.write_graph(served / rf.GRAPH_PATH)}}
-    rf.write_reference_batch(served / rf.REFERENCE_PATH, served / rf.GRAPH_PATH, 16, 128, 0)
+    files = {
+        "graph": {"path": rf.GRAPH_PATH, "sha256": rf.write_graph(served / rf.GRAPH_PATH)},
+        "dinov2": {"path": rf.DINOV2_PATH, "sha256": rf.place(dinov2_standin, served / rf.DINOV2_PATH)},
+    }
+    rf.write_reference_batch(served / rf.REFERENCE_PATH, served / rf.GRAPH_PATH, N_REF, 128, 0)
     for i, name in enumerate(BATCHES):
         write_batch(served / BASE / f"128/{name}.npz", seed=10 + i)
     run = workdir / "results" / "rehearsal"
@@ -139,7 +179,7 @@ def test_published_check_end_to_end_on_served_stand_ins(tmp_path):
         section = render_section(run / "published.csv")
         assert '<div class="banner">unverified feature graph' in section
         assert "<td>expected (config)</td>" in section and html.escape(EXPECTED_NOTE) in section
-        assert "FD_DINOv2" not in text + section  # off here: no column
+        fd_rows_in_table(run, text, section)
 
         # 3. a doctored batch under the same URL: the check fails, naming it
         write_batch(served / BASE / "128/admnet_guided_imagenet128.npz", seed=99)

@@ -205,11 +205,12 @@ def test_report_labels_numbers_of_an_unverified_graph(tmp_path, network, labelle
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    """Build the served files, serve them, run the paper DAG on them; (workdir, files, timings)."""
+def rehearsal(tmp_path_factory, dinov2_standin):
+    """Build the served files, serve them, run the paper DAG on them; (workdir, files, timings).
+    The DINOv2 stand-in is the session's (tests/conftest.py), shared with the published rehearsal."""
     served, workdir = tmp_path_factory.mktemp("served"), tmp_path_factory.mktemp("rehearsal")
     t0 = time.monotonic()
-    files = rf.build_served_tree(served)
+    files = rf.build_served_tree(served, dinov2=dinov2_standin)
     t1 = time.monotonic()
     with rf.FileServer(served) as server:
         extra = served_config(workdir / "served.yaml", server.url, files)
@@ -232,6 +233,7 @@ def test_rehearsal_downloads_through_the_rules(rehearsal):
         "classifier": run / "pretrained/classifier.pt",
         "reference": run / "reference/ref.npz",
         "graph": run / "inception/classify_image_graph_def.pb",
+        "dinov2": run / "dinov2/dinov2_vitl14_pretrain.pth",  # the session's stand-in, linked into the tree
     }
     for name, path in got.items():
         assert rf.sha256_file(path) == files[name]["sha256"], name

@@ -103,11 +103,11 @@ def served_config(path: Path, url: str, files: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
+def rehearsal(tmp_path_factory, dinov2_standin):
     """Build and serve the files (with the upsampler's), run the DAG; (workdir, files, res)."""
     served, workdir = tmp_path_factory.mktemp("served"), tmp_path_factory.mktemp("rehearsal_up")
     t0 = time.monotonic()
-    files = rf.build_served_tree(served, upsample=True)
+    files = rf.build_served_tree(served, upsample=True, dinov2=dinov2_standin)
     t1 = time.monotonic()
     with rf.FileServer(served) as server:
         extra = served_config(workdir / "served.yaml", server.url, files)

@@ -280,3 +280,53 @@ def test_fast_mode_reaches_every_sampling_job_and_the_default_adds_no_flag(tmp_p
         assert fast[outputs][1].split() == words[:at] + ["--fast", "fast"] + words[at:], outputs
     others = [o for o in default if o not in sampling and default[o][0] != "upsample_sample"]
     assert all(fast[o] == default[o] for o in others if o in fast)
+
+
+def plant_arm_records(workdir: Path, cfg: dict) -> None:
+    """A metrics JSON (demo network) for every arm point of `cfg` and, when FD_DINOv2 is on, an FD
+    record beside it: the inputs of the trade-off rule, as the evaluation jobs would leave them."""
+    import json
+    import sys
+
+    from test_workflow_lib import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from workflow.lib import arms
+
+    for i, path in enumerate(arms.arm_metrics(cfg)):
+        doc = {"fid": 10.0 + i, "sfid": 11.0, "inception_score": 5.0 + i, "precision": 0.5, "recall": 0.4}
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / path).write_text(json.dumps({"metrics": doc, "feature_network": "demo"}))
+    for i, path in enumerate(arms.arm_fd_dinov2(cfg)):
+        (workdir / path).write_text(json.dumps({"metrics": {"fd_dinov2": 100.0 + i}, "ci": {"fd_dinov2": None}}))
+
+
+@pytest.mark.parametrize("fd_dinov2", [False, True])
+def test_tradeoff_rule_adds_the_fd_dinov2_plot_only_when_on(tmp_path, fd_dinov2):
+    """The trade-off job alone, on planted records of every arm point: with FD_DINOv2 on it reads
+    each point's FD record and writes plots/tradeoff_fd_dinov2.{png,svg} too; off, the four files
+    of a run without the metric (their bytes are those of the on run: the metric adds a plot, it
+    changes none)."""
+    cfg = smoke_cfg()
+    cfg.setdefault("evaluation", {})["fd_dinov2"] = fd_dinov2
+    plots = tmp_path / "results/smoke/plots"
+    plant_arm_records(tmp_path, cfg)
+    args = ("--cores", "1", "--allowed-rules", "tradeoff_plots", "--configfile", str(write(tmp_path / "c.yaml", cfg)))
+    res = snakemake(tmp_path, "results/smoke/plots/tradeoff_pr.png", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    four = ["tradeoff_fid_is.png", "tradeoff_fid_is.svg", "tradeoff_pr.png", "tradeoff_pr.svg"]
+    extra = ["tradeoff_fd_dinov2.png", "tradeoff_fd_dinov2.svg"] if fd_dinov2 else []
+    assert sorted(p.name for p in plots.iterdir()) == sorted(four + extra)
+    job = (res.stdout + res.stderr).split("rule tradeoff_plots:", 1)[1].split("\n\n", 1)[0]
+    assert ("arms/auto/seed1/metrics/fd_dinov2_scale2.json" in job) == fd_dinov2  # a new FD record re-draws
+    if fd_dinov2:
+        svg = (plots / "tradeoff_fd_dinov2.svg").read_text()
+        assert "FD_DINOv2" in svg and "guidance scale" in svg and "autoguidance" in svg
+        cfg["evaluation"]["fd_dinov2"] = False  # the same points without the metric: same four files
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        plant_arm_records(plain, cfg)
+        res = snakemake(plain, "results/smoke/plots/tradeoff_pr.png", *args[:-1], str(write(plain / "c.yaml", cfg)))
+        assert res.returncode == 0, res.stderr[-3000:]
+        for name in four:
+            assert (plain / "results/smoke/plots" / name).read_bytes() == (plots / name).read_bytes(), name

@@ -411,6 +411,19 @@ def test_arm_points_get_fd_dinov2_records_only_when_it_is_on(smoke):
     assert [{k: v for k, v in e.items() if k != "fd_dinov2"} for e in entries] == arms.arm_entries(smoke)
 
 
+def test_fd_dinov2_tradeoff_plot_only_when_it_is_on(smoke):
+    """FD_DINOv2 off: the trade-off rule's outputs are the four files of a run without it (and the
+    report shows two plots); on: plots/tradeoff_fd_dinov2.{png,svg} too, its PNG in the report."""
+    plain = [f"results/smoke/plots/tradeoff_{n}.{e}" for n in ("pr", "fid_is") for e in ("png", "svg")]
+    assert arms.tradeoff_plots(smoke) == plain
+    assert arms.comparison_report_inputs(smoke)["tradeoff"] == plain[0::2]
+    smoke["evaluation"]["fd_dinov2"] = True
+    extra = ["results/smoke/plots/tradeoff_fd_dinov2.png", "results/smoke/plots/tradeoff_fd_dinov2.svg"]
+    assert arms.tradeoff_plots(smoke) == plain + extra
+    assert arms.comparison_report_inputs(smoke)["tradeoff"] == [*plain[0::2], extra[0]]
+    assert arms.arm_targets(smoke)[2:8] == plain + extra
+
+
 def test_published_check_joins_the_run_only_when_in_report(rehearsal):
     """published.in_report on an ImageNet run: report.html reads published.csv and `rule all` names
     the check's files; otherwise (the default, or a dataset without published batches) nothing."""

@@ -199,7 +199,10 @@ def comparison_entries(config: dict) -> list[dict]:
 
 
 def tradeoff_plots(config: dict) -> list[str]:
-    return [out(config, f"plots/tradeoff_{name}.{ext}") for name in ("pr", "fid_is") for ext in ("png", "svg")]
+    """plots/tradeoff_{pr,fid_is}.{png,svg} and, with evaluation.fd_dinov2, tradeoff_fd_dinov2 (FID and
+    FD_DINOv2 against the guidance scale; off: the list of a run without the metric)."""
+    names = ("pr", "fid_is", "fd_dinov2") if config["evaluation"]["fd_dinov2"] else ("pr", "fid_is")
+    return [out(config, f"plots/tradeoff_{name}.{ext}") for name in names for ext in ("png", "svg")]
 
 
 def arm_targets(config: dict) -> list[str]:

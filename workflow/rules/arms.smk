@@ -185,9 +185,12 @@ rule comparison:
         "../scripts/comparison.py"
 
 
+# With evaluation.fd_dinov2 also each point's FD_DINOv2 record and tradeoff_fd_dinov2.* (off: the
+# inputs, params and outputs of a run without it).
 rule tradeoff_plots:
     input:
         arms.arm_metrics(config),
+        arms.arm_fd_dinov2(config),
     output:
         report(
             arms.tradeoff_plots(config),
@@ -199,7 +202,7 @@ rule tradeoff_plots:
     conda:
         "../envs/torch.yaml"
     params:
-        entries=arms.arm_entries(config),
+        entries=arms.comparison_entries(config),
         compare_paper=IMAGENET and config["image_size"] == 128,
         out_dir=subpath(output[0], parent=True),
     script:
