@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sampler",
-        choices=("ddpm", "ddim", "dpmpp-2m", "dpmpp-3m"),
+        choices=("ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"),
         help="default: ddim for --respacing ddimN, else ddpm; dpmpp-2m / dpmpp-3m: DPM-Solver++ "
-        "(deterministic ODE solver, one network evaluation per step; see adm/sampling/solvers.py)",
+        "(deterministic ODE solver, one network evaluation per step); dpmpp-2m-sde: its stochastic "
+        "SDE variant (fresh noise each step, one evaluation per step); see adm/sampling/solvers.py",
     )
     p.add_argument(
         "--step-schedule",

@@ -330,7 +330,9 @@ def main(argv=None) -> int:
         "time to gold quality (--time-to-gold; bench/time_to_gold.py; writes time_to_gold.{json,md})"
     )
     g.add_argument("--time-to-gold", action="store_true", help="reference DDPM-250 vs ours, per --scales")
-    g.add_argument("--solver", choices=("ddim", "dpmpp-2m", "dpmpp-3m"), help="our sampler (default dpmpp-2m)")
+    g.add_argument(
+        "--solver", choices=("ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"), help="our sampler (default dpmpp-2m)"
+    )
     g.add_argument("--steps", type=int, help="our steps (= NFE; default 20)")
     g.add_argument("--step-schedule", choices=("uniform", "logsnr", "karras"), help="default uniform")
     g.add_argument("--scales", "--scale", type=float, nargs="+", default=[1.0], help="guidance scales (default 1)")

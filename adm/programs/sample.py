@@ -54,7 +54,7 @@ class SampleConfig:
     fused_attention: bool = False  # SDPA's fused attention kernels on top of the mode (rounding only)
     guidance_interval: tuple[float, float] | None = None  # guide only where sigma_lo < sigma_t <= sigma_hi
     # (Kynkaanniemi et al. 2024; sigma of the original timestep); None: every step
-    sampler: str | None = None  # ddpm | ddim | dpmpp-2m | dpmpp-3m (adm.sampling.solvers); None: from
+    sampler: str | None = None  # ddpm | ddim | dpmpp-2m | dpmpp-3m | dpmpp-2m-sde (adm.sampling.solvers); None: from
     # respacing ("ddimN" -> ddim, else ddpm); a solver takes respacing = its number of steps
     step_schedule: str = "uniform"  # solver nodes: uniform (in t) | logsnr | karras (rho 7); see step_schedule
     guidance: str = "classifier"  # "classifier" (Dhariwal & Nichol) | "cfg": classifier-free, eps~ =
@@ -93,8 +93,8 @@ class SampleConfig:
         from adm.sampling.precision import check_fast_mode
 
         check_fast_mode(self.fast)
-        if self.sampler not in (None, "ddpm", "ddim", "dpmpp-2m", "dpmpp-3m"):
-            raise ValueError(f"--sampler must be ddpm, ddim, dpmpp-2m or dpmpp-3m, got {self.sampler!r}")
+        if self.sampler not in (None, "ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde"):
+            raise ValueError(f"--sampler must be ddpm, ddim, dpmpp-2m, dpmpp-3m or dpmpp-2m-sde, got {self.sampler!r}")
         if self.sampler is not None and self.sampler.startswith("dpmpp") and not self.respacing.strip().isdigit():
             raise ValueError(f"--sampler {self.sampler} takes --respacing as a number of steps, got {self.respacing!r}")
         from adm.diffusion.schedule import STEP_SCHEDULES
@@ -102,7 +102,7 @@ class SampleConfig:
         if self.step_schedule not in STEP_SCHEDULES:
             raise ValueError(f"--step-schedule must be one of {', '.join(STEP_SCHEDULES)}, got {self.step_schedule!r}")
         if self.step_schedule != "uniform" and not (self.sampler or "").startswith("dpmpp"):
-            raise ValueError("--step-schedule is for the solvers (--sampler dpmpp-2m / dpmpp-3m)")
+            raise ValueError("--step-schedule is for the solvers (--sampler dpmpp-2m / dpmpp-3m / dpmpp-2m-sde)")
         if self.labels not in ("uniform", "balanced"):
             raise ValueError(f"--labels must be uniform or balanced, got {self.labels!r}")
 

@@ -45,9 +45,11 @@ SOLVER_LABELS: dict[str, str] = {
     "ddim": "DDIM (η = 0)",
     "dpmpp-2m": "DPM-Solver++(2M)",
     "dpmpp-3m": "DPM-Solver++(3M)",
+    "dpmpp-2m-sde": "DPM-Solver++(2M) SDE",
 }
 NFE_NOTE = (
-    "NFE: diffusion-network evaluations per image (DDPM/DDIM K steps = K; DPM-Solver++ K steps = K); "
+    "NFE: diffusion-network evaluations per image (DDPM/DDIM K steps = K; DPM-Solver++ K steps = K, "
+    "SDE variant included); "
     "classifier guidance adds one classifier forward + backward per NFE at scale > 0, counted apart. "
     "Seconds: sampling job-seconds summed over shards (Snakemake benchmarks, model loading included). "
     "Inside: FID at or below the upper end of the gold row's 95% bootstrap interval."
@@ -57,7 +59,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 
 def network_evaluations(solver: str, steps: int) -> int:
     """Diffusion-network evaluations per image of `steps` steps of `solver` (one per step for all
-    four: DDPM and DDIM evaluate once per step; DPM-Solver++(2M/3M) is multistep)."""
+    five: DDPM and DDIM evaluate once per step; DPM-Solver++(2M/3M) and the 2M SDE are multistep)."""
     if solver not in SOLVER_LABELS:
         raise ValueError(f"unknown solver {solver!r} (one of {', '.join(SOLVER_LABELS)})")
     if steps < 1:

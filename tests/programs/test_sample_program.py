@@ -247,9 +247,9 @@ def test_merge_refuses_labels_outside_the_classes_and_non_integer_arrays(tmp_pat
     assert "label 10 is outside the 10 classes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sampler,steps", [("dpmpp-2m", "uniform"), ("dpmpp-3m", "karras")])
+@pytest.mark.parametrize("sampler,steps", [("dpmpp-2m", "uniform"), ("dpmpp-3m", "karras"), ("dpmpp-2m-sde", "logsnr")])
 def test_solver_images_independent_of_batch_size(nets, tmp_path, sampler, steps):
-    # DPM-Solver++ through the program, classifier-guided: images equal whatever the batch size
+    # DPM-Solver++ (and its SDE variant) through the program, classifier-guided: images equal whatever the batch size
     # (per-sample noise contract; float rounding of batched convolutions can move a uint8 by 1)
     kw = dict(sampler=sampler, step_schedule=steps, respacing="4")
     sample_shard(_cfg(nets, tmp_path / "b1.npz", batch_size=1, **kw), progress=False)

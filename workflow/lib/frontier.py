@@ -17,7 +17,7 @@ from __future__ import annotations
 from workflow.lib.commands import flag_values, preset_flags
 from workflow.lib.paths import benchfile, out, scale_names, shard_ids
 
-SOLVERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-3m")
+SOLVERS = ("ddpm", "ddim", "dpmpp-2m", "dpmpp-3m", "dpmpp-2m-sde")
 # the schema's defaults, for a dict that did not pass through it (the library's own tests)
 DEFAULTS = {
     "enabled": False,
