@@ -51,13 +51,10 @@ examples:
   # the demo model on 8x8 digits (training preset demo-digits: 800 steps)
   adm train-diffusion --data data/train.npz --out-dir models/diffusion --model-preset demo-digits
 
-  # a model for classifier-free guidance: each label dropped with probability 0.1
+  # a model for classifier-free guidance: the main model fine-tuned for 300 steps with each label
+  # dropped with probability 0.1 (without --init-from: a fresh model trained for the preset's steps)
   adm train-diffusion --data data/train.npz --out-dir models/cfg --model-preset demo-digits \\
-      --label-dropout 0.1
-
-  # the same, fine-tuned from the main model for 200 steps instead of trained from scratch
-  adm train-diffusion --data data/train.npz --out-dir models/cfg --model-preset demo-digits \\
-      --label-dropout 0.1 --init-from models/diffusion/ema.pt --steps 200 --lr-anneal-steps 200
+      --label-dropout 0.1 --init-from models/diffusion/ema.pt --steps 300 --lr-anneal-steps 300
 
   # ImageNet 128x128 on 8 GPUs with the paper's hyperparameters (global batch 256)
   python -m torch.distributed.run --standalone --nproc_per_node 8 -m adm train-diffusion \\
