@@ -6,9 +6,9 @@ with random weights, no downloads, about 5-8 minutes on one GPU.
 
 Measures: guided DDPM image-steps/s in fp32 / fp16 (the paper's) / bf16 / compiled; FLOPs per
 guided image-step (torch's FLOP counter: UNet forward + classifier forward and backward to x) and
-the achieved TFLOP/s as a share of the card's spec-sheet peak; a whole guided run of
-DPM-Solver++(2M) at --solver-steps (set it to the frontier's cheapest setting inside the gold
-interval); peak memory at the batch sizes it tries (and what `--batch-size auto` would pick);
+the achieved TFLOP/s as a share of the card's spec-sheet peak; a whole guided run of the fast
+solver (--solver, default DPM-Solver++(2M) SDE) at --solver-steps (set it to the frontier's
+cheapest setting inside the gold interval); peak memory at the batch sizes it tries (and what `--batch-size auto` would pick);
 CUDA-vs-CPU fp32 agreement over a few steps; fp16-vs-fp32 and bf16-vs-fp32 drift of x_0; host
 syncs per sampler step; the projected GPU-hours of the full Table 1 sweep at 250 DDPM steps and
 at the solver's steps. Every part is guarded: a failure or the time budget records a reason and
@@ -41,9 +41,10 @@ from adm.sampling.rng import randn_per_sample, sample_generators  # noqa: E402
 from adm.sampling.samplers import ddpm_sample  # noqa: E402
 from adm.sampling.solvers import SOLVERS  # noqa: E402
 
-# DPM-Solver++ steps when --solver-steps is not given: the frontier's largest grid point, 10x fewer
-# than 250. Set --solver-steps to the cheapest setting frontier.md finds inside the gold interval.
-SOLVER_STEPS = 25
+# The fast solver and its steps when not given: the cheapest setting inside the gold interval that
+# the demo's frontier found (DPM-Solver++(2M) SDE, 10 steps; docs/frontier.md). Set them to what the
+# paper config's frontier finds on ADM's ImageNet 128 model once it has run.
+SOLVER, SOLVER_STEPS = "dpmpp-2m-sde", 10
 
 SIZES = {  # full: the paper's networks; dry: the unit-test presets, sized for a CPU
     "full": dict(
@@ -273,7 +274,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/out")
     p.add_argument("--budget-s", type=float, default=420, help="stop starting new parts after this many seconds")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--solver", choices=sorted(SOLVERS), default="dpmpp-2m", help="the fast solver timed beside DDPM")
+    p.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        default=SOLVER,
+        help=f"the fast solver timed beside DDPM (default {SOLVER})",
+    )
     p.add_argument(
         "--solver-steps",
         type=int,

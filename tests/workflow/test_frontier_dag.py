@@ -118,12 +118,13 @@ def test_gold_of_its_own_where_the_sweep_differs():
 
 def test_shipped_configs():
     paper = yaml.safe_load(IMAGENET.read_text())["frontier"]
-    assert paper["enabled"] is False  # ready, off: 7.1 GPU-hours at peak (comment above it)
+    assert paper["enabled"] is False  # ready, off: 9.4 GPU-hours at peak (comment above it)
     nfe = len(paper["solvers"]) * len(paper["scales"]) * sum(paper["steps"])
-    assert nfe == 720 and nfe * 50_000 * 700.4e9 / 989e12 / 3600 == pytest.approx(7.08, abs=0.01)
+    assert nfe == 960 and nfe * 50_000 * 700.4e9 / 989e12 / 3600 == pytest.approx(9.44, abs=0.01)
     demo = yaml.safe_load(DEMO.read_text())["frontier"]
     assert demo["enabled"] and demo["gold"] == {"sampler": "ddpm", "steps": 250}
-    assert {"dpmpp-2m", "ddim"} <= set(demo["solvers"]) and max(demo["steps"]) <= 25  # >= 10x fewer NFE
+    assert {"dpmpp-2m", "ddim", "dpmpp-2m-sde"} <= set(demo["solvers"]) and max(demo["steps"]) <= 25  # >= 10x fewer NFE
+    assert "dpmpp-2m-sde" in paper["solvers"]  # the demo's cheapest in-interval solver, measured on ADM there
 
 
 def test_bad_frontier_steps_is_one_line(tmp_path):
