@@ -99,19 +99,19 @@ def test_solver_projection_at_its_own_steps(gc):
 
 def test_dry_run_times_ddpm_and_the_solver(gc, tmp_path, monkeypatch):
     calls = []
-    solver = gc.SOLVERS["dpmpp-2m"]
+    solver = gc.SOLVERS[gc.SOLVER]
 
     def counted(model_fn, noise, schedule, *args):
         calls.append(len(schedule))
         return solver(model_fn, noise, schedule, *args)
 
-    monkeypatch.setitem(gc.SOLVERS, "dpmpp-2m", counted)
+    monkeypatch.setitem(gc.SOLVERS, gc.SOLVER, counted)
     assert gc.main(["--dry", "--out", str(tmp_path), "--threads", "1", "--solver-steps", "3"]) == 0
     r = json.loads((tmp_path / "gpu_dry.json").read_text())
     for part in (r["speed"]["fp32"], r["speed"]["bf16"], r["unguided"]["fp32"], r["solver"]):
         assert part.get("image_steps_per_s", 0) > 0, part
-    assert (r["solver"]["solver"], r["solver"]["steps"], r["solver"]["precision"]) == ("dpmpp-2m", 3, "fp32")
+    assert (r["solver"]["solver"], r["solver"]["steps"], r["solver"]["precision"]) == (gc.SOLVER, 3, "fp32")
     ps = r["projection"]["solver"]
     assert ps["steps"] == 3 and ps["gpu_hours"] > 0 and ps["ddpm_250_gpu_hours"] > 0
-    assert "dpmpp-2m at 3 steps" in (tmp_path / "gpu_dry.md").read_text()
+    assert f"{gc.SOLVER} at 3 steps" in (tmp_path / "gpu_dry.md").read_text()
     assert calls == [2, 3]  # the solver itself ran: the warm-up, then the timed run

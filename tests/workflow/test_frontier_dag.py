@@ -87,9 +87,10 @@ def test_gold_is_the_table1_sweep_where_it_is_its_setting():
         "results/imagenet128/metrics/scale1.json",
     ]
     assert golds[1]["benchmarks"][9] == "results/imagenet128/benchmarks/sample/scale1_shard9.tsv"
-    assert len(entries) == 2 * (1 + 3 * 5)
+    solvers = len(paper["frontier"]["solvers"])  # 4: DDIM, DPM-Solver++(2M), (2M) SDE, (3M)
+    assert solvers == 4 and len(entries) == 2 * (1 + solvers * 5)
     shards = [t for t in frontier.targets(paper) if t.endswith(".npz")]
-    assert len(shards) == 2 * 3 * 5 * 10 and not any("/ddpm/" in t for t in shards)
+    assert len(shards) == 2 * solvers * 5 * 10 and not any("/ddpm/" in t for t in shards)
 
 
 def test_gold_of_its_own_where_the_sweep_differs():
