@@ -25,8 +25,8 @@ from adm.nets.build import build_model
 from adm.nets.config import DiffusionConfig, UNetConfig, to_dict
 from adm.sampling.precision import autocast
 from adm.training import distributed as dist
-from adm.training.init import load_init_weights
 from adm.training.draws import batch_indices, label_dropout_mask, step_draws, with_null_class
+from adm.training.init import load_init_weights
 from adm.training.log import DIFFUSION_COLUMNS, LOG, RESUME_LOG, CSVLog
 from adm.training.presets import TrainConfig
 from adm.training.resume import array_digest, resume, run_settings
