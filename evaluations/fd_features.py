@@ -8,6 +8,10 @@ Numpy only (no TensorFlow, no torch): the statistics, the distance and the boots
 ``metrics.feature_stats``, ``metrics.frechet_distance`` and ``metrics.fid_ci``, the very functions
 FID uses, so the maths is written once. Features of different networks, weights or preprocessing
 are refused (one line), as a FID between two feature spaces would mean nothing.
+
+`--pinned-sha256` (the workflow passes the config's evaluation.dinov2_sha256 when set): the record's
+`weights_pinned` is true only when the features' weights have exactly that sha256; without a pin
+it is false, and the reports label the value "unverified DINOv2 weights".
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
     return features, meta
 
 
-def fd_record(ref_path, sample_path, bootstrap: int = 10, seed: int = 0, name: str = "fd_dinov2") -> dict:
-    """{"metrics": {name: FD}, "ci": {name: [lo, hi] | None}, "raw", counts, both metas}."""
+def fd_record(
+    ref_path, sample_path, bootstrap: int = 10, seed: int = 0, name: str = "fd_dinov2", pinned_sha256=None
+) -> dict:
+    """{"metrics": {name: FD}, "ci": {name: [lo, hi] | None}, "raw", counts, both metas,
+    "weights_pinned": whether the weights' sha256 is the one `pinned_sha256` names}."""
     ref, ref_meta = read_features(ref_path)
     sample, sample_meta = read_features(sample_path)
     differ = [k for k in SAME_SPACE if ref_meta.get(k) != sample_meta.get(k)]
@@ -64,9 +71,16 @@ def fd_record(ref_path, sample_path, bootstrap: int = 10, seed: int = 0, name: s
         "n_samples": len(sample),
         "n_ref": len(ref),
         "feature_network": sample_meta.get("network"),
+        "weights_pinned": weights_pinned(sample_meta, pinned_sha256),
         "features": {"reference": ref_meta, "samples": sample_meta},
         "settings": {"bootstrap": bootstrap, "seed": seed, "ci": "bootstrap normal, 95%"},
     }
+
+
+def weights_pinned(meta: dict, pinned_sha256) -> bool:
+    """True when a sha256 is pinned and the features' weights have it (both files agree, SAME_SPACE)."""
+    sha = meta.get("weights_sha256")
+    return bool(pinned_sha256) and isinstance(sha, str) and sha.lower() == str(pinned_sha256).lower()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,6 +98,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--name", default="fd_dinov2", help="the metric's name in the record")
     ap.add_argument("--bootstrap", type=int, default=10, help="bootstrap replicates for the interval (0 = none)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument(
+        "--pinned-sha256",
+        help="the sha256 a user checked the official weights against; without it (or if the features'"
+        " weights differ) the record says weights_pinned: false",
+    )
     return ap.parse_args(argv)
 
 
@@ -91,7 +110,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         with np.errstate(all="warn"):
-            record = fd_record(args.ref_features, args.sample_features, args.bootstrap, args.seed, args.name)
+            record = fd_record(
+                args.ref_features, args.sample_features, args.bootstrap, args.seed, args.name, args.pinned_sha256
+            )
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

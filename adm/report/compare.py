@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 
 from adm.fileio import atomic_write, write_text
 
-from .paper import DEMO_BANNER, METRIC_LABELS, METRICS
+from .paper import DEMO_BANNER, DINOV2_UNVERIFIED, DINOV2_UNVERIFIED_REASON, METRIC_LABELS, METRICS
 from .table import OPTIONAL_METRICS, _digits, _fmt, merge_fd_dinov2  # Table 1's formatting, shared
 
 STATISTICS = ("mean ± sd", "min", "median")
@@ -121,6 +121,9 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
         for m in (*METRICS, *extra):
             summary = metric_summary([e["doc"] for e in group], m)
             row.update({f"{m}_{k}": v for k, v in summary.items()})
+        if "fd_dinov2" in extra:  # "pinned" only where every seed's weights have the config's sha256
+            pinned = all(e["doc"].get("fd_dinov2_pinned") for e in group)
+            row["fd_dinov2_weights"] = "pinned" if pinned else DINOV2_UNVERIFIED
         rows.append(row)
     _unique_labels(rows)
     return rows
@@ -171,6 +174,8 @@ def comparison_notes(rows: list[dict]) -> list[str]:
     methods = dict.fromkeys(r["method"] for r in rows)
     if "fd_dinov2" in extra_metrics(rows):
         lines.append(FD_DINOV2_NOTE + ".")
+        if any(r.get("fd_dinov2_weights") != "pinned" for r in rows):
+            lines.append(DINOV2_UNVERIFIED_REASON)
     lines.append("Methods: " + "; ".join(method_details(m) for m in methods) + ".")
     arms = {r["label"]: r for r in rows}
     lines.append(
@@ -235,6 +240,8 @@ def tradeoff_curves(rows: list[dict]) -> dict[str, dict[float, dict]]:
             "n_seeds": r["n_seeds"],
             "feature_network": r["feature_network"],
         }
+        if "fd_dinov2" in metrics:
+            point["fd_dinov2_pinned"] = r.get("fd_dinov2_weights") == "pinned"
         spread = {m: r[f"{m}_sd"] for m in metrics if r[f"{m}_sd"] is not None}
         if spread:
             point["spread"] = spread

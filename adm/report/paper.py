@@ -55,6 +55,16 @@ UNVERIFIED_REASON = (
     "paper's columns are shown for layout only."
 )
 
+# FD_DINOv2's weights are trusted as the official DINOv2 ViT-L/14 release only where the config pins
+# their sha256 (evaluation.dinov2_sha256, set by a user who checked the file) and the weights match:
+# the FD record's `weights_pinned` (evaluations/fd_features.py). Any other value gets this label.
+DINOV2_UNVERIFIED = "unverified DINOv2 weights (sha256 not pinned)"
+DINOV2_UNVERIFIED_REASON = (
+    "FD_DINOv2 is labelled unverified DINOv2 weights: the config pins no sha256 for them "
+    "(evaluation.dinov2_sha256), so nothing tells the official weights from any other file of "
+    "the same architecture."
+)
+
 
 def paper_metrics(scale: float) -> dict[str, float] | None:
     """The paper's five metrics at `scale` as a dict keyed like METRICS, or None if not in Table 1."""

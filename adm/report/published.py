@@ -25,7 +25,16 @@ import csv
 import math
 from dataclasses import dataclass
 
-from adm.report.paper import DEMO_BANNER, INCEPTION_FEATURES, METRIC_LABELS, METRICS, PAPER_TABLE1, UNVERIFIED_BANNER
+from adm.report.paper import (
+    DEMO_BANNER,
+    DINOV2_UNVERIFIED,
+    DINOV2_UNVERIFIED_REASON,
+    INCEPTION_FEATURES,
+    METRIC_LABELS,
+    METRICS,
+    PAPER_TABLE1,
+    UNVERIFIED_BANNER,
+)
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/"
 PRINTED_SIGNIFICANT = 4  # digits at which a 16-digit printed value must agree
@@ -253,6 +262,12 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric) or {"fd_dinov2": "FD_DINOv2"}[metric]
 
 
+def fd_network(doc: dict) -> str | None:
+    """An FD_DINOv2 row's feature_network: the features' network where the config pinned the
+    weights' sha256 (the record's weights_pinned), else the unverified-weights label."""
+    return doc.get("feature_network") if doc.get("weights_pinned") is True else DINOV2_UNVERIFIED
+
+
 def notes(rows: list[dict]) -> tuple[str, list[str]]:
     """The table's label (its feature network's banner, or "") and the lines under it: how verdicts
     are judged, what the sources mean."""
@@ -265,6 +280,8 @@ def notes(rows: list[dict]) -> tuple[str, list[str]]:
         lines.append(EXPECTED_NOTE)
     if any(r["metric"] == "fd_dinov2" for r in rows):
         lines.append(FD_DINOV2_NOTE)
+    if any(r["metric"] == "fd_dinov2" and r["feature_network"] == DINOV2_UNVERIFIED for r in rows):
+        lines.append(DINOV2_UNVERIFIED_REASON)
     return label, lines
 
 
@@ -274,7 +291,7 @@ def display_cells(r: dict) -> list[str]:
     return [
         r["batch"],
         r["source"] or "—",
-        metric_label(r["metric"]),
+        metric_label(r["metric"]) + (f" ({DINOV2_UNVERIFIED})" if r["feature_network"] == DINOV2_UNVERIFIED else ""),
         r["published"] if published else "—",
         f"{float(r['ours']):.6g}",
         f"{float(r['difference']):+.3g}" if published else "–",
@@ -349,7 +366,7 @@ def check_published(metrics_files, batches, expected, fail: bool, md_path, csv_p
             unpublished += unpublished_rows(name, record["metrics"], METRICS, network)
         if name in fd:
             doc = fd[name]
-            extra += unpublished_rows(name, doc["metrics"], ["fd_dinov2"], doc.get("feature_network"))
+            extra += unpublished_rows(name, doc["metrics"], ["fd_dinov2"], fd_network(doc))
     text = _render(rows, unpublished, extra)
     for path, kind in ((md_path, "md"), (csv_path, "csv")):
         atomic_write(path, lambda f, t=text[kind]: f.write(t), binary=False)

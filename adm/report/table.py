@@ -19,6 +19,7 @@ from adm.fileio import atomic_write, write_text
 from .paper import (
     DEMO_BANNER,
     DEMO_REASON,
+    DINOV2_UNVERIFIED_REASON,
     INCEPTION_FEATURES,
     METRIC_LABELS,
     METRICS,
@@ -74,7 +75,13 @@ def merge_fd_dinov2(doc: dict, path: str | Path) -> dict:
         fd = json.load(f)
     doc["metrics"]["fd_dinov2"] = fd["metrics"]["fd_dinov2"]
     doc.setdefault("ci", {})["fd_dinov2"] = (fd.get("ci") or {}).get("fd_dinov2")
+    doc["fd_dinov2_pinned"] = fd.get("weights_pinned") is True  # else labelled (paper.DINOV2_UNVERIFIED)
     return doc
+
+
+def dinov2_unverified(docs: Iterable[dict]) -> bool:
+    """True when any doc's FD_DINOv2 came from weights whose sha256 the config did not pin."""
+    return any("fd_dinov2" in d["metrics"] and not d.get("fd_dinov2_pinned") for d in docs)
 
 
 def optional_metrics(results: Mapping[float, dict]) -> list[str]:
@@ -176,6 +183,8 @@ def notes(results: Mapping[float, dict], compare_paper: bool) -> list[str]:
             "FD_DINOv2: Fréchet distance of DINOv2 ViT-L/14 CLS features (dgm-eval's preprocessing, "
             "Stein et al. 2023); the paper has no such column. Its brackets are FID's bootstrap."
         )
+        if dinov2_unverified(results.values()):
+            lines.append(DINOV2_UNVERIFIED_REASON)
     lines.append(interval_note(results))
     return lines
 

@@ -23,9 +23,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: rules run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .paper import DEMO_BANNER, METRIC_LABELS, METRICS, PAPER_TABLE1, UNVERIFIED_BANNER  # noqa: E402
+from .paper import DEMO_BANNER, DINOV2_UNVERIFIED, METRIC_LABELS, METRICS, PAPER_TABLE1, UNVERIFIED_BANNER  # noqa: E402
 from .plots import save_figure  # noqa: E402
-from .table import OPTIONAL_METRICS, is_demo, is_unverified  # noqa: E402
+from .table import OPTIONAL_METRICS, dinov2_unverified, is_demo, is_unverified  # noqa: E402
 
 # plot name -> (x metric, y metric): recall on x as in the papers' precision/recall figures, IS
 # on x for FID vs IS (better is right-down for FID/IS, right-up for precision/recall).
@@ -192,5 +192,7 @@ def write_tradeoff_plots(curves: Curves, out_dir: str | Path, compare_paper: boo
         if not any(_value(doc, m) is not None for doc in docs.values() for m in metrics if m not in METRICS):
             continue  # a run without FD_DINOv2: exactly the files (and bytes) of before
         title = _title(" and ".join(LABELS[m] for m in metrics) + " vs guidance scale", docs, demo, overlay)
+        if dinov2_unverified(docs.values()):
+            title += f"\n(FD_DINOv2: {DINOV2_UNVERIFIED})"
         written += _save(scale_figure(curves, metrics, title, overlay), out_dir, name)
     return written

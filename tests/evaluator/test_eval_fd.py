@@ -1,6 +1,10 @@
 """FD_DINOv2 on the evaluator's side (evaluations/fd_features.py): the Fréchet distance of two
 feature files is metrics.frechet_distance of their statistics (the maths FID uses), with FID's
-bootstrap interval; features of another network or weights are refused in one line."""
+bootstrap interval; features of another network or weights are refused in one line; the record
+says whether the weights have the sha256 the config pins (--pinned-sha256).
+
+Mutants tried: weights_pinned true without a pin (`not pinned_sha256 or ...`) fails
+test_weights_pinned_only_with_a_matching_pin."""
 
 from __future__ import annotations
 
@@ -54,3 +58,17 @@ def test_cli_writes_the_record(tmp_path, capsys):
     rec = json.loads((tmp_path / "fd.json").read_text())
     assert capsys.readouterr().out.startswith("fd_dinov2: ") and rec["metrics"]["fd_dinov2"] > 0.5
     assert fd_features.main([str(r), str(tmp_path / "missing.npz")]) == 2
+
+
+def test_weights_pinned_only_with_a_matching_pin(tmp_path):
+    """weights_pinned: true only when --pinned-sha256 is given and equals the weights' sha256
+    (case aside); no pin, or another sha256, is false (the reports then label FD_DINOv2)."""
+    rng = np.random.default_rng(0)
+    r = _write(tmp_path / "r.npz", rng.normal(size=(40, 3)), weights_sha256="ab12")
+    s = _write(tmp_path / "s.npz", rng.normal(size=(40, 3)), weights_sha256="ab12")
+    assert fd_features.fd_record(r, s, bootstrap=0)["weights_pinned"] is False
+    assert fd_features.fd_record(r, s, bootstrap=0, pinned_sha256="AB12")["weights_pinned"] is True
+    assert fd_features.fd_record(r, s, bootstrap=0, pinned_sha256="cd34")["weights_pinned"] is False
+    out = tmp_path / "fd.json"
+    assert fd_features.main([str(r), str(s), "--out", str(out), "--bootstrap", "0", "--pinned-sha256", "ab12"]) == 0
+    assert json.loads(out.read_text())["weights_pinned"] is True

@@ -1,6 +1,10 @@
 """adm/report/compare.py: mean ± sd, min and median across seed sets per (arm, scale), the first
 seed's bootstrap interval in the CSV, short method labels, trade-off curves, and the report
-section."""
+section.
+
+Mutants tried: comparison_rows marking every FD_DINOv2 point "pinned" whatever its records say
+fails test_fd_dinov2_label_follows_the_pin.
+"""
 
 from __future__ import annotations
 
@@ -148,12 +152,14 @@ def test_not_an_evaluator_file_is_refused(tmp_path):
         compare.load_entries([{"arm": "a", "method": "cfg", "seed": 0, "scale": 0, "path": str(bad)}])
 
 
-def with_fd_dinov2(tmp_path, entries, values):
-    """Each entry with an FD_DINOv2 record beside its metrics JSON, as the workflow passes it."""
+def with_fd_dinov2(tmp_path, entries, values, pinned=None):
+    """Each entry with an FD_DINOv2 record beside its metrics JSON, as the workflow passes it
+    (`pinned`: the record's weights_pinned; None: a record without the field)."""
     out = []
     for e, v in zip(entries, values):
         path = tmp_path / f"fd_{e['arm']}_{e['seed']}_{e['scale']}.json"
-        path.write_text(json.dumps({"metrics": {"fd_dinov2": v}, "ci": {"fd_dinov2": [v - 2, v + 2]}}))
+        record = {"metrics": {"fd_dinov2": v}, "ci": {"fd_dinov2": [v - 2, v + 2]}}
+        path.write_text(json.dumps(record if pinned is None else {**record, "weights_pinned": pinned}))
         out.append({**e, "fd_dinov2": str(path)})
     return out
 
@@ -199,3 +205,23 @@ def test_tradeoff_curves_carry_fd_dinov2_only_when_measured(entries, tmp_path):
     for label, points in plain.items():  # the other metrics as before
         for scale, point in points.items():
             assert {k: v for k, v in curves[label][scale]["metrics"].items() if k != "fd_dinov2"} == point["metrics"]
+
+
+@pytest.mark.parametrize("pinned", [True, False, None])
+def test_fd_dinov2_label_follows_the_pin(entries, tmp_path, pinned):
+    """Records whose weights have the config's pinned sha256: no label; unpinned (or a record that
+    does not say): "unverified DINOv2 weights" in the CSV column, the caption of the Markdown and of
+    report.html's section, and on every trade-off point."""
+    from adm.report.paper import DINOV2_UNVERIFIED, DINOV2_UNVERIFIED_REASON
+
+    fd = with_fd_dinov2(tmp_path, entries, [100.0, 200.0, 110.0, 130.0, 90.0, 95.0, 80.0], pinned)
+    csv_path, md_path = tmp_path / "c.csv", tmp_path / "c.md"
+    rows = compare.write_comparison(fd, csv_path, md_path)
+    labelled = pinned is not True
+    assert {r["fd_dinov2_weights"] for r in rows} == {DINOV2_UNVERIFIED if labelled else "pinned"}
+    assert (DINOV2_UNVERIFIED_REASON in md_path.read_text()) == labelled
+    assert (DINOV2_UNVERIFIED in csv_path.read_text()) == labelled
+    html = compare.render_section(csv_path, [], lambda p: "data:")
+    assert (DINOV2_UNVERIFIED_REASON in html) == labelled
+    curves = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(fd)))
+    assert {p["fd_dinov2_pinned"] for points in curves.values() for p in points.values()} == {not labelled}

@@ -8,7 +8,9 @@ test_verdict_at_the_published_digits; judging printed output at its 16 digits fa
 test_printed_output_is_judged_at_four_significant_digits; requiring every source to match
 (instead of one) fails test_a_batch_passes_when_one_source_matches; FD_DINOv2 records not read
 (check_published ignoring its fd_dinov2_files) fails test_fd_dinov2_is_ours_only; the report section
-without its label (no banner) fails test_report_section_shows_the_table_and_its_label.
+without its label (no banner) fails test_report_section_shows_the_table_and_its_label; FD rows
+keeping the features' network name whatever the pin (fd_network returning it unconditionally) fails
+test_unpinned_fd_dinov2_rows_are_labelled.
 """
 
 from __future__ import annotations
@@ -103,22 +105,20 @@ def test_check_published_writes_the_table_or_fails_with_nothing_behind(tmp_path,
     assert P.check_published([bad], names[:1], {}, False, md, csv_path) == 0 and md.exists()
 
 
-def write_fd(path, value, network="dinov2-vitl14"):
-    path.write_text(
-        json.dumps(
-            {"metrics": {"fd_dinov2": value}, "ci": {"fd_dinov2": [value - 1, value + 1]}, "feature_network": network}
-        )
-    )
+def write_fd(path, value, network="dinov2-vitl14", pinned=True):
+    """An FD_DINOv2 record; `pinned`: its weights have the sha256 the config pins (fd_features)."""
+    record = {"metrics": {"fd_dinov2": value}, "ci": {"fd_dinov2": [value - 1, value + 1]}, "feature_network": network}
+    path.write_text(json.dumps({**record, "weights_pinned": pinned}))
     return path
 
 
-def check_with_fd(tmp_path, network="unverified feature graph", expected=None):
+def check_with_fd(tmp_path, network="unverified feature graph", expected=None, pinned=True):
     """Two batches (one with published values, BigGAN without) and an FD_DINOv2 record for each."""
     sweep = P.CATALOGUE["admnet_guided_imagenet128"].sources[0]
     names = ["admnet_guided_imagenet128", "biggan_deep_trunc1_imagenet128"]
     metrics = [write_metrics(tmp_path / f"{n}_m.json", ours_from(sweep), network) for n in names]
     (tmp_path / "fd").mkdir(exist_ok=True)
-    fd = [write_fd(tmp_path / "fd" / f"{n}.json", v) for n, v in zip(names, (123.456, 98.7))]
+    fd = [write_fd(tmp_path / "fd" / f"{n}.json", v, pinned=pinned) for n, v in zip(names, (123.456, 98.7))]
     md, csv_path = tmp_path / "published.md", tmp_path / "published.csv"
     assert P.check_published(metrics, names, expected or {}, True, md, csv_path, fd[::-1]) == 0
     return md, csv_path
@@ -133,7 +133,7 @@ def test_fd_dinov2_is_ours_only(tmp_path):
     text = md.read_text()
     assert "| admnet_guided_imagenet128 | — | FD_DINOv2 | — | 123.456 | – | – | not published |" in text
     assert "| biggan_deep_trunc1_imagenet128 | — | FD_DINOv2 | — | 98.7 | – | – | not published |" in text
-    assert P.FD_DINOV2_NOTE in text
+    assert P.FD_DINOV2_NOTE in text and P.DINOV2_UNVERIFIED not in text  # pinned weights: no label
     assert "- admnet_guided_imagenet128: matches paper Table 1, scale 0.5" in text
     rows = list(csv.DictReader(csv_path.open()))
     fd = {r["batch"]: r for r in rows if r["metric"] == "fd_dinov2"}
@@ -146,6 +146,24 @@ def test_fd_dinov2_is_ours_only(tmp_path):
         *P.METRICS,
         "fd_dinov2",
     }
+
+
+def test_unpinned_fd_dinov2_rows_are_labelled(tmp_path):
+    """Without a pinned sha256 (weights_pinned false) each FD_DINOv2 row says "unverified DINOv2
+    weights" in the Markdown, the CSV's feature_network and report.html's section, with the reason."""
+    import csv
+    import html
+
+    md, csv_path = check_with_fd(tmp_path, pinned=False)
+    text = md.read_text()
+    label = f"FD_DINOv2 ({P.DINOV2_UNVERIFIED})"
+    assert f"| admnet_guided_imagenet128 | — | {label} | — | 123.456 | – | – | not published |" in text
+    assert P.DINOV2_UNVERIFIED_REASON in text
+    rows = [r for r in csv.DictReader(csv_path.open()) if r["metric"] == "fd_dinov2"]
+    assert len(rows) == 2 and {r["feature_network"] for r in rows} == {P.DINOV2_UNVERIFIED}
+    section = P.render_section(csv_path)
+    assert f"<td>{html.escape(label)}</td><td>—</td><td>123.456</td>" in section
+    assert html.escape(P.DINOV2_UNVERIFIED_REASON) in section
 
 
 @pytest.mark.parametrize("network, labelled", [("unverified feature graph", True), ("inception-v3-2015", False)])

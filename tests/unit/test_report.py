@@ -307,3 +307,25 @@ def test_report_library_imports_neither_torch_nor_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_report_labels_unpinned_fd_dinov2(tmp_path, pinned):
+    """report.html's Table 1 section says "unverified DINOv2 weights" (with the reason) when the FD
+    records' weights were not pinned by sha256 in the config, and says nothing more when they were."""
+    import html
+
+    from adm.report.paper import DINOV2_UNVERIFIED_REASON
+
+    results = table.load_metrics(write_metrics(tmp_path, "inception-v3-2015"))
+    paths = []
+    for s in results:
+        paths.append(tmp_path / f"fd_dinov2_scale{s:g}.json")
+        record = {"metrics": {"fd_dinov2": 100.0 + s}, "ci": {"fd_dinov2": None}, "weights_pinned": pinned}
+        paths[-1].write_text(json.dumps(record))
+    table.add_fd_dinov2(results, paths)
+    page = report_html.render_report(
+        report_html.ReportInputs(results=results, compare_paper=True, plots=[], grids={}, config={}, repo=tmp_path)
+    )
+    assert "FD_DINOv2" in page
+    assert (html.escape(DINOV2_UNVERIFIED_REASON) in page) != pinned

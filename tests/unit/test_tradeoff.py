@@ -1,7 +1,11 @@
 """Trade-off plots (adm/report/tradeoff.py) from small synthetic metrics docs: the four files,
 points joined in scale order and labelled by scale, error bars only where a spread is given, the
 paper's curve only when asked (and never on the demo feature network); with FD_DINOv2, the FID and
-FD_DINOv2 vs scale figure as two more files, the four others unchanged."""
+FD_DINOv2 vs scale figure as two more files, the four others unchanged, its title naming unpinned
+DINOv2 weights.
+
+Mutants tried: the FD_DINOv2 plot's title without the unverified-weights label fails
+test_fd_dinov2_plot_names_unpinned_weights."""
 
 import subprocess
 import sys
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adm.report.paper import DEMO_BANNER, PAPER_TABLE1, UNVERIFIED_BANNER
+from adm.report.paper import DEMO_BANNER, DINOV2_UNVERIFIED, PAPER_TABLE1, UNVERIFIED_BANNER
 from adm.report.tradeoff import PAPER_LABEL, curve_points, scale_figure, tradeoff_figure, write_tradeoff_plots
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,11 +122,12 @@ def test_module_imports_no_torch():
 FD = {"classifier": {4.0: 300.0, 0.0: 250.0, 1.0: 180.0}, "classifier-free": {0.5: 150.0, 2.0: 170.0}}
 
 
-def _fd_curves(net="inception-v3-2015"):
+def _fd_curves(net="inception-v3-2015", pinned=True):
     curves = _curves(net)
     for arm, points in curves.items():
         for scale, doc in points.items():
             doc["metrics"]["fd_dinov2"] = FD[arm][scale]
+            doc["fd_dinov2_pinned"] = pinned  # the config pinned the weights' sha256 and they match
     curves["classifier-free"][2.0]["spread"]["fd_dinov2"] = 4.0
     return curves
 
@@ -136,6 +141,14 @@ def test_fd_dinov2_plot_is_written_only_with_the_metric(tmp_path):
         assert (tmp_path / "fd" / p.name).read_bytes() == p.read_bytes(), p.name
     svg = (tmp_path / "fd" / "tradeoff_fd_dinov2.svg").read_text()
     assert "FD_DINOv2" in svg and "guidance scale" in svg and PAPER_LABEL in svg
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_fd_dinov2_plot_names_unpinned_weights(tmp_path, pinned):
+    """Only the FD_DINOv2 plot's title says "unverified DINOv2 weights", and only when unpinned."""
+    write_tradeoff_plots(_fd_curves(pinned=pinned), tmp_path, compare_paper=True)
+    assert (DINOV2_UNVERIFIED in (tmp_path / "tradeoff_fd_dinov2.svg").read_text()) != pinned
+    assert DINOV2_UNVERIFIED not in (tmp_path / "tradeoff_fid_is.svg").read_text()
 
 
 def test_fd_dinov2_figure_has_a_line_per_arm_against_the_scale():

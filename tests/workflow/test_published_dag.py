@@ -116,8 +116,8 @@ def table_error(run: Path) -> str:
 def fd_rows_in_table(run: Path, md: str, section: str) -> None:
     """An FD_DINOv2 row per batch in published.csv, published.md and the report's section: the
     value of the batch's FD record (finite, >= 0), nothing published beside it, the verdict "not
-    published", the DINOv2 network named; the table keeps the stand-in graph's label."""
-    from adm.report.paper import UNVERIFIED_BANNER
+    published", the DINOv2 network named (its weights pinned: no unverified-weights label); the table keeps the stand-in graph's label."""
+    from adm.report.paper import DINOV2_UNVERIFIED, UNVERIFIED_BANNER
     from adm.report.published import FD_DINOV2_NOTE, read_published_csv
 
     rows = [r for r in read_published_csv(run / "published.csv") if r["metric"] == "fd_dinov2"]
@@ -129,12 +129,13 @@ def fd_rows_in_table(run: Path, md: str, section: str) -> None:
         assert record["n_samples"] == N_SAMPLES and record["n_ref"] == N_REF
         assert (r["published"], r["source"], r["verdict"]) == ("", "", "not published")
         assert r["feature_network"] == record["feature_network"] == "dinov2-vitl14"
+        assert record["weights_pinned"] is True  # the config pins the stand-in's sha256: no label
         cells = f"| {r['batch']} | — | FD_DINOv2 | — | {value:.6g} | – | – | not published |"
         assert cells in md
         assert f"<td>FD_DINOv2</td><td>—</td><td>{value:.6g}</td>" in section
     assert md.count("| FD_DINOv2 |") == len(BATCHES) and FD_DINOV2_NOTE in md
     assert md.splitlines()[2] == f"**{UNVERIFIED_BANNER}**"  # the stand-ins' label, over every row
-    assert html.escape(FD_DINOV2_NOTE) in section
+    assert html.escape(FD_DINOV2_NOTE) in section and DINOV2_UNVERIFIED not in md + section
 
 
 @pytest.mark.slow

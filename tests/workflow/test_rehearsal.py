@@ -278,7 +278,11 @@ def test_rehearsal_evaluates_with_the_precomputed_statistics(rehearsal):
         fd = json.loads((workdir / f"results/{RUN}/metrics/fd_dinov2_scale{scale}.json").read_text())
         assert fd["feature_network"] == "dinov2-vitl14" and fd["n_samples"] == 4 and fd["n_ref"] == 16
         assert np.isfinite(fd["metrics"]["fd_dinov2"]) and fd["metrics"]["fd_dinov2"] >= 0
-    assert "FD_DINOv2" in (workdir / f"results/{RUN}/table1.md").read_text()
+        assert fd["weights_pinned"] is True  # the config pins the stand-in's sha256
+    from adm.report.paper import DINOV2_UNVERIFIED_REASON
+
+    table1 = (workdir / f"results/{RUN}/table1.md").read_text()
+    assert "FD_DINOv2" in table1 and DINOV2_UNVERIFIED_REASON not in table1
 
 
 @pytest.mark.slow

@@ -27,6 +27,18 @@ def test_paper_config_lists_the_fd_dinov2_rules(tmp_path):
     fd = re.findall(r"-m evaluations\.fd_features (\S+) (\S+) --bootstrap 10 --out (\S+)", res.stdout)
     assert {f[2] for f in fd} == {f"results/imagenet128/metrics/fd_dinov2_scale{s}.json" for s in PAPER_SCALES}
     assert {f[0] for f in fd} == {"results/imagenet128/dinov2/reference.npz"}
+    assert "--pinned-sha256" not in res.stdout  # dinov2_sha256 null: the records say unpinned
+
+
+def test_pinned_sha256_reaches_every_fd_record(tmp_path):
+    """evaluation.dinov2_sha256 set: every FD job (Table 1's, the arms', the published batches')
+    passes it to evaluations.fd_features, whose record says whether the weights have it."""
+    pin = "ab" * 32
+    cfg = write_config(tmp_path / "c.yaml", IMAGENET, evaluation__dinov2_sha256=pin)
+    res = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-2000:]
+    fd = [line for line in res.stdout.splitlines() if "-m evaluations.fd_features" in line]
+    assert fd and all(f"--pinned-sha256 {pin}" in line for line in fd)
 
 
 def test_demo_and_off_configs_list_none(tmp_path):

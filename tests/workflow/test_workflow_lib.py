@@ -411,6 +411,14 @@ def test_arm_points_get_fd_dinov2_records_only_when_it_is_on(smoke):
     assert [{k: v for k, v in e.items() if k != "fd_dinov2"} for e in entries] == arms.arm_entries(smoke)
 
 
+def test_fd_dinov2_flags_pass_the_pin_only_when_set(smoke):
+    """fd_dinov2 (and its arm/published copies) passes evaluation.dinov2_sha256 to the FD record,
+    which then says whether the weights have it; null: no flag (the reports label FD_DINOv2)."""
+    assert smoke["evaluation"]["dinov2_sha256"] is None and commands.fd_dinov2_flags(smoke) == []
+    smoke["evaluation"]["dinov2_sha256"] = "ab" * 32
+    assert commands.fd_dinov2_flags(smoke) == ["--pinned-sha256", "ab" * 32]
+
+
 def test_fd_dinov2_tradeoff_plot_only_when_it_is_on(smoke):
     """FD_DINOv2 off: the trade-off rule's outputs are the four files of a run without it (and the
     report shows two plots); on: plots/tradeoff_fd_dinov2.{png,svg} too, its PNG in the report."""

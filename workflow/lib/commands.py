@@ -192,6 +192,13 @@ def dinov2_flags(config: dict) -> list[str]:
     return flags + ["--no-progress"]
 
 
+def fd_dinov2_flags(config: dict) -> list[str]:
+    """`evaluations.fd_features` flags: the config's sha256 pin of the DINOv2 weights, when set (the
+    record then says whether the weights have it; unpinned FD_DINOv2 is labelled in the reports)."""
+    pin = config["evaluation"]["dinov2_sha256"]
+    return flag_values("--pinned-sha256", pin) if pin else []
+
+
 def fd_dinov2_metrics(config: dict, scales: list[str]) -> list[str]:
     """The FD_DINOv2 records Table 1 reads beside the metrics (none when the metric is off)."""
     if not config["evaluation"]["fd_dinov2"]:

@@ -56,6 +56,8 @@ if config["evaluation"]["fd_dinov2"]:
             " --weights {input.weights:q} --weights-lock {input.lock:q} --out {output:q} {params.flags:q}"
             " --threads {threads:q} > {log:q} 2>&1"
 
+    # The config's sha256 pin goes to the record (weights_pinned): without one, the reports label
+    # FD_DINOv2 "unverified DINOv2 weights".
     rule fd_dinov2:
         input:
             ref=out("dinov2/reference.npz"),
@@ -69,9 +71,10 @@ if config["evaluation"]["fd_dinov2"]:
         params:
             python=PYTHON,
             bootstrap=config["evaluation"]["bootstrap"],
+            flags=commands.fd_dinov2_flags(config),
         shell:
             "exec {params.python:q} -m evaluations.fd_features {input.ref:q} {input.samples:q}"
-            " --bootstrap {params.bootstrap:q} --out {output:q} > {log:q} 2>&1"
+            " --bootstrap {params.bootstrap:q} --out {output:q} {params.flags:q} > {log:q} 2>&1"
 
     # A guidance arm's run (arms/<arm>/seed<S>/): the same features job (weights, feature cache)
     # and FD job; the classifier sweep's first seed is Table 1's and reads Table 1's record.
