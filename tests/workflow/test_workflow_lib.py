@@ -380,9 +380,14 @@ def test_arm_runs_and_targets_of_the_smoke_config(smoke):
 
 def test_arm_guidance_flags_and_inputs(smoke):
     interval = arms.guidance_flags(smoke, SimpleNamespace(arm="interval"), SimpleNamespace(classifier="c.pt"))
-    assert interval == ["--classifier", "c.pt", "--guidance-interval", "0.28", "5.42"]
+    assert interval == ["--classifier", "c.pt", "--guidance-interval", "0.5897073450938983", "2.0"]
     assert arms.guidance_flags(smoke, SimpleNamespace(arm="cfg"), None) == ["--guidance", "cfg"]
     assert arms.arm_sample_inputs(smoke, SimpleNamespace(arm="cfg")) == {"model": "results/smoke/cfg_model/ema.pt"}
+    # the CFG model is the main model fine-tuned (cfg_model.init: main): it starts from its checkpoint
+    assert arms.cfg_model_inputs(smoke)["init"] == "results/smoke/diffusion/ema.pt"
+    assert arms.cfg_init_flags(smoke) == ["--init-from", "results/smoke/diffusion/ema.pt"]
+    scratch = {**smoke, "cfg_model": {}}
+    assert "init" not in arms.cfg_model_inputs(scratch) and arms.cfg_init_flags(scratch) == []
 
 
 def test_cfg_model_resources_default_to_the_diffusion_model(smoke):
