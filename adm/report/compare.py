@@ -118,6 +118,8 @@ def comparison_rows(entries: list[dict]) -> list[dict]:
             "n_samples": head["doc"].get("n_samples"),
             "feature_network": head["doc"].get("feature_network"),
         }
+        if any(e.get("note") for e in entries):  # the column exists only where some arm has a note
+            row["note"] = head.get("note") or ""
         for m in (*METRICS, *extra):
             summary = metric_summary([e["doc"] for e in group], m)
             row.update({f"{m}_{k}": v for k, v in summary.items()})
@@ -183,6 +185,7 @@ def comparison_notes(rows: list[dict]) -> list[str]:
         + "; ".join(
             f"{label} = arm `{r['arm']}`"
             + (f", σ ∈ ({_g(r['interval_lo'])}, {_g(r['interval_hi'])}]" if r["interval_lo"] is not None else "")
+            + (f" ({r['note']})" if r.get("note") else "")
             for label, r in arms.items()
         )
         + ". An interval guides only where σ_lo < σ_t ≤ σ_hi (Kynkäänniemi et al. 2024)."

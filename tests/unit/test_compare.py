@@ -225,3 +225,19 @@ def test_fd_dinov2_label_follows_the_pin(entries, tmp_path, pinned):
     assert (DINOV2_UNVERIFIED_REASON in html) == labelled
     curves = compare.tradeoff_curves(compare.comparison_rows(compare.load_entries(fd)))
     assert {p["fd_dinov2_pinned"] for points in curves.values() for p in points.values()} == {not labelled}
+
+
+def test_an_arms_note_follows_it_into_the_caption(entries, tmp_path):
+    """A configured note (e.g. where an interval came from) is printed after its arm in comparison.md,
+    the CSV's notes and report.html; without any note the CSV has no note column (bytes as before)."""
+    plain = compare.write_comparison(entries, tmp_path / "a.csv", tmp_path / "a.md")
+    assert "note" not in plain[0]
+    note = "chosen by snakemake interval_search on this model"
+    noted = [{**e, "note": note} if e["arm"] == "interval" else e for e in entries]
+    rows = compare.write_comparison(noted, tmp_path / "b.csv", tmp_path / "b.md")
+    assert [r["note"] for r in rows if r["arm"] == "interval"] == [note] and rows[0]["note"] == ""
+    arm_line = f"classifier, interval (0.28, 5.42] = arm `interval`, σ ∈ (0.28, 5.42] ({note})"
+    assert arm_line in (tmp_path / "b.md").read_text() and arm_line in (tmp_path / "b.csv").read_text()
+    html = compare.render_section(tmp_path / "b.csv", [], lambda p: "data:")
+    assert f"({note})" in html
+    assert note not in (tmp_path / "a.md").read_text()

@@ -521,3 +521,11 @@ def test_slurm_resources_of_a_rule():
 )
 def test_gpus_granted(resources, gpus):
     assert slurm.gpus_granted(resources) == gpus
+
+
+def test_an_arms_note_reaches_its_comparison_entries_only_when_set(smoke):
+    demo = load("config/config.yaml")
+    notes = {e["arm"]: e.get("note") for e in arms.arm_entries(demo)}
+    assert notes["interval"].startswith("chosen by snakemake interval_search on this model")
+    assert notes["cfg"] is None and notes["classifier"] is None
+    assert not any("note" in e for e in arms.arm_entries(smoke))  # no note: the entries as before

@@ -161,16 +161,17 @@ def arm_entries(config: dict) -> list[dict]:
     entries = []
     for arm, seed, scale in arm_runs(config):
         c = arm_config(config, arm)
-        entries.append(
-            {
-                "arm": arm,
-                "method": c["method"],
-                "interval": c.get("interval"),
-                "seed": seed,
-                "scale": float(scale),
-                "path": arm_file(config, arm, seed, scale, "metrics"),
-            }
-        )
+        entry = {
+            "arm": arm,
+            "method": c["method"],
+            "interval": c.get("interval"),
+            "seed": seed,
+            "scale": float(scale),
+            "path": arm_file(config, arm, seed, scale, "metrics"),
+        }
+        if c.get("note"):  # only where set: a run without notes keeps its params and bytes
+            entry["note"] = c["note"]
+        entries.append(entry)
     return entries
 
 
