@@ -9,6 +9,7 @@ Standard library only: `merge` and `prepare-data` must not pay torch's import.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -99,6 +100,15 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy src's bytes to dst atomically (the declared copy of a file kept elsewhere)."""
     data = Path(src).read_bytes()
     return atomic_write(dst, lambda f: f.write(data))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """The sha256 of a file's bytes, read in chunks (weights files run to gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path, obj) -> None:

@@ -28,18 +28,10 @@ from tqdm import tqdm
 from adm.data.datasets import DataError
 from adm.data.ondisk import map_images
 from adm.features.dinov2 import FEATURES_VERSION, VITL14, DinoV2Config, load_dinov2, preprocess
-from adm.fileio import atomic_write
+from adm.fileio import atomic_write, sha256_file
 from adm.nets.checkpoints import CheckpointError
 
 NETWORK = "dinov2-vitl14"
-
-
-def sha256_file(path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _compressed_batches(path: Path, batch_size: int) -> tuple[int, Iterator[np.ndarray]]:

@@ -11,24 +11,16 @@ learned class rows, a neutral "some class" conditioning, and is learned by the f
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
+from adm.fileio import sha256_file
 from adm.nets.checkpoints import CheckpointError, first_non_finite, read_sidecar, read_state_dict, state_dict_mismatch
 from adm.nets.config import UNetConfig, from_dict
 
 LABEL_EMBEDDING = "label_emb.weight"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_init_config(path: str | os.PathLike, model_cfg: UNetConfig) -> None:
@@ -71,4 +63,4 @@ def load_init_weights(model: torch.nn.Module, model_cfg: UNetConfig, path: str |
         raise CheckpointError(f"{path}: --init-from weights are not finite (NaN/inf in {bad})")
     with torch.no_grad():
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return file_sha256(path)
+    return sha256_file(path)
