@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import statistics
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -26,7 +25,7 @@ from typing import Iterable, Mapping
 from adm.fileio import atomic_write, write_text
 
 from .paper import DEMO_BANNER, DINOV2_UNVERIFIED, DINOV2_UNVERIFIED_REASON, METRIC_LABELS, METRICS
-from .table import OPTIONAL_METRICS, _digits, _fmt, merge_fd_dinov2  # Table 1's formatting, shared
+from .table import OPTIONAL_METRICS, _digits, _fmt, merge_fd_dinov2, read_metrics_doc  # Table 1's formatting, shared
 
 STATISTICS = ("mean ± sd", "min", "median")
 SPREAD_NOTE = (
@@ -64,10 +63,7 @@ def load_entries(entries: Iterable[Mapping]) -> list[dict]:
     """Each entry with its metrics JSON under "doc"; a file that is no evaluator output is an error."""
     loaded = []
     for e in entries:
-        with open(e["path"]) as f:
-            doc = json.load(f)
-        if "metrics" not in doc:
-            raise ValueError(f"{e['path']}: no 'metrics' object (not an evaluator output?)")
+        doc = read_metrics_doc(e["path"])
         if e.get("fd_dinov2"):
             merge_fd_dinov2(doc, e["fd_dinov2"])
         loaded.append({**e, "scale": float(e["scale"]), "doc": doc})

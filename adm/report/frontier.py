@@ -26,7 +26,6 @@ Pure Python + matplotlib (Agg), no torch: the report rule calls it.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -38,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .paper import DEMO_BANNER, METRIC_LABELS, METRICS  # noqa: E402
-from .table import _digits, _fmt  # noqa: E402
+from .table import _digits, _fmt, read_metrics_doc  # noqa: E402
 
 SOLVER_LABELS: dict[str, str] = {
     "ddpm": "DDPM (ancestral)",
@@ -174,10 +173,7 @@ def frontier_rows(entries: Iterable[Mapping]) -> list[dict]:
     entries = list(entries)
     rows = []
     for e in entries:
-        with open(e["path"]) as f:
-            doc = json.load(f)
-        if "metrics" not in doc:
-            raise ValueError(f"{e['path']}: no 'metrics' object (not an evaluator output?)")
+        doc = read_metrics_doc(e["path"])
         benches = e.get("benchmarks") or []
         rows.append(frontier_row(e, doc, benchmark_seconds(benches), benchmark_seconds(benches, "cpu_time")))
     order = list(dict.fromkeys(e["solver"] for e in entries))

@@ -43,6 +43,15 @@ def scale_from_path(path: str | Path) -> float:
     return float(match.group(1))
 
 
+def read_metrics_doc(path: str | Path) -> dict:
+    """One evaluator metrics JSON; a file without a 'metrics' object is refused (ValueError)."""
+    with open(path) as f:
+        doc = json.load(f)
+    if "metrics" not in doc:
+        raise ValueError(f"{path}: no 'metrics' object (not an evaluator output?)")
+    return doc
+
+
 def load_metrics(paths: Iterable[str | Path], scales: Iterable[float] | None = None) -> dict[float, dict]:
     """Read metrics JSONs into {scale: json}; scales from the file names unless given."""
     paths = list(paths)
@@ -51,11 +60,7 @@ def load_metrics(paths: Iterable[str | Path], scales: Iterable[float] | None = N
         raise ValueError(f"{len(paths)} metrics files but {len(scales)} scales")
     out = {}
     for scale, path in zip(scales, paths):
-        with open(path) as f:
-            doc = json.load(f)
-        if "metrics" not in doc:
-            raise ValueError(f"{path}: no 'metrics' object (not an evaluator output?)")
-        out[scale] = doc
+        out[scale] = read_metrics_doc(path)
     return dict(sorted(out.items()))
 
 
